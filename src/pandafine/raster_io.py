@@ -1,0 +1,76 @@
+"""GeoTIFF reading and writing shared by the stages (atomic, tiled, compressed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .atomic import atomic_path
+from .grid import Grid
+
+
+def geotiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None = None,
+                    **extra: Any) -> dict[str, Any]:
+    """A rasterio profile for a tiled, compressed GeoTIFF on ``grid``."""
+    from rasterio.crs import CRS
+
+    tiled = grid.width >= 256 and grid.height >= 256
+    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
+                   crs=CRS.from_user_input(grid.crs), transform=grid.transform, nodata=nodata,
+                   compress="deflate", tiled=tiled, interleave="band")
+    if tiled:
+        profile.update(blockxsize=256, blockysize=256)
+    if np.dtype(dtype).kind == "f":
+        profile["predictor"] = 3
+    elif np.dtype(dtype).kind in "iu":
+        profile["predictor"] = 2
+    profile.update(extra)
+    return profile
+
+
+def write_raster(path: str | Path, array: np.ndarray, grid: Grid, *, nodata: float | None = None,
+                 band_names: Sequence[str] | None = None, tags: Mapping[str, Any] | None = None,
+                 **profile_extra: Any) -> Path:
+    """Write a (bands, rows, cols) or (rows, cols) array on ``grid`` atomically."""
+    import rasterio
+
+    arr = array[None] if array.ndim == 2 else array
+    if arr.shape[1:] != grid.shape:
+        raise ValueError(f"{path}: array shape {arr.shape[1:]} does not match grid shape {grid.shape}")
+    profile = geotiff_profile(grid, arr.shape[0], arr.dtype.name, nodata, **profile_extra)
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(arr)
+            if band_names:
+                for i, name in enumerate(band_names, start=1):
+                    dst.set_band_description(i, name)
+            if tags:
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+    return Path(path)
+
+
+def read_raster(path: str | Path, *, masked_to_nan: bool = True) -> tuple[np.ndarray, Grid]:
+    """Read a whole raster as float32 (nodata -> NaN) with its grid. For small rasters only."""
+    import rasterio
+
+    path = Path(path)
+    with rasterio.open(path) as src:
+        if src.crs is None:
+            raise ValueError(f"{path}: raster has no CRS; expected a georeferenced GeoTIFF")
+        grid = Grid(src.crs.to_wkt(), src.transform, src.width, src.height, 1)
+        arr = src.read().astype(np.float32)
+        if masked_to_nan and src.nodata is not None and not np.isnan(src.nodata):
+            arr[arr == np.float32(src.nodata)] = np.nan
+    return arr, grid
+
+
+def grid_of(path: str | Path) -> Grid:
+    """The grid of an existing raster (factor 1)."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        if src.crs is None:
+            raise ValueError(f"{path}: raster has no CRS; expected a georeferenced GeoTIFF")
+        return Grid(src.crs.to_wkt(), src.transform, src.width, src.height, 1)
