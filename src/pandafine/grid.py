@@ -87,10 +87,15 @@ class Grid:
     def to_dict(self) -> dict[str, Any]:
         from pyproj import CRS
 
+        import warnings
+
         crs = CRS.from_user_input(self.crs)
+        with warnings.catch_warnings():  # PROJ strings are lossy; WKT2 is the reference form
+            warnings.simplefilter("ignore", UserWarning)
+            proj4 = crs.to_proj4()
         return {
             "crs_wkt": crs.to_wkt(),
-            "crs_proj4": crs.to_proj4(),
+            "crs_proj4": proj4,
             "epsg": crs.to_epsg(),
             "transform": list(self.transform)[:6],
             "width": self.width,

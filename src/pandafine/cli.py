@@ -1,0 +1,229 @@
+"""The ``pandafine`` command line: one subcommand per workflow stage.
+
+Each subcommand reads the config, does one stage's work on the files it is
+given and writes its outputs atomically, so every stage runs with or without
+Snakemake. ``--threads`` caps every thread pool in the process (BLAS/OpenMP,
+GDAL, dask, PyTorch, onnxruntime) and is set from the rule's ``threads``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+LAYERS = ("panda", "landsat", "dem", "luojia")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="config.yaml", type=Path, help="workflow config (YAML); default: %(default)s")
+    p.add_argument("--threads", default=1, type=int,
+                   help="threads this job may use (capped at the CPU count); default: %(default)s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="pandafine", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pandafine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    def cmd(name, help_):
+        p = sub.add_parser(name, help=help_, description=help_)
+        _add_common(p)
+        return p
+
+    p = cmd("check-config", "validate a config file and print the working grid it defines")
+    p.add_argument("--grid-out", type=Path, help="also write the grid as JSON here")
+
+    p = cmd("download", "fetch (or synthesize) one layer's raw files into resources/raw/{layer}/ with a manifest")
+    p.add_argument("--layer", required=True, choices=LAYERS + ("truth",))
+    p.add_argument("--out", required=True, type=Path, help="layer directory to fill")
+
+    p = cmd("calibrate", "calibrate one layer (and year): DN to physical units, masks, inter-calibration")
+    p.add_argument("--layer", required=True, choices=LAYERS)
+    p.add_argument("--year", type=int, help="year (all layers but dem)")
+    p.add_argument("--input", required=True, type=Path, help="raw file (panda) or directory (landsat, luojia, dem)")
+    p.add_argument("--grid", type=Path, help="results/grid.json (luojia)")
+    p.add_argument("--output", required=True, type=Path, help="output file (panda, dem) or directory")
+
+    p = cmd("denoise", "denoise Luojia frames of a year, or composite a year of Landsat onto the working grid")
+    p.add_argument("--layer", required=True, choices=("luojia", "landsat"))
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--input", required=True, type=Path, nargs="+",
+                   help="luojia: the calibrated year directory; landsat: calibrated year directories (this year "
+                        "and its neighbours, for gap filling)")
+    p.add_argument("--grid", type=Path, help="results/grid.json (landsat)")
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("mosaic", "feathered mosaic of a year's denoised Luojia frames onto the working grid")
+    p.add_argument("--input", required=True, type=Path, help="denoised frame directory of the year")
+    p.add_argument("--grid", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("resample", "resample one layer onto the working grid")
+    p.add_argument("--layer", required=True, choices=("panda", "landsat", "dem"))
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--grid", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("cube", "stack one year's resampled layers into an inference cube (Zarr)")
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--panda", required=True, type=Path)
+    p.add_argument("--landsat", required=True, type=Path)
+    p.add_argument("--dem", required=True, type=Path)
+    p.add_argument("--grid", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("patches", "cut training patches with a seeded, spatially blocked train/val/test split (Zarr)")
+    p.add_argument("--cubes", required=True, type=Path, nargs="+", help="cube/{year}.zarr of the target years")
+    p.add_argument("--targets", required=True, type=Path, nargs="+", help="target/{year}.tif, same order")
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("train", "train the configured model on the training patches (resumable)")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--out", required=True, type=Path, help="model directory")
+
+    p = cmd("evaluate", "evaluate the model and the interpolation baseline on the test split")
+    p.add_argument("--tiles", required=True, type=Path)
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="directory for metrics.json and figures")
+
+    p = cmd("export", "export the trained model to ONNX and check it against PyTorch")
+    p.add_argument("--tiles", required=True, type=Path)
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("infer", "tiled, blended inference of one year into a Cloud-Optimized GeoTIFF")
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--cube", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path, help="model.onnx")
+    p.add_argument("--output", required=True, type=Path)
+    return parser
+
+
+def _need(args, *names):
+    for n in names:
+        if getattr(args, n) is None:
+            raise SystemExit(f"pandafine {args.command}: --{n.replace('_', '-')} is required for this layer")
+
+
+def _grid(path: Path):
+    from .grid import Grid
+
+    return Grid.read_json(path)
+
+
+def run(args: argparse.Namespace) -> None:
+    from .config import load_config, years
+
+    cfg = load_config(args.config)
+    c = args.command
+    if c == "check-config":
+        from .grid import grid_from_config
+
+        grid = grid_from_config(cfg)
+        print(f"{args.config}: valid. Working grid {grid.width} x {grid.height} px of {grid.pixel_size:g} m, "
+              f"bounds {tuple(round(b, 2) for b in grid.bounds)}, years {cfg['run']['first_year']}-"
+              f"{cfg['run']['last_year']}")
+        if args.grid_out:
+            grid.write_json(args.grid_out)
+    elif c == "download":
+        kind = cfg["sources"].get(args.layer, {"kind": "synthetic"})["kind"] if args.layer != "truth" else "synthetic"
+        yrs = cfg["run"]["target_years"] if args.layer == "luojia" else years(cfg)
+        if kind == "synthetic":
+            from .sources.synthetic_writers import download_synthetic
+
+            download_synthetic(cfg, args.layer, args.out, years=yrs)
+        elif kind == "local":
+            from .sources.local import download_local
+
+            download_local(cfg, args.layer, args.out, yrs)
+        else:  # config validation refuses other kinds for now
+            raise SystemExit(f"sources.{args.layer}.kind={kind!r} is not implemented")
+    elif c == "calibrate":
+        from . import calibrate
+
+        if args.layer == "panda":
+            calibrate.calibrate_panda(cfg, args.input, args.output)
+        elif args.layer == "landsat":
+            calibrate.calibrate_landsat_year(cfg, args.input, args.output)
+        elif args.layer == "luojia":
+            _need(args, "grid")
+            calibrate.calibrate_luojia_year(cfg, args.input, _grid(args.grid), args.output)
+        else:
+            calibrate.calibrate_dem(cfg, args.input, args.output)
+    elif c == "denoise":
+        from . import denoise
+
+        if args.layer == "luojia":
+            denoise.denoise_luojia_year(cfg, args.input[0], args.output)
+        else:
+            _need(args, "grid")
+            dirs = {int(Path(d).name): Path(d) for d in args.input}
+            denoise.composite_landsat_year(cfg, args.year, dirs, _grid(args.grid), args.output)
+    elif c == "mosaic":
+        from .mosaic import mosaic_frames
+
+        frames = sorted(p for p in Path(args.input).glob("*.tif"))
+        if not frames:
+            raise SystemExit(f"{args.input}: no denoised frame (*.tif) to mosaic")
+        mosaic_frames(frames, _grid(args.grid), args.output)
+    elif c == "resample":
+        from .resample import resample_layer
+
+        method = cfg["preprocess"]["panda_resampling"] if args.layer == "panda" else None
+        resample_layer(args.layer, args.input, _grid(args.grid), args.output, method=method)
+    elif c == "cube":
+        from .tiles import build_cube
+
+        build_cube(args.panda, args.landsat, args.dem, _grid(args.grid), args.output, year=args.year,
+                   chunk=cfg["tiles"]["chunk"])
+    elif c == "patches":
+        from .tiles import SplitParams, build_training_set
+
+        if len(args.cubes) != len(args.targets):
+            raise SystemExit(f"--cubes ({len(args.cubes)}) and --targets ({len(args.targets)}) differ in number")
+        cubes = {int(Path(p).stem): p for p in args.cubes}
+        targets = {int(Path(p).stem): p for p in args.targets}
+        build_training_set(cubes, targets, args.output, SplitParams.from_config(cfg))
+    elif c == "train":
+        from .train import train_model
+
+        train_model(cfg, args.tiles, args.out)
+    elif c == "evaluate":
+        from .evaluate import evaluate_model
+
+        evaluate_model(cfg, args.tiles, args.model_dir, args.out)
+    elif c == "export":
+        from .export import export_onnx
+
+        export_onnx(cfg, args.model_dir, args.tiles, args.output)
+    elif c == "infer":
+        from .infer import infer_year
+
+        infer_year(cfg, args.cube, args.model, args.output, year=args.year)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Cap thread pools before numpy, GDAL, torch or onnxruntime are imported.
+    from .runtime import limit_threads
+
+    limit_threads(max(1, min(args.threads, os.cpu_count() or 1)))
+    logging.basicConfig(level=logging.INFO, format=f"pandafine {args.command}: %(message)s")
+    from .config import ConfigError
+
+    try:
+        run(args)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"pandafine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,69 @@
+rule calibrate_panda:
+    input:
+        "resources/raw/panda/manifest.json",
+    output:
+        "results/calibrated/panda/{year}.tif",
+    params:
+        raw=lambda wc: "resources/raw/panda/" + config["sources"]["panda"].get("pattern", "PANDA_China_{year}.tif").format(year=wc.year),
+    log:
+        "logs/calibrate/panda_{year}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("calibrate") + " --layer panda --year {wildcards.year} --input {params.raw} --output {output} &> {log}"
+
+
+rule calibrate_landsat:
+    input:
+        "resources/raw/landsat/manifest.json",
+    output:
+        directory("results/calibrated/landsat/{year}"),
+    log:
+        "logs/calibrate/landsat_{year}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("calibrate") + " --layer landsat --year {wildcards.year} --input resources/raw/landsat/{wildcards.year} --output {output} &> {log}"
+
+
+rule calibrate_luojia:
+    input:
+        manifest="resources/raw/luojia/manifest.json",
+        grid="results/grid.json",
+    output:
+        directory("results/calibrated/luojia/{year}"),
+    log:
+        "logs/calibrate/luojia_{year}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("calibrate") + " --layer luojia --year {wildcards.year} --input resources/raw/luojia/{wildcards.year} --grid {input.grid} --output {output} &> {log}"
+
+
+rule calibrate_dem:
+    input:
+        "resources/raw/dem/manifest.json",
+    output:
+        "results/calibrated/dem/dem.tif",
+    log:
+        "logs/calibrate/dem.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("calibrate") + " --layer dem --input resources/raw/dem --output {output} &> {log}"

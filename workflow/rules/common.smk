@@ -1,0 +1,50 @@
+# Shared definitions: years, the effective config file handed to every job, the CLI prefix.
+
+import os
+import sys
+from pathlib import Path
+
+from pandafine.config import years as config_years
+
+YEARS = config_years(config)
+TARGET_YEARS = list(config["run"]["target_years"])
+MODEL = config["model"]["name"]
+GAPFILL = config["preprocess"]["landsat_gapfill_years"]
+SYNTHETIC = all(src["kind"] == "synthetic" for src in config["sources"].values())
+
+# Every job reads the same effective config (config.yaml plus any --config overrides). It is
+# rewritten only when its content changes, so re-parsing the Snakefile never triggers reruns.
+EFFECTIVE_CONFIG = "results/config.yaml"
+
+
+def _write_effective_config():
+    import yaml
+    from pandafine.atomic import write_text_atomic
+
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    path = Path(EFFECTIVE_CONFIG)
+    if not path.exists() or path.read_text() != text:
+        write_text_atomic(path, text)
+
+
+_write_effective_config()
+
+# The pandafine executable of the environment running Snakemake, appended to PATH so that a
+# per-rule conda environment (--software-deployment-method conda) still takes precedence.
+shell.prefix(f'export PATH="$PATH:{Path(sys.executable).parent}"; set -euo pipefail; ')
+
+
+def pf(stage):
+    """Command prefix of a stage: config and thread budget come from the rule."""
+    return f"pandafine {stage} --config {EFFECTIVE_CONFIG} --threads {{threads}}"
+
+
+def gapfill_years(year):
+    """Years whose calibrated Landsat a composite of `year` may draw on."""
+    y = int(year)
+    return [v for v in range(y - GAPFILL, y + GAPFILL + 1) if v in YEARS]
+
+
+wildcard_constraints:
+    year=r"\d{4}",
+    layer="panda|landsat|dem|luojia",

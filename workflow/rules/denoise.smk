@@ -1,0 +1,33 @@
+rule denoise_luojia:
+    input:
+        "results/calibrated/luojia/{year}",
+    output:
+        directory("results/denoised/luojia/{year}"),
+    log:
+        "logs/denoise/luojia_{year}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("denoise") + " --layer luojia --year {wildcards.year} --input {input} --output {output} &> {log}"
+
+
+rule composite_landsat:
+    input:
+        scenes=lambda wc: expand("results/calibrated/landsat/{y}", y=gapfill_years(wc.year)),
+        grid="results/grid.json",
+    output:
+        "results/denoised/landsat/{year}.tif",
+    log:
+        "logs/denoise/landsat_{year}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("denoise") + " --layer landsat --year {wildcards.year} --input {input.scenes} --grid {input.grid} --output {output} &> {log}"

@@ -1,0 +1,54 @@
+rule train:
+    input:
+        "results/tiles/train.zarr",
+    output:
+        checkpoint=f"results/models/{MODEL}/checkpoint.pt",
+        history=f"results/models/{MODEL}/history.csv",
+    log:
+        f"logs/train/{MODEL}.log",
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=600,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("train") + f" --tiles {{input}} --out results/models/{MODEL} &> {{log}}"
+
+
+rule evaluate:
+    input:
+        tiles="results/tiles/train.zarr",
+        checkpoint=f"results/models/{MODEL}/checkpoint.pt",
+    output:
+        metrics=report(f"results/models/{MODEL}/metrics.json", category="Evaluation"),
+        panels=report(f"results/models/{MODEL}/test_panels.png", caption="../report/test_panels.rst",
+                      category="Evaluation"),
+    log:
+        f"logs/evaluate/{MODEL}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("evaluate") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --out results/models/{MODEL} &> {{log}}"
+
+
+rule export:
+    input:
+        tiles="results/tiles/train.zarr",
+        checkpoint=f"results/models/{MODEL}/checkpoint.pt",
+    output:
+        f"results/models/{MODEL}/model.onnx",
+    log:
+        f"logs/export/{MODEL}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("export") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --output {{output}} &> {{log}}"

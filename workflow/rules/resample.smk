@@ -1,0 +1,52 @@
+rule resample_panda:
+    input:
+        data="results/calibrated/panda/{year}.tif",
+        grid="results/grid.json",
+    output:
+        "results/resampled/panda/{year}.tif",
+    log:
+        "logs/resample/panda_{year}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("resample") + " --layer panda --input {input.data} --grid {input.grid} --output {output} &> {log}"
+
+
+rule resample_landsat:
+    input:
+        data="results/denoised/landsat/{year}.tif",
+        grid="results/grid.json",
+    output:
+        "results/resampled/landsat/{year}.tif",
+    log:
+        "logs/resample/landsat_{year}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("resample") + " --layer landsat --input {input.data} --grid {input.grid} --output {output} &> {log}"
+
+
+rule resample_dem:
+    input:
+        data="results/calibrated/dem/dem.tif",
+        grid="results/grid.json",
+    output:
+        "results/resampled/dem/dem.tif",
+    log:
+        "logs/resample/dem.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("resample") + " --layer dem --input {input.data} --grid {input.grid} --output {output} &> {log}"

@@ -1,0 +1,36 @@
+rule cube:
+    input:
+        panda="results/resampled/panda/{year}.tif",
+        landsat="results/resampled/landsat/{year}.tif",
+        dem="results/resampled/dem/dem.tif",
+        grid="results/grid.json",
+    output:
+        directory("results/tiles/cube/{year}.zarr"),
+    log:
+        "logs/tile/cube_{year}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("cube") + " --year {wildcards.year} --panda {input.panda} --landsat {input.landsat} --dem {input.dem} --grid {input.grid} --output {output} &> {log}"
+
+
+rule patches:
+    input:
+        cubes=expand("results/tiles/cube/{year}.zarr", year=TARGET_YEARS),
+        targets=expand("results/target/{year}.tif", year=TARGET_YEARS),
+    output:
+        directory("results/tiles/train.zarr"),
+    log:
+        "logs/tile/patches.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("patches") + " --cubes {input.cubes} --targets {input.targets} --output {output} &> {log}"
