@@ -1,0 +1,339 @@
+"""Overlap blending for tiled inference: windows, tile layout and a row-band accumulator.
+
+Pure numpy, no I/O. The steps follow MONAI's sliding-window inference:
+
+1. **layout** -- :func:`tile_origins` places tiles along each axis with stride
+   ``tile - round(tile * overlap)``; the last tile is snapped to end on the border.
+   :class:`TileLayout` combines both axes.
+2. **window** -- :func:`window` gives a tile's separable importance map (``hann``, ``gaussian``,
+   ``pyramid`` or ``constant``); :func:`border_adjusted_window` lifts it to full weight
+   on the sides that touch the region border, where no other tile overlaps.
+3. **accumulate** -- :class:`BlendAccumulator` adds ``weight * prediction`` and ``weight``
+   for one band of tile rows and hands back finished output rows, normalized by the
+   accumulated weights. Memory is (tile height x region width), never the whole region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+#: Window kinds understood by :func:`window`.
+WINDOW_KINDS = ("hann", "gaussian", "pyramid", "constant")
+
+
+def _as_shape(shape: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape), int(shape))
+    h, w = (int(s) for s in shape)
+    if h < 1 or w < 1:
+        raise ValueError(f"window shape must be positive, got {(h, w)}")
+    return h, w
+
+
+def _profile(n: int, kind: str, sigma_scale: float) -> np.ndarray:
+    """1-D weight profile of length ``n`` sampled at pixel centres, maximum 1."""
+    x = (np.arange(n, dtype=np.float64) + 0.5) / n  # pixel centres in (0, 1)
+    if kind == "hann":
+        p = np.sin(np.pi * x) ** 2
+    elif kind == "gaussian":
+        if sigma_scale <= 0:
+            raise ValueError(f"sigma_scale must be > 0 for a gaussian window, got {sigma_scale}")
+        p = np.exp(-0.5 * ((x - 0.5) / sigma_scale) ** 2)
+    elif kind == "pyramid":
+        p = 1.0 - np.abs(2.0 * x - 1.0)
+    elif kind == "constant":
+        p = np.ones(n)
+    else:
+        raise ValueError(f"unknown window kind {kind!r}; expected one of {', '.join(WINDOW_KINDS)}")
+    return p / p.max()
+
+
+def window(shape: int | tuple[int, int], kind: str = "hann", floor: float = 1e-3,
+           sigma_scale: float = 0.125) -> np.ndarray:
+    """A separable 2-D blending window (importance map) with maximum 1.
+
+    Parameters
+    ----------
+    shape : int or (int, int)
+        Tile size (rows, cols); an int means a square tile.
+    kind : {'hann', 'gaussian', 'pyramid', 'constant'}
+        ``hann``: sin² profile; ``gaussian``: exp(-x²/2σ²) with σ = ``sigma_scale`` × size;
+        ``pyramid``: linear ramp to the centre; ``constant``: all ones.
+        Profiles are sampled at pixel centres, so they are symmetric and never exactly 0.
+    floor : float
+        Minimum of each 1-D profile (MONAI uses 1e-3 on the 2-D map): no pixel of a
+        tile is ever ignored. It is applied per axis, so the 2-D minimum is ``floor**2``:
+        where the overlaps of four tiles meet, the edge pixels of one tile must not
+        weigh as much as the interior pixels of another (a 2-D floor gives tile edges,
+        where zero padding distorts predictions, up to half the weight there).
+    sigma_scale : float
+        Gaussian σ as a fraction of the tile size.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 array of ``shape`` with values in ``[floor**2, 1]``.
+    """
+    h, w = _as_shape(shape)
+    if not 0 <= floor <= 1:
+        raise ValueError(f"window floor must be in [0, 1], got {floor}")
+    return np.outer(np.maximum(_profile(h, kind, sigma_scale), floor),
+                    np.maximum(_profile(w, kind, sigma_scale), floor))
+
+
+def border_adjusted_window(base: np.ndarray, at_top: bool, at_bottom: bool, at_left: bool,
+                           at_right: bool) -> np.ndarray:
+    """Lift a window to its maximum from the centre outward on the sides at the region border.
+
+    A tile side that lies on the region border has no neighbour to blend with, so a
+    window tapering there would only lose precision (and, with a floor, bias the
+    blend). On each flagged side the profile is replaced, from the centre outward, by
+    its running maximum: for the usual unimodal windows the outer half becomes the
+    centre value, so border pixels get full weight.
+
+    Parameters
+    ----------
+    base : numpy.ndarray
+        (rows, cols) window, e.g. from :func:`window`.
+    at_top, at_bottom, at_left, at_right : bool
+        Whether that side of the tile lies on the region border.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new array; ``base`` is not modified.
+    """
+    if base.ndim != 2:
+        raise ValueError(f"window must be 2-D (rows, cols), got shape {base.shape}")
+    w = np.array(base, dtype=np.float64, copy=True)
+    h, wd = w.shape
+    if at_top:
+        top = w[: (h + 1) // 2]
+        w[: (h + 1) // 2] = np.maximum.accumulate(top[::-1], axis=0)[::-1]
+    if at_bottom:
+        w[h // 2:] = np.maximum.accumulate(w[h // 2:], axis=0)
+    if at_left:
+        left = w[:, : (wd + 1) // 2]
+        w[:, : (wd + 1) // 2] = np.maximum.accumulate(left[:, ::-1], axis=1)[:, ::-1]
+    if at_right:
+        w[:, wd // 2:] = np.maximum.accumulate(w[:, wd // 2:], axis=1)
+    return w
+
+
+def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)``.
+
+    The stride is ``tile - round(tile * overlap)``; the last tile is moved back so
+    that it ends exactly on the border (it then overlaps its neighbour more). If
+    ``length <= tile`` there is a single tile at 0 (the caller pads the data).
+
+    Parameters
+    ----------
+    length : int
+        Region size along the axis (pixels).
+    tile : int
+        Tile size along the axis (pixels).
+    overlap : float
+        Fraction of the tile shared with the next tile, in ``[0, 1)``.
+
+    Returns
+    -------
+    list of int
+        Increasing offsets; the first is 0 and the last is ``max(length - tile, 0)``.
+    """
+    if length < 1 or tile < 1:
+        raise ValueError(f"length and tile must be >= 1, got length={length} tile={tile}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    stride = tile - int(round(tile * overlap))
+    if stride < 1:
+        raise ValueError(f"overlap {overlap} leaves no stride for tile {tile} (stride {stride})")
+    if length <= tile:
+        return [0]
+    last = length - tile
+    origins = list(range(0, last + 1, stride))
+    if origins[-1] != last:
+        origins.append(last)
+    return origins
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Tiles over a ``height x width`` region, with the blending window of each tile.
+
+    Parameters
+    ----------
+    height, width : int
+        Region size in pixels.
+    tile : int
+        Square tile size; tiles larger than the region are padded by the caller.
+    overlap : float
+        Fraction of a tile shared with its neighbour.
+    kind : str
+        Window kind (see :func:`window`).
+    floor, sigma_scale : float
+        Passed to :func:`window`.
+    """
+
+    height: int
+    width: int
+    tile: int
+    overlap: float
+    kind: str = "hann"
+    floor: float = 1e-3
+    sigma_scale: float = 0.125
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def rows(self) -> list[int]:
+        """Row offsets of the tile rows."""
+        return tile_origins(self.height, self.tile, self.overlap)
+
+    @property
+    def cols(self) -> list[int]:
+        """Column offsets of the tile columns."""
+        return tile_origins(self.width, self.tile, self.overlap)
+
+    def tile_window(self, row: int, col: int) -> np.ndarray:
+        """Window of the tile at offset (``row``, ``col``), adjusted at the region border.
+
+        A tile is on the top/left border when its offset is 0 and on the
+        bottom/right border when it reaches the region's end. At most nine distinct
+        windows exist; they are cached.
+        """
+        flags = (row == 0, row + self.tile >= self.height, col == 0, col + self.tile >= self.width)
+        if flags not in self._cache:
+            base = window(self.tile, self.kind, self.floor, self.sigma_scale)
+            self._cache[flags] = border_adjusted_window(base, *flags)
+        return self._cache[flags]
+
+
+class BlendAccumulator:
+    """Weighted accumulation of tile predictions for a moving band of rows.
+
+    The buffer covers output rows ``[top, top + capacity)``. Tiles are added in
+    order of increasing row offset; once no later tile can reach a row,
+    :meth:`flush` normalizes it (sum of weighted predictions / sum of weights),
+    hands it out and frees its buffer space. Pixels that received no finite
+    prediction come out as NaN.
+
+    Parameters
+    ----------
+    height, width : int
+        Region size in pixels.
+    capacity : int
+        Buffer height in rows; must be at least the tile height (it is clipped to
+        ``height``).
+    dtype : numpy dtype
+        Accumulation dtype (float64 by default, so that a constant prediction stays
+        exactly constant after the float32 cast).
+    """
+
+    def __init__(self, height: int, width: int, capacity: int, dtype=np.float64) -> None:
+        if height < 1 or width < 1 or capacity < 1:
+            raise ValueError(f"accumulator sizes must be positive, got height={height} width={width} "
+                             f"capacity={capacity}")
+        self.height = int(height)
+        self.width = int(width)
+        self.capacity = min(int(capacity), self.height)
+        self.top = 0
+        self._sum = np.zeros((self.capacity, self.width), dtype=dtype)
+        self._weight = np.zeros((self.capacity, self.width), dtype=dtype)
+
+    @property
+    def buffer_rows(self) -> int:
+        """Height of the accumulation buffers (rows)."""
+        return self._sum.shape[0]
+
+    def add(self, prediction: np.ndarray, weight: np.ndarray, row: int, col: int) -> None:
+        """Accumulate one tile prediction placed at region offset (``row``, ``col``).
+
+        Parts of the tile outside the region (padding) are dropped; non-finite
+        predictions get weight 0.
+
+        Parameters
+        ----------
+        prediction, weight : numpy.ndarray
+            (rows, cols) arrays of the same shape.
+        row, col : int
+            Region offset of the tile's top-left pixel; ``row`` must be ``>= top``.
+        """
+        if prediction.shape != weight.shape or prediction.ndim != 2:
+            raise ValueError(f"prediction {prediction.shape} and weight {weight.shape} must be equal 2-D shapes")
+        h = min(prediction.shape[0], self.height - row)
+        w = min(prediction.shape[1], self.width - col)
+        if row < self.top or row + h > self.top + self.capacity:
+            raise ValueError(f"tile rows [{row}, {row + h}) fall outside the accumulator band "
+                             f"[{self.top}, {self.top + self.capacity}); flush before adding further rows "
+                             "or raise the capacity")
+        if col < 0 or h < 1 or w < 1:
+            raise ValueError(f"tile at ({row}, {col}) does not overlap the {self.height}x{self.width} region")
+        pred = prediction[:h, :w]
+        wgt = np.where(np.isfinite(pred), weight[:h, :w], 0.0)
+        r0 = row - self.top
+        self._sum[r0:r0 + h, col:col + w] += wgt * np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0)
+        self._weight[r0:r0 + h, col:col + w] += wgt
+
+    def flush(self, upto: int) -> tuple[int, np.ndarray] | None:
+        """Hand out the finished rows ``[top, upto)`` (normalized, float32) and free them.
+
+        Returns
+        -------
+        (int, numpy.ndarray) or None
+            The first row index and the (rows, width) float32 block, or ``None`` if
+            no row is finished.
+        """
+        upto = min(int(upto), self.height)
+        n = upto - self.top
+        if n <= 0:
+            return None
+        if n > self.capacity:
+            raise ValueError(f"cannot flush {n} rows from a buffer of {self.capacity} rows")
+        out = np.full((n, self.width), np.nan, dtype=np.float32)
+        # divided in the accumulation dtype, then rounded once to float32
+        np.divide(self._sum[:n], self._weight[:n], out=out, where=self._weight[:n] > 0, casting="same_kind")
+        # shift the remaining rows up (numpy buffers overlapping copies) and clear the freed tail
+        keep = self.capacity - n
+        if keep:
+            self._sum[:keep] = self._sum[n:]
+            self._weight[:keep] = self._weight[n:]
+        self._sum[keep:] = 0
+        self._weight[keep:] = 0
+        first = self.top
+        self.top = upto
+        return first, out
+
+
+def blend_tiles(tiles: Iterator[tuple[int, int, np.ndarray]], layout: TileLayout) -> Iterator[tuple[int, np.ndarray]]:
+    """Blend predictions, given tile row by tile row, into finished output row blocks.
+
+    Parameters
+    ----------
+    tiles : iterator of (row, col, prediction)
+        Predictions (tile x tile arrays) in row-major tile order of ``layout``.
+    layout : TileLayout
+        The tile layout the predictions follow.
+
+    Yields
+    ------
+    (int, numpy.ndarray)
+        First row and a float32 (rows, width) block; blocks follow each other
+        without gaps and cover the whole region.
+    """
+    rows = layout.rows
+    acc = BlendAccumulator(layout.height, layout.width, layout.tile)
+    next_row = {r: (rows[i + 1] if i + 1 < len(rows) else layout.height) for i, r in enumerate(rows)}
+    current = None
+    for row, col, pred in tiles:
+        if current is not None and row != current:
+            done = acc.flush(next_row[current])
+            if done is not None:
+                yield done
+        current = row
+        acc.add(pred, layout.tile_window(row, col), row, col)
+    done = acc.flush(layout.height)
+    if done is not None:
+        yield done

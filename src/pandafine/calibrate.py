@@ -1,0 +1,520 @@
+"""Calibrate stage: raw products -> physical, comparable values on their own grids.
+
+* PANDA: DN (any dtype, int8 included) -> float32 ``dn`` (NaN nodata) + ``saturated``.
+* Landsat C2 L2: scale/offset, QA masking, TM/ETM+ -> OLI harmonization
+  (:mod:`pandafine.landsat`), written scene by scene and window by window.
+* Luojia-01: DN -> radiance, footprint masking (:mod:`pandafine.luojia`) and
+  relative inter-calibration of the frames of a year: robust ratios on the
+  overlaps (on the working grid), gains by network least squares in log space.
+* DEM: tiles merged into one EPSG:4326 float32 raster.
+
+Pure computations are the functions without a path argument; the
+``calibrate_*`` functions do the file I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .atomic import atomic_path, write_text_atomic
+from .channels import LANDSAT_BANDS
+from .grid import Grid
+from .raster_io import grid_of, write_raster
+
+#: Largest valid PANDA / DMSP-like DN; DN >= this is saturated.
+PANDA_DN_MAX = 63
+#: Pixels lit in both frames needed before an overlap ratio is trusted.
+MIN_PAIR_PIXELS = 20
+#: Edge of the square windows used for window-by-window processing (pixels).
+WINDOW = 1024
+
+RADIANCE_UNITS = "W m-2 sr-1 um-1"
+
+
+# ----------------------------------------------------------------------------- I/O helpers
+
+
+def iter_windows(width: int, height: int, size: int = WINDOW) -> Iterator[Any]:
+    """Square ``rasterio.windows.Window`` tiles of edge ``size`` covering a raster (row-major)."""
+    from rasterio.windows import Window
+
+    if size < 1:
+        raise ValueError(f"window size must be >= 1, got {size}")
+    for r in range(0, height, size):
+        for c in range(0, width, size):
+            yield Window(c, r, min(size, width - c), min(size, height - r))
+
+
+def float_profile(crs, transform, width: int, height: int, count: int) -> dict[str, Any]:
+    """Profile of a tiled, compressed float32 GeoTIFF (NaN nodata) on any grid (not only north-up).
+
+    Deflate level 1: on noisy float32 reflectance it is about 3x faster than the
+    default level 6 for files only ~2 % larger (these are intermediate files).
+    """
+    from rasterio.crs import CRS
+
+    tiled = width >= 256 and height >= 256
+    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype="float32",
+                   crs=CRS.from_user_input(crs), transform=transform, nodata=float("nan"),
+                   compress="deflate", zlevel=1, predictor=3, tiled=tiled, interleave="band")
+    if tiled:
+        profile.update(blockxsize=256, blockysize=256)
+    return profile
+
+
+@contextlib.contextmanager
+def open_writer(path: str | Path, profile: Mapping[str, Any], band_names: Sequence[str] | None = None,
+                tags: Mapping[str, Any] | None = None):
+    """Open a GeoTIFF for window-by-window writing; it appears at ``path`` only when closed cleanly."""
+    import rasterio
+
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            if band_names:
+                for i, name in enumerate(band_names, start=1):
+                    dst.set_band_description(i, name)
+            if tags:
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+            yield dst
+
+
+def open_georeferenced(path: str | Path):
+    """``rasterio.open(path)``, refusing rasters without a CRS or a geotransform."""
+    import rasterio
+    from affine import Affine
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such raster file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        src = rasterio.open(path)
+    if src.crs is None or src.transform == Affine.identity():
+        what = "no CRS" if src.crs is None else "no geotransform"
+        if src.crs is None and src.transform == Affine.identity():
+            what = "no CRS and no geotransform"
+        src.close()
+        raise ValueError(f"{path}: raster has {what}; expected a georeferenced GeoTIFF "
+                         "(a CRS and an affine transform)")
+    return src
+
+
+def _grid_of_dataset(src) -> Grid:
+    return Grid(src.crs.to_wkt(), src.transform, src.width, src.height, 1)
+
+
+# ----------------------------------------------------------------------------- PANDA
+
+
+def panda_out_of_range(dn: np.ndarray) -> np.ndarray:
+    """True where a valid (finite) DN lies outside 0..63."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(dn) & ((dn < 0) | (dn > PANDA_DN_MAX))
+
+
+def panda_bands(dn: np.ndarray) -> np.ndarray:
+    """``(2, rows, cols)`` float32: clipped DN and the saturation flag (NaN where DN is NaN).
+
+    Parameters
+    ----------
+    dn : numpy.ndarray
+        DN as float with NaN for nodata.
+    """
+    dn = np.asarray(dn, dtype=np.float32)
+    clipped = np.clip(dn, 0, PANDA_DN_MAX)
+    sat = np.where(np.isnan(clipped), np.nan, (clipped >= PANDA_DN_MAX).astype(np.float32))
+    return np.stack([clipped, sat.astype(np.float32)])
+
+
+def _signed_byte(src) -> bool:
+    # GDAL < 3.7 exposes int8 rasters as Byte with PIXELTYPE=SIGNEDBYTE.
+    return src.dtypes[0] == "uint8" and src.tags(1, ns="IMAGE_STRUCTURE").get("PIXELTYPE") == "SIGNEDBYTE"
+
+
+def read_dn_window(src, window=None, band: int = 1) -> np.ndarray:
+    """Band ``band`` of an open dataset as float64 DN, NaN where masked (nodata, mask band, NaN)."""
+    raw = src.read(band, window=window)
+    if _signed_byte(src):
+        raw = raw.view(np.int8)
+    dn = raw.astype(np.float64)
+    valid = src.read_masks(band, window=window) > 0
+    dn[~valid] = np.nan
+    return dn
+
+
+def calibrate_panda(cfg: Mapping[str, Any], raw_path: str | Path, out_path: str | Path) -> Path:
+    """Write PANDA DN as float32 band ``dn`` + band ``saturated`` on the file's own grid.
+
+    Parameters
+    ----------
+    cfg : mapping
+        Validated config; ``preprocess.panda_out_of_range`` is ``'error'`` or ``'clip'``.
+    raw_path : path
+        A PANDA / DMSP-like raster (any CRS, any dtype including int8; band 1 is read).
+    out_path : path
+        Output GeoTIFF (2 bands float32, NaN nodata).
+
+    Raises
+    ------
+    ValueError
+        If the raster has no CRS or transform, or (mode ``'error'``) if valid
+        DN fall outside 0..63 (the message gives the file and the count).
+    """
+    raw_path, out_path = Path(raw_path), Path(out_path)
+    mode = cfg["preprocess"]["panda_out_of_range"]
+    if mode not in ("error", "clip"):
+        raise ValueError(f"preprocess.panda_out_of_range={mode!r}; expected 'error' or 'clip'")
+    with open_georeferenced(raw_path) as src:
+        # Pass 1: count DN outside 0..63 (cheap: one band, read block by block).
+        n_bad, lo, hi = 0, math.inf, -math.inf
+        for w in iter_windows(src.width, src.height):
+            dn = read_dn_window(src, w)
+            bad = panda_out_of_range(dn)
+            if bad.any():
+                n_bad += int(bad.sum())
+                lo, hi = min(lo, float(dn[bad].min())), max(hi, float(dn[bad].max()))
+        if n_bad:
+            msg = (f"{raw_path}: {n_bad} pixel(s) have DN outside 0..{PANDA_DN_MAX} "
+                   f"(range of those: {lo:g}..{hi:g})")
+            if mode == "error":
+                raise ValueError(msg + "; set preprocess.panda_out_of_range: clip to clip them")
+            warnings.warn(msg + f"; clipped to 0..{PANDA_DN_MAX}", stacklevel=2)
+        # Pass 2: write.
+        profile = float_profile(src.crs, src.transform, src.width, src.height, 2)
+        tags = {"source": raw_path.name, "units": "DN", "out_of_range_clipped": n_bad if mode == "clip" else 0}
+        with open_writer(out_path, profile, ("dn", "saturated"), tags) as dst:
+            for w in iter_windows(src.width, src.height):
+                dst.write(panda_bands(read_dn_window(src, w)), window=w)
+    return out_path
+
+
+# ----------------------------------------------------------------------------- Landsat
+
+
+def _find_file(scene_dir: Path, name: str) -> Path:
+    p = scene_dir / name
+    if p.is_file():
+        return p
+    low = name.lower()
+    for q in scene_dir.iterdir():
+        if q.name.lower() == low:
+            return q
+    raise FileNotFoundError(f"{scene_dir}: missing {name}")
+
+
+def landsat_scene_files(scene_dir: str | Path) -> tuple[str, str, dict[str, Path], Path]:
+    """(scene_id, sensor, {band name: SR file}, QA_PIXEL file) of a raw scene directory."""
+    from .landsat import band_numbers, sensor_of
+
+    scene_dir = Path(scene_dir)
+    scene_id = scene_dir.name
+    sensor = sensor_of(scene_id)
+    bands = {name: _find_file(scene_dir, f"{scene_id}_SR_B{n}.TIF") for name, n in band_numbers(sensor).items()}
+    return scene_id, sensor, bands, _find_file(scene_dir, f"{scene_id}_QA_PIXEL.TIF")
+
+
+def calibrate_landsat_scene(scene_dir: str | Path, out_path: str | Path, window: int = WINDOW) -> Path:
+    """Write one scene's 7-band OLI-equivalent reflectance (float32, NaN masked) on its own grid.
+
+    Works window by window, so memory does not depend on the scene size.
+    """
+    from contextlib import ExitStack
+
+    from .landsat import scene_reflectance
+
+    scene_id, sensor, band_files, qa_file = landsat_scene_files(scene_dir)
+    with ExitStack() as stack:
+        qa_src = stack.enter_context(open_georeferenced(qa_file))
+        srcs = {}
+        for name, f in band_files.items():
+            s = stack.enter_context(open_georeferenced(f))
+            if (s.width, s.height) != (qa_src.width, qa_src.height) or s.transform != qa_src.transform \
+                    or s.crs != qa_src.crs:
+                raise ValueError(f"{f}: grid {s.width}x{s.height} {tuple(s.transform)[:6]} differs from "
+                                 f"{qa_file.name} ({qa_src.width}x{qa_src.height} {tuple(qa_src.transform)[:6]}); "
+                                 "all bands of a scene must share one grid")
+            srcs[name] = s
+        profile = float_profile(qa_src.crs, qa_src.transform, qa_src.width, qa_src.height, len(LANDSAT_BANDS))
+        tags = {"scene_id": scene_id, "sensor": sensor, "units": "surface reflectance",
+                "harmonization": "none (OLI)" if sensor == "OLI" else "Roy et al. 2016 OLS to OLI"}
+        with open_writer(out_path, profile, LANDSAT_BANDS, tags) as dst:
+            for w in iter_windows(qa_src.width, qa_src.height, window):
+                dn = {name: s.read(1, window=w) for name, s in srcs.items()}
+                dst.write(scene_reflectance(dn, qa_src.read(1, window=w), sensor), window=w)
+    return Path(out_path)
+
+
+def landsat_scene_dirs(raw_year_dir: str | Path) -> list[Path]:
+    """Scene directories (sorted) of a raw Landsat year directory."""
+    raw_year_dir = Path(raw_year_dir)
+    if not raw_year_dir.is_dir():
+        raise FileNotFoundError(f"{raw_year_dir}: no such Landsat year directory")
+    return sorted(p for p in raw_year_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def calibrate_landsat_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Calibrate every scene under ``raw_year_dir`` to ``{out_dir}/{scene_id}.tif``; return the outputs."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [calibrate_landsat_scene(d, out_dir / f"{d.name}.tif") for d in landsat_scene_dirs(raw_year_dir)]
+
+
+# ----------------------------------------------------------------------------- Luojia-01
+
+
+def luojia_frames(raw_year_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """(frame_id, tif, meta.xml) of every frame of a raw Luojia year directory, sorted by id."""
+    raw_year_dir = Path(raw_year_dir)
+    if not raw_year_dir.is_dir():
+        raise FileNotFoundError(f"{raw_year_dir}: no such Luojia year directory")
+    frames = []
+    for tif in sorted(list(raw_year_dir.glob("*.tif")) + list(raw_year_dir.glob("*.TIF"))):
+        xml = tif.with_name(f"{tif.stem}_meta.xml")
+        if not xml.is_file():
+            raise FileNotFoundError(f"{tif}: missing footprint file {xml.name}")
+        frames.append((tif.stem, tif, xml))
+    if not frames:
+        raise FileNotFoundError(f"{raw_year_dir}: no Luojia-01 frame (*.tif with *_meta.xml)")
+    return frames
+
+
+def load_luojia_radiance(tif: str | Path, xml: str | Path) -> tuple[np.ndarray, Grid]:
+    """Radiance of one raw frame (float32, NaN outside the footprint) and the frame's grid."""
+    from .luojia import footprint_mask, frame_radiance, parse_meta_xml
+
+    with open_georeferenced(tif) as src:
+        dn = src.read(1)
+        grid = _grid_of_dataset(src)
+        crs = src.crs
+    inside = footprint_mask(parse_meta_xml(xml), dn.shape, grid.transform, crs)
+    rad = frame_radiance(dn, inside)
+    if not np.isfinite(rad).any():
+        raise ValueError(f"{tif}: no pixel of the frame lies inside its footprint ({Path(xml).name})")
+    return rad, grid
+
+
+def grid_window_of(bounds_grid_crs: tuple[float, float, float, float], grid: Grid):
+    """The (row_off, col_off, height, width) block of ``grid`` covering bounds, or None if disjoint."""
+    left, bottom, right, top = bounds_grid_crs
+    t = grid.transform
+    c0 = max(0, math.floor((left - t.c) / t.a))
+    c1 = min(grid.width, math.ceil((right - t.c) / t.a))
+    r0 = max(0, math.floor((top - t.f) / t.e))
+    r1 = min(grid.height, math.ceil((bottom - t.f) / t.e))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return r0, c0, r1 - r0, c1 - c0
+
+
+def frame_bounds_on(frame: Grid, grid: Grid) -> tuple[float, float, float, float]:
+    """Bounds of a frame grid expressed in the CRS of ``grid``."""
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds
+
+    return transform_bounds(CRS.from_user_input(frame.crs), CRS.from_user_input(grid.crs), *frame.bounds,
+                            densify_pts=21)
+
+
+def reproject_to_block(array: np.ndarray, src: Grid, grid: Grid, block: tuple[int, int, int, int],
+                       resampling: str = "average") -> np.ndarray:
+    """Warp a float array (NaN nodata) onto a block (row_off, col_off, height, width) of ``grid``."""
+    from rasterio.crs import CRS
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    r0, c0, h, w = block
+    dst = np.full((h, w), np.nan, dtype=np.float64)
+    reproject(np.asarray(array, dtype=np.float64), dst, src_transform=src.transform,
+              src_crs=CRS.from_user_input(src.crs), src_nodata=np.nan, dst_transform=grid.window_transform(r0, c0),
+              dst_crs=CRS.from_user_input(grid.crs), dst_nodata=np.nan, resampling=Resampling[resampling])
+    return dst
+
+
+def intersect_blocks(a, b):
+    """Intersection of two (row_off, col_off, height, width) blocks, or None."""
+    if a is None or b is None:
+        return None
+    r0, c0 = max(a[0], b[0]), max(a[1], b[1])
+    r1, c1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return r0, c0, r1 - r0, c1 - c0
+
+
+def overlap_ratio(a: np.ndarray, b: np.ndarray, background: float,
+                  min_pixels: int = MIN_PAIR_PIXELS) -> tuple[float, int] | None:
+    """Robust radiance ratio a/b over pixels lit (> background) in both; None if too few such pixels.
+
+    Returns
+    -------
+    (ratio, n) : the median of ``a / b`` and the number of pixels used.
+    """
+    with np.errstate(invalid="ignore"):
+        both = np.isfinite(a) & np.isfinite(b) & (a > background) & (b > background) & (b > 0)
+    n = int(both.sum())
+    if n < min_pixels:
+        return None
+    return float(np.median(a[both] / b[both])), n
+
+
+def choose_reference(frame_ids: Sequence[str], pairs: Mapping[tuple[str, str], float]) -> str:
+    """The frame with the most overlaps (pairs with a ratio); the first one on ties or with none."""
+    degree = {f: 0 for f in frame_ids}
+    for i, j in pairs:
+        degree[i] += 1
+        degree[j] += 1
+    return max(frame_ids, key=lambda f: (degree[f], -frame_ids.index(f)))
+
+
+def solve_gains(frame_ids: Sequence[str], pairs: Mapping[tuple[str, str], float],
+                reference: str) -> dict[str, float]:
+    """Relative gains from pairwise ratios by least squares in log space.
+
+    Parameters
+    ----------
+    frame_ids : sequence of str
+    pairs : mapping (i, j) -> r_ij
+        Robust ratio ``median(L_i / L_j)`` on the overlap of frames i and j.
+    reference : str
+        Frame whose gain is fixed to 1.
+
+    Returns
+    -------
+    dict
+        ``gain[f]`` such that ``gain[i] * L_i ~= gain[j] * L_j`` on every overlap,
+        i.e. ``log g_i - log g_j = -log r_ij`` in the least-squares sense.
+        Frames not connected to the reference through overlaps keep gain 1
+        (with a warning).
+    """
+    frame_ids = list(frame_ids)
+    if reference not in frame_ids:
+        raise ValueError(f"reference frame {reference!r} is not among the frames {frame_ids}")
+    # Frames reachable from the reference through overlaps.
+    adj: dict[str, set[str]] = {f: set() for f in frame_ids}
+    for i, j in pairs:
+        adj[i].add(j)
+        adj[j].add(i)
+    seen, todo = {reference}, [reference]
+    while todo:
+        for nb in adj[todo.pop()]:
+            if nb not in seen:
+                seen.add(nb)
+                todo.append(nb)
+    free = [f for f in frame_ids if f in seen and f != reference]
+    gains = {f: 1.0 for f in frame_ids}
+    if free:
+        col = {f: k for k, f in enumerate(free)}
+        rows, rhs = [], []
+        for (i, j), r in pairs.items():
+            if i not in seen:
+                continue
+            row = np.zeros(len(free))
+            if i in col:
+                row[col[i]] += 1.0
+            if j in col:
+                row[col[j]] -= 1.0
+            rows.append(row)
+            rhs.append(-math.log(r))
+        x, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
+        for f, k in col.items():
+            gains[f] = float(math.exp(x[k]))
+    orphans = [f for f in frame_ids if f not in seen]
+    if orphans:
+        warnings.warn(f"Luojia frames {orphans} share no lit overlap with reference {reference!r} "
+                      "(directly or through other frames); their relative gain is left at 1", stacklevel=2)
+    return gains
+
+
+def calibrate_luojia_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, grid: Grid,
+                          out_dir: str | Path) -> dict[str, Any]:
+    """Radiance, footprint masking and relative inter-calibration of one year's Luojia-01 frames.
+
+    Every frame is converted to radiance (NaN outside its ``_meta.xml``
+    footprint). On every pair of overlapping frames both are warped onto the
+    overlapping block of the working grid (average resampling) and the median
+    ratio of pixels lit above ``preprocess.luojia_background`` in both is taken;
+    gains then follow from :func:`solve_gains`, anchored to the frame with the
+    most overlaps. Writes ``{frame_id}.tif`` (native frame grid, radiance x gain)
+    and ``gains.json``; returns the gains record.
+    """
+    out_dir = Path(out_dir)
+    background = float(cfg["preprocess"]["luojia_background"])
+    frames = luojia_frames(raw_year_dir)
+    ids = [f for f, _, _ in frames]
+    files = {f: (tif, xml) for f, tif, xml in frames}
+
+    # Each frame's block of the working grid (frames are read one or two at a time).
+    blocks = {}
+    for f in ids:
+        blocks[f] = grid_window_of(frame_bounds_on(grid_of(files[f][0]), grid), grid)
+
+    pairs: dict[tuple[str, str], float] = {}
+    counts: dict[str, int] = {}
+    for a_i, fa in enumerate(ids):
+        for fb in ids[a_i + 1:]:
+            block = intersect_blocks(blocks[fa], blocks[fb])
+            if block is None:
+                continue
+            ra, ga = load_luojia_radiance(*files[fa])
+            rb, gb = load_luojia_radiance(*files[fb])
+            res = overlap_ratio(reproject_to_block(ra, ga, grid, block), reproject_to_block(rb, gb, grid, block),
+                                background)
+            if res is not None:
+                pairs[(fa, fb)] = res[0]
+                counts[f"{fa}/{fb}"] = res[1]
+    reference = choose_reference(ids, pairs)
+    gains = solve_gains(ids, pairs, reference)
+
+    for f in ids:
+        rad, fgrid = load_luojia_radiance(*files[f])
+        write_raster(out_dir / f"{f}.tif", (rad * np.float32(gains[f])).astype(np.float32), fgrid,
+                     nodata=float("nan"), band_names=["radiance"],
+                     tags={"units": RADIANCE_UNITS, "gain": repr(gains[f]), "reference": reference})
+    record = {"reference": reference, "gains": gains,
+              "pairs": {f"{a}/{b}": {"ratio": r, "pixels": counts[f"{a}/{b}"]} for (a, b), r in pairs.items()}}
+    write_text_atomic(out_dir / "gains.json", json.dumps(record, indent=2) + "\n")
+    return record
+
+
+# ----------------------------------------------------------------------------- DEM
+
+
+def calibrate_dem(cfg: Mapping[str, Any], raw_dir: str | Path, out_path: str | Path) -> Path:
+    """Merge every DEM tile under ``raw_dir`` into one float32 EPSG:4326 raster (NaN nodata).
+
+    The finest tile resolution is used; where tiles overlap the first (sorted by
+    name) wins. The merge is written chunk by chunk (``rasterio.merge`` with a
+    destination path), so memory does not grow with the mosaic size.
+    """
+    from rasterio.crs import CRS
+    from rasterio.merge import merge
+
+    raw_dir = Path(raw_dir)
+    tiles = sorted(p for p in raw_dir.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
+    if not tiles:
+        raise FileNotFoundError(f"{raw_dir}: no DEM tile (*.tif)")
+    wgs84 = CRS.from_epsg(4326)
+    res_x, res_y = math.inf, math.inf
+    for t in tiles:
+        with open_georeferenced(t) as src:
+            if src.crs != wgs84:
+                raise ValueError(f"{t}: DEM tile CRS is {src.crs}; expected EPSG:4326")
+            res_x, res_y = min(res_x, src.res[0]), min(res_y, src.res[1])
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        merge([str(t) for t in tiles], res=(res_x, res_y), nodata=float("nan"), dtype="float32",
+              dst_path=tmp, dst_kwds=dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
+                                          compress="deflate", predictor=3))
+        import rasterio
+
+        with rasterio.open(tmp, "r+") as dst:
+            dst.set_band_description(1, "elevation")
+            dst.update_tags(units="m", tiles=len(tiles))
+    return out_path

@@ -1,0 +1,427 @@
+"""Tiled inference of one year: Zarr cube -> ONNX model -> blended radiance -> COG.
+
+The region is cut into overlapping square tiles (:mod:`pandafine.blending`);
+tiles go through onnxruntime in batches while a background thread reads the
+next batch from the cube. The model's final output (``radiance``) is blended
+with the tile windows in a band of tile rows, and each finished band is written
+block by block into a temporary tiled GeoTIFF, which becomes the product COG
+(:mod:`pandafine.product`). Memory is bounded by one tile row across the
+region, never by the region itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from .blending import WINDOW_KINDS, TileLayout, blend_tiles
+from .grid import Grid
+
+log = logging.getLogger(__name__)
+
+#: Tile sides must be multiples of this (a depth-3 UNet halves the size three times).
+MODEL_MULTIPLE = 8
+#: Names of the model's input and output (docs/contracts.md).
+MODEL_INPUT, MODEL_OUTPUT = "inputs", "radiance"
+#: Channel whose nodata makes the output nodata.
+MASK_CHANNEL = "panda"
+
+
+@dataclass(frozen=True)
+class InferParams:
+    """Tiling and execution parameters (config section ``infer``)."""
+
+    tile: int
+    overlap: float
+    window: str
+    batch_size: int
+    providers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.tile < MODEL_MULTIPLE or self.tile % MODEL_MULTIPLE:
+            raise ValueError(f"infer.tile: value {self.tile} must be a positive multiple of {MODEL_MULTIPLE}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"infer.overlap: value {self.overlap} must be in [0, 1)")
+        if self.window not in WINDOW_KINDS:
+            raise ValueError(f"infer.window: value {self.window!r} must be one of {', '.join(WINDOW_KINDS)}")
+        if self.batch_size < 1:
+            raise ValueError(f"infer.batch_size: value {self.batch_size} must be >= 1")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "InferParams":
+        c = cfg["infer"]
+        return cls(int(c["tile"]), float(c["overlap"]), str(c["window"]), int(c["batch_size"]),
+                   tuple(c["providers"]))
+
+
+@dataclass(frozen=True)
+class Cube:
+    """An opened inference cube (``results/tiles/cube/{year}.zarr``)."""
+
+    path: Path
+    inputs: Any  # zarr.Array (C, H, W)
+    channels: tuple[str, ...]
+    year: int | None
+    grid: Grid
+
+
+def open_cube(cube_path: str | os.PathLike) -> Cube:
+    """Open an inference cube read-only and check it against the contract.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If the store is missing or its array/attributes do not follow the contract.
+    """
+    import zarr
+
+    cube_path = Path(cube_path)
+    if not cube_path.exists():
+        raise FileNotFoundError(f"inference cube not found: {cube_path}")
+    try:
+        group = zarr.open_group(str(cube_path), mode="r")
+        inputs = group["inputs"]
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"{cube_path}: expected a Zarr group with array 'inputs' (C, H, W): {exc}") from exc
+    attrs = dict(group.attrs)
+    missing = [k for k in ("channels", "grid") if k not in attrs]
+    if missing:
+        raise ValueError(f"{cube_path}: attribute(s) {missing} missing; expected channels, year, grid")
+    if inputs.ndim != 3:
+        raise ValueError(f"{cube_path}: array 'inputs' has shape {inputs.shape}; expected (C, H, W)")
+    channels = tuple(attrs["channels"])
+    if len(channels) != inputs.shape[0]:
+        raise ValueError(f"{cube_path}: {len(channels)} channel names {list(channels)} for "
+                         f"{inputs.shape[0]} channels in 'inputs'")
+    grid = Grid.from_dict(attrs["grid"])
+    if grid.shape != tuple(inputs.shape[1:]):
+        raise ValueError(f"{cube_path}: grid shape {grid.shape} does not match 'inputs' shape {inputs.shape[1:]}")
+    year = attrs.get("year")
+    return Cube(cube_path, inputs, channels, None if year is None else int(year), grid)
+
+
+def pad_block(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Pad a (C, h, w) block at its bottom/right to (C, rows, cols) by reflection.
+
+    Reflection (mirror without repeating the edge; edge replication for a
+    1-pixel axis) keeps the padded context statistically like the region.
+    """
+    c, h, w = block.shape
+    if h > rows or w > cols:
+        raise ValueError(f"block {h}x{w} is larger than the target {rows}x{cols}")
+    if h == rows and w == cols:
+        return block
+    return np.pad(block, ((0, 0), (0, rows - h), (0, cols - w)), mode="reflect")
+
+
+def iter_tile_batches(inputs, layout: TileLayout, batch_size: int) -> Iterator[tuple[int, list[int], np.ndarray]]:
+    """Read tiles from a (C, H, W) array-like in row-major order, batched within each tile row.
+
+    Each batch is read with one slice spanning its tiles (Zarr chunks are read once
+    per batch, not once per tile), then padded where the region is smaller than a tile.
+
+    Yields
+    ------
+    (int, list of int, numpy.ndarray)
+        Tile row offset, the tiles' column offsets, and a (B, C, tile, tile) float32 batch.
+    """
+    t, height, width = layout.tile, layout.height, layout.width
+    cols = layout.cols
+    for row in layout.rows:
+        r1 = min(row + t, height)
+        for i in range(0, len(cols), batch_size):
+            group = cols[i:i + batch_size]
+            c0, c1 = group[0], min(group[-1] + t, width)
+            slab = np.asarray(inputs[:, row:r1, c0:c1], dtype=np.float32)
+            batch = np.empty((len(group), slab.shape[0], t, t), dtype=np.float32)
+            for k, col in enumerate(group):
+                tile = slab[:, :, col - c0:min(col + t, width) - c0]
+                batch[k] = pad_block(tile, t, t)
+            yield row, group, batch
+
+
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Iterate over ``items`` produced by a background thread, at most ``depth`` ahead.
+
+    Exceptions raised by the producer are re-raised in the consumer; closing the
+    generator stops the producer.
+    """
+    if depth < 1:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+        except BaseException as exc:  # forwarded to the consumer
+            put((False, exc))
+            return
+        put((True, done))
+
+    thread = threading.Thread(target=produce, name="pandafine-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def run_model(session, batch: np.ndarray, *, source: str = "model") -> np.ndarray:
+    """Run one (B, C, h, w) batch; return the (B, h, w) ``radiance`` output."""
+    out = session.run([MODEL_OUTPUT], {MODEL_INPUT: batch})[0]
+    expected = (batch.shape[0], 1) + batch.shape[2:]
+    if out.shape != expected:
+        raise ValueError(f"{source}: output '{MODEL_OUTPUT}' has shape {out.shape} for input {batch.shape}; "
+                         f"expected {expected}")
+    return out[:, 0].astype(np.float32, copy=False)
+
+
+def check_model_io(session, n_channels: int, *, source: str = "model") -> None:
+    """Check the session's input/output names and channel count against the contract."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    if MODEL_INPUT not in inputs:
+        raise ValueError(f"{source}: model input '{MODEL_INPUT}' not found (inputs: {list(inputs)})")
+    if MODEL_OUTPUT not in outputs:
+        raise ValueError(f"{source}: model output '{MODEL_OUTPUT}' not found (outputs: {outputs}); "
+                         "the blended product must be the model's final radiance output")
+    shape = inputs[MODEL_INPUT].shape
+    if len(shape) != 4:
+        raise ValueError(f"{source}: input '{MODEL_INPUT}' has rank {len(shape)}; expected (B, C, H, W)")
+    if isinstance(shape[1], int) and shape[1] != n_channels:
+        raise ValueError(f"{source}: model expects {shape[1]} input channels, the cube has {n_channels}")
+
+
+def predict_tiles(session, batches: Iterable[tuple[int, list[int], np.ndarray]], *, mask_channel: int | None = None,
+                  source: str = "model", on_row=None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Run batches through the model and yield ``(row, col, radiance tile)`` one tile at a time.
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+    batches : iterable of (row, cols, batch)
+        As from :func:`iter_tile_batches`.
+    mask_channel : int, optional
+        Input channel whose NaN pixels are set to NaN in the prediction. Every tile
+        covering a pixel sees the same input there, so the blended output is NaN
+        exactly where that channel is NaN (the accumulator ignores NaN predictions).
+    source : str
+        Name used in error messages.
+    on_row : callable, optional
+        ``on_row(row)`` is called when a tile row is complete (progress reporting).
+    """
+    current = None
+    for row, cols, batch in batches:
+        if row != current:
+            if current is not None and on_row is not None:
+                on_row(current)
+            current = row
+        pred = run_model(session, batch, source=source)
+        if mask_channel is not None:
+            pred = np.where(np.isnan(batch[:, mask_channel]), np.float32(np.nan), pred)
+        for k, col in enumerate(cols):
+            yield row, col, pred[k]
+    if current is not None and on_row is not None:
+        on_row(current)
+
+
+def output_blocksize(height: int, width: int) -> int | None:
+    """Internal block size of the temporary GeoTIFF: 512 if the region allows, else 256, else untiled."""
+    small = min(height, width)
+    if small >= 512:
+        return 512
+    if small >= 256:
+        return 256
+    return None
+
+
+class _BlockRowWriter:
+    """Collect finished rows and write them to a tiled GeoTIFF one block row at a time.
+
+    Every internal block is written exactly once, by windows of (block x block)
+    pixels; only one block row across the region is held.
+    """
+
+    def __init__(self, dst, blocksize: int | None) -> None:
+        self.dst = dst
+        self.width = dst.width
+        self.rows = blocksize or 256
+        self.cols = blocksize or dst.width
+        self.buf = np.empty((self.rows, self.width), dtype=np.float32)
+        self.fill = 0
+        self.next_row = 0
+
+    def write(self, first_row: int, block: np.ndarray) -> None:
+        if first_row != self.next_row + self.fill:
+            raise RuntimeError(f"rows arrived out of order: got row {first_row}, "
+                               f"expected {self.next_row + self.fill}")
+        i = 0
+        while i < block.shape[0]:
+            n = min(self.rows - self.fill, block.shape[0] - i)
+            self.buf[self.fill:self.fill + n] = block[i:i + n]
+            self.fill += n
+            i += n
+            if self.fill == self.rows:
+                self._emit()
+
+    def _emit(self) -> None:
+        from rasterio.windows import Window
+
+        for c0 in range(0, self.width, self.cols):
+            c1 = min(c0 + self.cols, self.width)
+            self.dst.write(self.buf[:self.fill, c0:c1], 1, window=Window(c0, self.next_row, c1 - c0, self.fill))
+        self.next_row += self.fill
+        self.fill = 0
+
+    def close(self) -> None:
+        if self.fill:
+            self._emit()
+
+
+def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path: str | os.PathLike,
+               out_path: str | os.PathLike, *, year: int | None = None, progress: bool = True,
+               require_gpu: bool = False) -> Path:
+    """Run tiled, blended inference over one year's cube and write the product COG.
+
+    Parameters
+    ----------
+    cfg : mapping
+        Validated config; uses ``infer`` (tile, overlap, window, batch_size, providers)
+        and ``product`` (compress, blocksize).
+    cube_path : path
+        ``results/tiles/cube/{year}.zarr``.
+    model_path : path
+        ``model.onnx``: input ``inputs`` (B, C, h, w) raw channels, output ``radiance`` (B, 1, h, w).
+    out_path : path
+        ``results/panda_fine/PANDA-FINE_{year}.tif``; written through a temporary file and a rename.
+    year : int, optional
+        Product year; defaults to the cube's ``year`` attribute (they must agree if both given).
+    progress : bool
+        Show a tqdm bar over tile rows.
+    require_gpu : bool
+        Fail (RuntimeError) instead of falling back to the CPU when no requested GPU
+        execution provider is in use (see :func:`pandafine.providers.make_session`).
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_path``.
+    """
+    import rasterio
+    from rasterio.crs import CRS
+    from tqdm import tqdm
+
+    from .product import product_tags, write_cog
+    from .providers import make_session
+    from .runtime import threads
+    from .scaling import RADIANCE_UNITS
+
+    params = InferParams.from_config(cfg)
+    cube = open_cube(cube_path)
+    if year is None:
+        if cube.year is None:
+            raise ValueError(f"{cube.path}: no 'year' attribute; pass the year explicitly")
+        year = cube.year
+    elif cube.year is not None and int(year) != cube.year:
+        raise ValueError(f"{cube.path}: cube is for year {cube.year}, but year {year} was requested")
+    if MASK_CHANNEL not in cube.channels:
+        raise ValueError(f"{cube.path}: channel '{MASK_CHANNEL}' missing (channels: {list(cube.channels)})")
+    mask_index = cube.channels.index(MASK_CHANNEL)
+    out_path = Path(out_path)
+    model_path = Path(model_path)
+
+    session = make_session(model_path, params.providers, threads(), require_gpu=require_gpu)
+    check_model_io(session, len(cube.channels), source=str(model_path))
+    tags = product_tags(cfg, year, model_path)
+
+    grid = cube.grid
+    height, width = grid.shape
+    layout = TileLayout(height, width, params.tile, params.overlap, params.window)
+    blocksize = output_blocksize(height, width)
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32",
+                   crs=CRS.from_user_input(grid.crs), transform=grid.transform, nodata=float("nan"),
+                   compress="zstd", zstd_level=1, predictor=3, BIGTIFF="IF_SAFER", interleave="band")
+    if blocksize:
+        profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
+    else:
+        profile.update(tiled=False)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".tiled.part.tif", dir=out_path.parent)
+    os.close(fd)
+    tiled_tmp = Path(tmp_name)
+    n_rows = len(layout.rows)
+    log.info("%s: inferring year %s on %dx%d px, %d x %d tiles of %d px (overlap %.2f, %s window)",
+             cube.path, year, height, width, n_rows, len(layout.cols), params.tile, params.overlap,
+             params.window)
+    try:
+        with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(tqdm(total=n_rows, desc=f"infer {year}", unit="tile row",
+                                           disable=not progress))
+            dst = stack.enter_context(rasterio.open(tiled_tmp, "w", **profile))
+            dst.set_band_description(1, "radiance")
+            dst.set_band_unit(1, RADIANCE_UNITS)
+            dst.update_tags(1, units=RADIANCE_UNITS, quantity="radiance")
+            dst.update_tags(**tags)
+            writer = _BlockRowWriter(dst, blocksize)
+            batches = prefetch(iter_tile_batches(cube.inputs, layout, params.batch_size), depth=2)
+            stack.callback(batches.close)
+            tiles = predict_tiles(session, batches, mask_channel=mask_index, source=str(model_path),
+                                  on_row=lambda _row: bar.update(1))
+            for first_row, block in blend_tiles(tiles, layout):
+                writer.write(first_row, block)
+            writer.close()
+        write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
+                  blocksize=int(cfg["product"]["blocksize"]), tags=tags)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tiled_tmp.unlink()
+    return out_path
+
+
+def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
+    """Tiled, blended inference over an in-memory (C, H, W) array (small regions, tests).
+
+    Same tiling, padding and blending as :func:`infer_year`, without masking or files.
+    """
+    _, height, width = inputs.shape
+    layout = TileLayout(height, width, params.tile, params.overlap, params.window)
+    out = np.empty((height, width), dtype=np.float32)
+    tiles = predict_tiles(session, iter_tile_batches(inputs, layout, params.batch_size))
+    for first_row, block in blend_tiles(tiles, layout):
+        out[first_row:first_row + block.shape[0]] = block
+    return out
+
+
+__all__ = ("InferParams", "Cube", "open_cube", "pad_block", "iter_tile_batches", "prefetch", "run_model",
+           "check_model_io", "predict_tiles", "output_blocksize", "infer_year", "infer_array")

@@ -1,0 +1,1 @@
+"""Data sources: one module per product plus the synthetic demo scene and download manifests."""
