@@ -205,7 +205,8 @@ def run(args: argparse.Namespace) -> None:
     elif c == "infer":
         from .infer import infer_year
 
-        infer_year(cfg, args.cube, args.model, args.output, year=args.year)
+        infer_year(cfg, args.cube, args.model, args.output, year=args.year,
+                   require_gpu=cfg["infer"]["require_gpu"])
 
 
 def main(argv: list[str] | None = None) -> int:

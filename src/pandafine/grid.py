@@ -73,16 +73,16 @@ class Grid:
         """The coarse (PANDA) grid: same extent, pixel size ``factor`` times larger."""
         if self.width % self.factor or self.height % self.factor:
             raise ValueError(f"grid {self.width}x{self.height} is not a whole number of {self.factor}x{self.factor} blocks")
-        return Grid(self.crs, self.transform * Affine.scale(self.factor), self.width // self.factor,
+        return Grid(self.crs, self.transform @ Affine.scale(self.factor), self.width // self.factor,
                     self.height // self.factor, 1)
 
     def scaled(self, factor: int) -> "Grid":
         """A grid over the same extent with pixels ``factor`` times smaller."""
-        return Grid(self.crs, self.transform * Affine.scale(1 / factor), self.width * factor,
+        return Grid(self.crs, self.transform @ Affine.scale(1 / factor), self.width * factor,
                     self.height * factor, self.factor * factor)
 
     def window_transform(self, row_off: int, col_off: int) -> Affine:
-        return self.transform * Affine.translation(col_off, row_off)
+        return self.transform @ Affine.translation(col_off, row_off)
 
     def to_dict(self) -> dict[str, Any]:
         from pyproj import CRS
