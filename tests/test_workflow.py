@@ -56,7 +56,7 @@ def test_metrics_name_both_methods(tiny_run):
     metrics = json.loads((tiny_run / "results" / "models" / "unet" / "metrics.json").read_text())
     split = metrics["test_split"]
     for method in ("model", "interpolation"):
-        for key in ("psnr_log", "ssim", "rmse"):
+        for key in ("psnr_log_db", "psnr_radiance_db", "ssim_log", "rmse_radiance"):
             assert np.isfinite(split[method][key])
     assert "data_range" in split
 

@@ -142,6 +142,10 @@ def run(args: argparse.Namespace) -> None:
             from .sources.local import download_local
 
             download_local(cfg, args.layer, args.out, yrs)
+        elif kind == "http":
+            from .sources.remote import download_http
+
+            download_http(cfg, args.layer, args.out, yrs)
         else:  # config validation refuses other kinds for now
             raise SystemExit(f"sources.{args.layer}.kind={kind!r} is not implemented")
     elif c == "calibrate":
@@ -217,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     limit_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     logging.basicConfig(level=logging.INFO, format=f"pandafine {args.command}: %(message)s")
     from .config import ConfigError
+    from .sources.http import DownloadError
 
     try:
         run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, DownloadError) as exc:
         print(f"pandafine {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

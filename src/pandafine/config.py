@@ -75,15 +75,18 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
     total = fr["train"] + fr["val"] + fr["test"]
     if abs(total - 1.0) > 1e-6:
         msgs.append(f"key 'tiles.fractions': values {fr} must add up to 1 (they add up to {total:g})")
+    allow_http = bool(cfg.get("download", {}).get("allow_http", False))
     for layer, src in cfg["sources"].items():
         kind = src["kind"]
         if kind == "local" and "path" not in src:
             msgs.append(f"key 'sources.{layer}.path' is required when sources.{layer}.kind is 'local'")
-        if kind == "http" and "url" not in src:
-            msgs.append(f"key 'sources.{layer}.url' is required when sources.{layer}.kind is 'http'")
-        if kind not in ("synthetic", "local"):
+        if kind == "http":
+            from .sources.remote import check_http_source
+
+            msgs.extend(check_http_source(layer, src, allow_http))
+        if kind not in ("synthetic", "local", "http"):
             msgs.append(f"key 'sources.{layer}.kind': value '{kind}' is not available yet "
-                        "(implemented: synthetic, local)")
+                        "(implemented: synthetic, local, http)")
     return msgs
 
 
