@@ -1,8 +1,6 @@
-import numpy as np
 import pytest
 from affine import Affine
 
-from pandafine.config import load_config
 from pandafine.grid import CHINA_ALBERS, Grid, grid_from_bbox, grid_from_config, snap_bounds
 
 ANCHOR = (-2643772.86, 5926896.53)

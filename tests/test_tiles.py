@@ -39,10 +39,10 @@ def test_blocked_split_never_mixes_a_block():
 def test_cube_round_trip(tmp_path, small_grid):
     paths, expect = _layers(tmp_path, small_grid)
     out = build_cube(*paths, small_grid, tmp_path / "2018.zarr", year=2018, chunk=16)
-    arr, grid, attrs = open_cube(out)
-    assert grid.same_as(small_grid) and attrs["year"] == 2018 and attrs["channels"] == list(CHANNELS)
-    assert arr.chunks == (len(CHANNELS), 16, 16)
-    np.testing.assert_array_equal(np.asarray(arr[:]), expect)
+    cube = open_cube(out)
+    assert cube.grid.same_as(small_grid) and cube.year == 2018 and cube.channels == CHANNELS
+    assert cube.inputs.chunks == (len(CHANNELS), 16, 16)
+    np.testing.assert_array_equal(np.asarray(cube.inputs[:]), expect)
 
 
 def test_corrupt_cube_names_the_file(tmp_path):
@@ -78,6 +78,6 @@ def test_training_set_patches_targets_and_train_only_stats(tmp_path, small_grid)
     assert mean[3] == pytest.approx(float(np.nanmean(train[:, 3])), rel=1e-5)
     assert mean[3] != pytest.approx(float(np.nanmean(x[:, 3])), rel=1e-7)
     # patch content equals the cube at its offset
-    cube, _, _ = open_cube(cubes[int(root["year"][0])])
+    cube = open_cube(cubes[int(root["year"][0])]).inputs
     r, c = int(rows[0]), int(cols[0])
     np.testing.assert_array_equal(x[0], np.asarray(cube[:, r:r + 16, c:c + 16]))

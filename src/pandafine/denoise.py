@@ -28,7 +28,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .atomic import atomic_path
-from .calibrate import RADIANCE_UNITS, grid_window_of, intersect_blocks, iter_windows, open_writer
+from .calibrate import RADIANCE_UNITS, grid_window_of, intersect_blocks
+from .raster_io import iter_windows, open_writer
 from .channels import LANDSAT_BANDS
 from .grid import Grid
 from .raster_io import geotiff_profile, read_raster, write_raster

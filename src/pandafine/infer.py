@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from .blending import WINDOW_KINDS, TileLayout, blend_tiles
-from .grid import Grid
+from .tiles import open_cube
 
 log = logging.getLogger(__name__)
 
@@ -61,52 +61,6 @@ class InferParams:
         c = cfg["infer"]
         return cls(int(c["tile"]), float(c["overlap"]), str(c["window"]), int(c["batch_size"]),
                    tuple(c["providers"]))
-
-
-@dataclass(frozen=True)
-class Cube:
-    """An opened inference cube (``results/tiles/cube/{year}.zarr``)."""
-
-    path: Path
-    inputs: Any  # zarr.Array (C, H, W)
-    channels: tuple[str, ...]
-    year: int | None
-    grid: Grid
-
-
-def open_cube(cube_path: str | os.PathLike) -> Cube:
-    """Open an inference cube read-only and check it against the contract.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        If the store is missing or its array/attributes do not follow the contract.
-    """
-    import zarr
-
-    cube_path = Path(cube_path)
-    if not cube_path.exists():
-        raise FileNotFoundError(f"inference cube not found: {cube_path}")
-    try:
-        group = zarr.open_group(str(cube_path), mode="r")
-        inputs = group["inputs"]
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        raise ValueError(f"{cube_path}: expected a Zarr group with array 'inputs' (C, H, W): {exc}") from exc
-    attrs = dict(group.attrs)
-    missing = [k for k in ("channels", "grid") if k not in attrs]
-    if missing:
-        raise ValueError(f"{cube_path}: attribute(s) {missing} missing; expected channels, year, grid")
-    if inputs.ndim != 3:
-        raise ValueError(f"{cube_path}: array 'inputs' has shape {inputs.shape}; expected (C, H, W)")
-    channels = tuple(attrs["channels"])
-    if len(channels) != inputs.shape[0]:
-        raise ValueError(f"{cube_path}: {len(channels)} channel names {list(channels)} for "
-                         f"{inputs.shape[0]} channels in 'inputs'")
-    grid = Grid.from_dict(attrs["grid"])
-    if grid.shape != tuple(inputs.shape[1:]):
-        raise ValueError(f"{cube_path}: grid shape {grid.shape} does not match 'inputs' shape {inputs.shape[1:]}")
-    year = attrs.get("year")
-    return Cube(cube_path, inputs, channels, None if year is None else int(year), grid)
 
 
 def pad_block(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -423,5 +377,5 @@ def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
     return out
 
 
-__all__ = ("InferParams", "Cube", "open_cube", "pad_block", "iter_tile_batches", "prefetch", "run_model",
+__all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "run_model",
            "check_model_io", "predict_tiles", "output_blocksize", "infer_year", "infer_array")

@@ -19,7 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .calibrate import RADIANCE_UNITS, frame_bounds_on, grid_window_of, iter_windows, open_writer, reproject_to_block
+from .calibrate import RADIANCE_UNITS, frame_bounds_on, grid_window_of, reproject_to_block
+from .raster_io import iter_windows, open_writer
 from .grid import Grid
 from .raster_io import geotiff_profile, read_raster
 

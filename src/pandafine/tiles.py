@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -107,22 +108,50 @@ def build_cube(panda_path: str | Path, landsat_path: str | Path, dem_path: str |
     return Path(out_path)
 
 
-def open_cube(path: str | Path):
-    """Open a cube store; returns (zarr array ``inputs``, Grid, attrs) with a clear error if unreadable."""
+@dataclass(frozen=True)
+class Cube:
+    """An opened inference cube (``results/tiles/cube/{year}.zarr``)."""
+
+    path: Path
+    inputs: Any  # zarr.Array (C, H, W)
+    channels: tuple[str, ...]
+    year: int | None
+    grid: Grid
+
+
+def open_cube(cube_path: str | os.PathLike) -> Cube:
+    """Open an inference cube read-only and check it against the contract.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If the store is missing or its array/attributes do not follow the contract.
+    """
     import zarr
 
-    path = Path(path)
+    cube_path = Path(cube_path)
+    if not cube_path.exists():
+        raise FileNotFoundError(f"inference cube not found: {cube_path}")
     try:
-        root = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
-        arr = root["inputs"]
-        attrs = dict(root.attrs)
-        grid = Grid.from_dict(attrs["grid"])
-    except Exception as exc:  # zarr raises many kinds here
-        raise ValueError(f"{path}: not a readable pandafine cube (expected a Zarr group with array 'inputs' "
-                         f"and a 'grid' attribute): {exc}") from exc
-    if tuple(attrs.get("channels", ())) != CHANNELS:
-        raise ValueError(f"{path}: channels {attrs.get('channels')} differ from the expected {list(CHANNELS)}")
-    return arr, grid, attrs
+        group = zarr.open_group(str(cube_path), mode="r")
+        inputs = group["inputs"]
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"{cube_path}: expected a Zarr group with array 'inputs' (C, H, W): {exc}") from exc
+    attrs = dict(group.attrs)
+    missing = [k for k in ("channels", "grid") if k not in attrs]
+    if missing:
+        raise ValueError(f"{cube_path}: attribute(s) {missing} missing; expected channels, year, grid")
+    if inputs.ndim != 3:
+        raise ValueError(f"{cube_path}: array 'inputs' has shape {inputs.shape}; expected (C, H, W)")
+    channels = tuple(attrs["channels"])
+    if len(channels) != inputs.shape[0]:
+        raise ValueError(f"{cube_path}: {len(channels)} channel names {list(channels)} for "
+                         f"{inputs.shape[0]} channels in 'inputs'")
+    grid = Grid.from_dict(attrs["grid"])
+    if grid.shape != tuple(inputs.shape[1:]):
+        raise ValueError(f"{cube_path}: grid shape {grid.shape} does not match 'inputs' shape {inputs.shape[1:]}")
+    year = attrs.get("year")
+    return Cube(cube_path, inputs, channels, None if year is None else int(year), grid)
 
 
 def channel_stats(inputs: np.ndarray) -> tuple[list[float], list[float]]:
@@ -148,7 +177,11 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
     inputs, targets, years, rows, cols = [], [], [], [], []
     grid = None
     for year in sorted(cube_paths):
-        cube, cgrid, _ = open_cube(cube_paths[year])
+        opened = open_cube(cube_paths[year])
+        if opened.channels != CHANNELS:
+            raise ValueError(f"{cube_paths[year]}: channels {list(opened.channels)} differ from the expected "
+                             f"{list(CHANNELS)}")
+        cube, cgrid = opened.inputs, opened.grid
         if grid is None:
             grid = cgrid
         elif not grid.same_as(cgrid):

@@ -4,7 +4,7 @@ rule calibrate_panda:
     output:
         "results/calibrated/panda/{year}.tif",
     params:
-        raw=lambda wc: "resources/raw/panda/" + config["sources"]["panda"].get("pattern", "PANDA_China_{year}.tif").format(year=wc.year),
+        raw=lambda wc: f"resources/raw/panda/{panda_name(wc.year)}",
     log:
         "logs/calibrate/panda_{year}.log",
     threads: 1

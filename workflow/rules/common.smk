@@ -39,6 +39,11 @@ def pf(stage):
     return f"pandafine {stage} --config {EFFECTIVE_CONFIG} --threads {{threads}}"
 
 
+def panda_name(year):
+    """File name of a PANDA year under resources/raw/panda/."""
+    return config["sources"]["panda"].get("pattern", "PANDA_China_{year}.tif").format(year=year)
+
+
 def gapfill_years(year):
     """Years whose calibrated Landsat a composite of `year` may draw on."""
     y = int(year)
