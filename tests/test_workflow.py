@@ -44,7 +44,9 @@ def test_products_are_valid_cogs(tiny_run):
         with rasterio.open(cog) as ds:
             assert ds.crs is not None and ds.transform.almost_equals(grid.transform)
             assert (ds.height, ds.width) == grid.shape
-            assert ds.overviews(1), "internal overviews expected"
+            if max(grid.shape) > 256:  # overviews go down to 256 px; tests/test_product.py checks them
+                assert ds.overviews(1), "internal overviews expected"
+            assert ds.profile["tiled"] and ds.compression is not None
             data = ds.read(1)
             assert np.isfinite(data).mean() > 0.9 and np.nanmax(data) > 0
             assert ds.tags()["year"] == str(year)

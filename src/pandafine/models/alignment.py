@@ -1,0 +1,203 @@
+"""Spatial alignment blocks built on ``grid_sample`` (ONNX-exportable, no torchvision).
+
+PANDA is a 1 km product nearest-upsampled to the 125 m working grid: its
+8x8 blocks are not exactly co-registered with Landsat, and DMSP-like blooming
+displaces bright areas. The blocks below warp PANDA feature maps onto the
+Landsat geometry:
+
+* :class:`AffineAlign` - one affine transform per sample (6 parameters) predicted
+  from fused coarse features; identity at initialization.
+* :class:`DeformableConv2d` - a 3x3 convolution whose nine taps are shifted by
+  learned per-pixel offsets (offsets predicted by a convolution initialized to
+  zero, so it starts as the plain convolution with the same weights).
+* :class:`DeformationField` - a dense 2-channel flow (in pixels) applied with
+  ``grid_sample``, with a total-variation smoothness penalty
+  (:func:`flow_smoothness`); zero flow at initialization.
+
+Every sampling uses 4-D ``grid_sample`` with ``align_corners=False``: pixel ``i``
+of an axis of ``n`` pixels has the normalized coordinate ``(2 i + 1) / n - 1``,
+so sampling exactly at pixel centres reproduces the input (a no-op warp).
+Displacements are expressed in pixels of the feature map, so a learned shift
+means the same ground distance whatever the tile size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def pixel_grid(height, width, *, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates ``(ys (H, 1), xs (1, W))`` in pixels (float, dtype/device of ``like``)."""
+    ys = torch.arange(height, dtype=like.dtype, device=like.device).view(-1, 1)
+    xs = torch.arange(width, dtype=like.dtype, device=like.device).view(1, -1)
+    return ys, xs
+
+
+def sample_at(x: torch.Tensor, py: torch.Tensor, px: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """Bilinearly sample ``x`` (B, C, H, W) at pixel coordinates.
+
+    Parameters
+    ----------
+    x : Tensor (B, C, H, W)
+        Feature map.
+    py, px : Tensor (B, Ho, Wo)
+        Row and column (in pixels of ``x``, pixel centres at integers) to read
+        for every output pixel.
+    padding_mode : {"border", "zeros"}
+        Value outside ``x``.
+
+    Returns
+    -------
+    Tensor (B, C, Ho, Wo)
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    gx = (2.0 * px + 1.0) / w - 1.0
+    gy = (2.0 * py + 1.0) / h - 1.0
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """``out[p] = x[p + flow[p]]`` (bilinear); ``flow`` (B, 2, H, W) is (dy, dx) in pixels."""
+    ys, xs = pixel_grid(x.shape[-2], x.shape[-1], like=flow)
+    return sample_at(x, ys + flow[:, 0], xs + flow[:, 1], padding_mode)
+
+
+def flow_smoothness(flow: torch.Tensor) -> torch.Tensor:
+    """Total variation of a flow (B, 2, H, W): mean absolute difference of neighbouring vectors.
+
+    Zero exactly when the flow is constant; a scalar tensor.
+    """
+    dy = (flow[..., 1:, :] - flow[..., :-1, :]).abs().mean()
+    dx = (flow[..., :, 1:] - flow[..., :, :-1]).abs().mean()
+    return dy + dx
+
+
+class AffineAlign(nn.Module):
+    """Warp a feature map with one affine transform per sample, predicted from context features.
+
+    The head is ``1x1 conv -> ReLU -> spatial mean -> linear (6)``; the last
+    linear layer is zero-initialized, so the transform starts as the identity.
+    The six outputs are squashed: the linear part is ``I + max_linear * tanh``,
+    the translation ``max_shift * tanh`` pixels of the warped map (converted to
+    normalized coordinates with its height and width, hence tile-size
+    independent).
+
+    Parameters
+    ----------
+    context_channels : int
+        Channels of the features the transform is predicted from.
+    hidden : int
+        Channels of the head.
+    max_shift : float
+        Largest translation, in pixels of the warped map.
+    max_linear : float
+        Largest deviation of the linear part from the identity.
+    """
+
+    def __init__(self, context_channels: int, hidden: int, max_shift: float = 1.0, max_linear: float = 0.1) -> None:
+        super().__init__()
+        self.context = nn.Conv2d(context_channels, hidden, 1)
+        self.fc = nn.Linear(hidden, 6)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+        self.max_shift, self.max_linear = float(max_shift), float(max_linear)
+
+    def theta(self, context: torch.Tensor, height, width) -> torch.Tensor:
+        """The ``(B, 2, 3)`` matrices of ``F.affine_grid`` for a map of ``height x width`` pixels."""
+        h = F.relu(self.context(context)).mean(dim=(2, 3))
+        p = torch.tanh(self.fc(h))
+        lin = p[:, :4] * self.max_linear + torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=p.dtype, device=p.device)
+        shift = p[:, 4:] * self.max_shift  # (dx, dy) in pixels
+        size = torch.stack([torch.as_tensor(width, dtype=p.dtype), torch.as_tensor(height, dtype=p.dtype)])
+        t = 2.0 * shift / size.to(p.device)
+        return torch.cat([lin[:, 0:2], t[:, 0:1], lin[:, 2:4], t[:, 1:2]], dim=1).view(-1, 2, 3)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(warped x, theta)``: ``x`` (B, C, H, W) resampled through the predicted transform."""
+        theta = self.theta(context, x.shape[-2], x.shape[-1])
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], x.shape[2], x.shape[3]], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False), theta
+
+
+class DeformableConv2d(nn.Module):
+    """3x3 deformable convolution on ``grid_sample`` (zero padding, stride 1).
+
+    For every output pixel the nine taps are read at ``p + tap + offset`` with
+    bilinear sampling, where the per-pixel, per-tap ``offset`` (in pixels) is
+    predicted by a 3x3 convolution of a guide map (zero-initialized), and
+    combined by the convolution weights (a 1x1 convolution over the nine sampled
+    copies). With zero offsets it equals ``F.conv2d(x, weight, bias, padding=1)``.
+    With ``deformable=False`` it *is* that plain convolution (no offset branch).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels in and out.
+    guide_channels : int
+        Channels of the map the offsets are predicted from (0: from ``x`` itself).
+    deformable : bool
+        Learn offsets (True) or be a plain 3x3 convolution (False).
+    """
+
+    TAPS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # row-major, as conv weights
+
+    def __init__(self, in_channels: int, out_channels: int, guide_channels: int = 0, deformable: bool = True) -> None:
+        super().__init__()
+        ref = nn.Conv2d(in_channels, out_channels, 3, padding=1)  # default initialization of a conv
+        self.weight = nn.Parameter(ref.weight.detach().clone())
+        self.bias = nn.Parameter(ref.bias.detach().clone())
+        self.deformable = bool(deformable)
+        if self.deformable:
+            self.offset = nn.Conv2d(in_channels + guide_channels, 2 * len(self.TAPS), 3, padding=1)
+            nn.init.zeros_(self.offset.weight)
+            nn.init.zeros_(self.offset.bias)
+        taps = torch.tensor(self.TAPS, dtype=torch.float32)
+        self.register_buffer("tap_dy", taps[:, 0].view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("tap_dx", taps[:, 1].view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """Convolve ``x`` (B, C, H, W); ``guide`` (B, G, H, W) feeds the offset predictor."""
+        if not self.deformable:
+            return F.conv2d(x, self.weight, self.bias, padding=1)
+        offsets = self.offset(x if guide is None else torch.cat([x, guide], dim=1))
+        return self.deform(x, offsets)
+
+    def deform(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """The deformable convolution with given ``offsets`` (B, 18, H, W): (dy, dx) per tap, in pixels."""
+        b, c, h, w = x.shape
+        k = len(self.TAPS)
+        ys, xs = pixel_grid(h, w, like=x)
+        py = ys + self.tap_dy + offsets[:, 0::2]  # (B, 9, H, W)
+        px = xs + self.tap_dx + offsets[:, 1::2]
+        # the nine sampling grids stacked along the rows: one grid_sample call
+        samples = sample_at(x, py.reshape(b, k * h, w), px.reshape(b, k * h, w), padding_mode="zeros")
+        samples = samples.reshape(b, c * k, h, w)  # channel-major, tap-minor: matches weight.reshape(O, C*9)
+        return F.conv2d(samples, self.weight.reshape(self.weight.shape[0], c * k, 1, 1), self.bias)
+
+
+class DeformationField(nn.Module):
+    """Dense local warp: a 3x3 convolution of ``[x, guide]`` predicts a flow (dy, dx) in pixels.
+
+    The flow convolution is zero-initialized, so the warp starts as a no-op.
+    ``forward`` returns the warped map and the flow (for :func:`flow_smoothness`).
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the warped map.
+    guide_channels : int
+        Channels of the guide (reference geometry) map.
+    """
+
+    def __init__(self, in_channels: int, guide_channels: int) -> None:
+        super().__init__()
+        self.flow = nn.Conv2d(in_channels + guide_channels, 2, 3, padding=1)
+        nn.init.zeros_(self.flow.weight)
+        nn.init.zeros_(self.flow.bias)
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flow = self.flow(torch.cat([x, guide], dim=1))
+        return warp(x, flow), flow
