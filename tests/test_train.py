@@ -57,10 +57,13 @@ def test_same_seed_same_weights(train_zarr, reference, tmp_path):
 def test_resume_after_interruption_matches_uninterrupted(train_zarr, reference, tmp_path):
     cfg = tiny_config(epochs=4)
     T.train_model(cfg, train_zarr, tmp_path, stop_after=2, progress=False)
-    mid = T.read_checkpoint(tmp_path / "checkpoint.pt")
+    assert not (tmp_path / "checkpoint.pt").exists()  # the workflow output appears only when finished
+    mid = T.read_checkpoint(tmp_path / "resume.pt")
     assert not mid["finished"] and mid["epoch"] == 2 and mid["stop_reason"] == "interrupted"
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 3
+    (tmp_path / "history.csv").unlink()  # Snakemake deletes a failed job's outputs; resume.pt is not one
     T.train_model(cfg, train_zarr, tmp_path, progress=False)
+    assert not (tmp_path / "resume.pt").exists()
     a = T.read_checkpoint(reference / "checkpoint.pt")
     b = T.read_checkpoint(tmp_path / "checkpoint.pt")
     assert b["finished"] and b["epoch"] == 4
@@ -89,7 +92,7 @@ def test_early_stopping_keeps_best_weights(train_zarr, tmp_path, monkeypatch):
     ck = T.read_checkpoint(tmp_path / "es" / "checkpoint.pt")
     assert ck["stop_reason"] == "early_stopping" and ck["epoch"] == 3 and ck["best_epoch"] == 1
     T.train_model(tiny_config(epochs=10, patience=2), train_zarr, tmp_path / "one", stop_after=1, progress=False)
-    one = T.read_checkpoint(tmp_path / "one" / "checkpoint.pt")
+    one = T.read_checkpoint(tmp_path / "one" / "resume.pt")
     assert _states_equal(ck["model_state"], one["resume"]["model_state"])
     assert not _states_equal(ck["model_state"], ck["resume"]["model_state"])
 

@@ -5,10 +5,11 @@ Resumable and deterministic on CPU: the model is initialised from
 numpy generator seeded by ``(run.seed, epoch)``, so an epoch does not depend on
 how the run got there. After every epoch the complete training state (weights,
 optimizer, LR schedule, torch RNG, early-stopping counters, best weights,
-history) is written atomically to ``checkpoint.pt``; a run that finds a
-compatible checkpoint (same model/train config, seed, channels, normalization
-and patches) continues from it and ends with the same weights as an
-uninterrupted run (same thread count).
+history) is written atomically to ``resume.pt`` (not a workflow output, so it
+survives Snakemake's clean-up of a killed job); the finished state goes to
+``checkpoint.pt``. A run that finds a compatible state (same model/train
+config, seed, channels, normalization and patches) continues from it and ends
+with the same weights as an uninterrupted run (same thread count).
 
 Loss: L1 on z = log1p(L / RADIANCE_REF) over the pixels with a finite target.
 Selection: validation PSNR on z (data range = max - min of the true z over the
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 #: Split codes of ``train.zarr``'s ``split`` array.
 SPLITS = {"train": 0, "val": 1, "test": 2}
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Per-epoch resume state of an unfinished run. Not a workflow output, so it survives Snakemake
+#: deleting the outputs of a failed or killed train job; removed once training finishes.
+RESUME_NAME = "resume.pt"
 HISTORY_NAME = "history.csv"
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_psnr_log", "lr", "seconds")
 CHECKPOINT_FORMAT = 1
@@ -459,6 +463,7 @@ def train_model(cfg: Mapping[str, Any], train_zarr, out_dir, *, stop_after: int 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ck_path, hist_path = out_dir / CHECKPOINT_NAME, out_dir / HISTORY_NAME
+    resume_path = out_dir / RESUME_NAME
 
     train_idx = store.with_target(store.indices("train"))
     val_idx = store.with_target(store.indices("val"))
@@ -481,17 +486,21 @@ def train_model(cfg: Mapping[str, Any], train_zarr, out_dir, *, stop_after: int 
         opt = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: cosine_lr(1.0, e, spec.epochs))
         state = _fresh_state(model)
-        if ck_path.exists():
-            ck = read_checkpoint(ck_path)
+        found = next((p for p in (ck_path, resume_path) if p.exists()), None)
+        if found is not None:
+            ck = read_checkpoint(found)
             if _canonical(ck.get("fingerprint")) == _canonical(fingerprint):
                 state = _restore(ck, model, opt, sched)
-                log.info("%s: resuming after epoch %d", ck_path, state["epoch"])
+                log.info("%s: resuming after epoch %d", found, state["epoch"])
             else:
-                log.warning("%s: made with another config or other patches; training from scratch", ck_path)
+                log.warning("%s: made with another config or other patches; training from scratch", found)
 
         def save() -> None:
-            save_checkpoint(ck_path, _checkpoint(state, spec, store, fingerprint, val_range, model, opt, sched))
+            path = ck_path if state["finished"] else resume_path
+            save_checkpoint(path, _checkpoint(state, spec, store, fingerprint, val_range, model, opt, sched))
             write_text_atomic(hist_path, _history_csv(state["history"]))
+            if state["finished"] and resume_path.exists():
+                resume_path.unlink()
 
         if state["finished"]:
             text = _history_csv(state["history"])
@@ -506,7 +515,7 @@ def train_model(cfg: Mapping[str, Any], train_zarr, out_dir, *, stop_after: int 
                 if stop_after is not None and state["epoch"] >= stop_after:
                     state["stop_reason"] = "interrupted"
                     save()
-                    return ck_path
+                    return resume_path
                 e = state["epoch"]
                 t0 = time.perf_counter()
                 lr = opt.param_groups[0]["lr"]

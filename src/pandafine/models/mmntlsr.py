@@ -1,0 +1,412 @@
+"""MMNTLSR: multimodal nighttime-light super-resolution with switchable parts.
+
+The network receives the full normalized stack ``(B, C, H, W)`` on the working
+grid (channel order :data:`pandafine.channels.CHANNELS`) and splits it into
+modalities, each with its own encoder suited to its resolution:
+
+* **Landsat** (``coastal .. swir2, landsat_clear_count``; 30 m resampled to the
+  grid): a UNet-like encoder at full resolution, ``depth`` 2x downsamplings,
+  ``width * 2**k`` channels at level ``k``;
+* **DEM**: a light encoder (one 3x3 convolution per level, ``width * 2**k / 4``
+  channels);
+* **PANDA** (``panda, panda_saturated``; 1 km, 8x8-blocky on the grid): average
+  pooled by 8 and encoded at 1/8 resolution by three 3x3 convolutions (the
+  last dilated: a receptive field of 9 blocks), then resampled to every level.
+
+Switchable parts (``modules`` dict, all default on; see :data:`DEFAULT_MODULES`):
+
+``fusion``
+    Per-level multimodality fusion, from high to low resolution: projected
+    modality features combined by a per-pixel softmax gate over modalities and
+    a local channel attention. Off: the modality features are concatenated and
+    mixed by a 1x1 convolution.
+``affine``
+    :class:`~pandafine.models.alignment.AffineAlign` on the 1/8-resolution PANDA
+    features, predicted from the fused coarse (PANDA + Landsat) features.
+``deformable``
+    The per-level PANDA convolution is a
+    :class:`~pandafine.models.alignment.DeformableConv2d` guided by Landsat
+    (off: the plain 3x3 convolution with the same weights).
+``deformation_field``
+    A dense per-level flow warping the PANDA features
+    (:class:`~pandafine.models.alignment.DeformationField`), with a total
+    variation penalty returned in the auxiliary outputs.
+``auxiliary``
+    A head predicting where PANDA saturates (logit) and how bright the scene
+    truly is there (a z map); the output is blended towards that map where the
+    saturation probability is high. Losses: :func:`auxiliary_losses`.
+``multiscale``
+    z predictions at 1/2 and 1/4 resolution from the decoder (training only);
+    loss: :func:`multiscale_loss`.
+
+No part uses statistics over the whole tile except the 6 affine parameters
+(a tile mean of context features), so overlapping inference tiles agree
+except through the affine transform, which is bounded (``max_shift`` pixels).
+With every switch off the network is a concatenation encoder-decoder.
+
+In training mode ``forward`` returns ``(z, aux)``; in eval mode (and in the
+exported ONNX graph) only z ``(B, 1, H, W)``, z = log1p(L / RADIANCE_REF).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pandafine.channels import CHANNELS, DEM_CHANNELS, LANDSAT_CHANNELS, PANDA_CHANNELS
+from pandafine.models.alignment import AffineAlign, DeformableConv2d, DeformationField, flow_smoothness
+from pandafine.models.blocks import ConvBlock, Down, Up
+
+#: The switches of :class:`MMNTLSR` and their defaults.
+DEFAULT_MODULES: dict[str, bool] = {"fusion": True, "affine": True, "deformable": True,
+                                    "deformation_field": True, "auxiliary": True, "multiscale": True}
+#: Weights of the extra training loss terms (:func:`loss_terms`) added to the L1 on z.
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"saturation": 0.1, "bright": 0.5, "multiscale": 0.5, "smoothness": 0.01}
+#: PANDA pixel size in working-grid pixels (1 km / 125 m).
+PANDA_FACTOR = 8
+#: Scales (downsampling factors) of the multi-scale outputs.
+MULTISCALE_FACTORS = (2, 4)
+
+
+def resolve_modules(modules: Mapping[str, Any] | None) -> dict[str, bool]:
+    """``DEFAULT_MODULES`` updated with ``modules``; unknown names raise ``ValueError``."""
+    modules = dict(modules or {})
+    unknown = sorted(set(modules) - set(DEFAULT_MODULES))
+    if unknown:
+        raise ValueError(f"key 'model.modules': unknown switch(es) {', '.join(unknown)} "
+                         f"(available: {', '.join(DEFAULT_MODULES)})")
+    bad = {k: v for k, v in modules.items() if not isinstance(v, bool)}
+    if bad:
+        raise ValueError(f"key 'model.modules': switches must be true/false, got {bad}")
+    return {**DEFAULT_MODULES, **modules}
+
+
+def _channel_slice(channels: Sequence[str], names: Sequence[str]) -> slice:
+    """Contiguous slice of ``names`` within ``channels``."""
+    missing = [n for n in names if n not in channels]
+    if missing:
+        raise ValueError(f"MMNTLSR input channels {list(channels)} lack {missing}")
+    idx = [list(channels).index(n) for n in names]
+    if idx != list(range(idx[0], idx[0] + len(idx))):
+        raise ValueError(f"MMNTLSR needs channels {list(names)} contiguous and in order, got positions {idx}")
+    return slice(idx[0], idx[-1] + 1)
+
+
+def _conv_relu(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True))
+
+
+class ModalityFusion(nn.Module):
+    """Fuse per-modality feature maps of one level into ``out_channels``.
+
+    ``fusion=True``: each modality projected to ``out_channels`` (1x1; identity
+    when it already has them), a per-pixel softmax over modalities (gate from
+    the concatenated projections) weights their sum, then a local channel
+    attention (``x * sigmoid(1x1 -> ReLU -> 1x1)``). ``fusion=False``:
+    concatenation, 1x1 convolution, ReLU.
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int, fusion: bool = True) -> None:
+        super().__init__()
+        self.fusion = bool(fusion)
+        if self.fusion:
+            self.proj = nn.ModuleList(nn.Identity() if c == out_channels else nn.Conv2d(c, out_channels, 1)
+                                      for c in in_channels)
+            self.gate = nn.Conv2d(len(in_channels) * out_channels, len(in_channels), 1)
+            hidden = max(4, out_channels // 4)
+            self.attention = nn.Sequential(nn.Conv2d(out_channels, hidden, 1), nn.ReLU(inplace=True),
+                                           nn.Conv2d(hidden, out_channels, 1), nn.Sigmoid())
+        else:
+            self.mix = nn.Sequential(nn.Conv2d(sum(in_channels), out_channels, 1), nn.ReLU(inplace=True))
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        if not self.fusion:
+            return self.mix(torch.cat(list(feats), dim=1))
+        proj = [p(f) for p, f in zip(self.proj, feats)]
+        weights = torch.softmax(self.gate(torch.cat(proj, dim=1)), dim=1)
+        fused = proj[0] * weights[:, 0:1]
+        for m in range(1, len(proj)):
+            fused = fused + proj[m] * weights[:, m:m + 1]
+        return fused * self.attention(fused)
+
+
+class PandaLevel(nn.Module):
+    """Align the resampled PANDA features of one level to Landsat: flow warp, then (deformable) 3x3 conv."""
+
+    def __init__(self, panda_channels: int, landsat_channels: int, deformable: bool, deformation_field: bool) -> None:
+        super().__init__()
+        guided = deformable or deformation_field
+        self.guide = nn.Conv2d(landsat_channels, panda_channels, 1) if guided else None
+        self.field = DeformationField(panda_channels, panda_channels) if deformation_field else None
+        self.conv = DeformableConv2d(panda_channels, panda_channels, panda_channels if deformable else 0,
+                                     deformable=deformable)
+
+    def forward(self, p: torch.Tensor, landsat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        guide = self.guide(landsat) if self.guide is not None else None
+        flow = None
+        if self.field is not None:
+            p, flow = self.field(p, guide)
+        p = F.relu(self.conv(p, guide if self.conv.deformable else None))
+        return p, flow
+
+
+class MMNTLSR(nn.Module):
+    """Multimodal nighttime-light super-resolution network (see the module docstring).
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input channels; must equal ``len(channels)``.
+    width : int
+        Channels of the full-resolution level (level ``k`` has ``width * 2**k``).
+    depth : int
+        Number of 2x downsamplings (>= 1).
+    modules : mapping of str to bool, optional
+        Switches (:data:`DEFAULT_MODULES`); missing ones default to on.
+    channels : sequence of str
+        Channel names of the input, in order (default :data:`pandafine.channels.CHANNELS`).
+    max_shift : float
+        Largest translation of the affine alignment, in working-grid pixels.
+    """
+
+    def __init__(self, in_channels: int, width: int = 16, depth: int = 3, modules: Mapping[str, Any] | None = None,
+                 channels: Sequence[str] = CHANNELS, max_shift: float = 8.0) -> None:
+        super().__init__()
+        if width < 1 or depth < 1:
+            raise ValueError(f"MMNTLSR needs width and depth >= 1, got width={width} depth={depth}")
+        if in_channels != len(channels):
+            raise ValueError(f"MMNTLSR: in_channels={in_channels} but {len(channels)} channel names {list(channels)}")
+        self.in_channels, self.width, self.depth = in_channels, width, depth
+        self.switches = resolve_modules(modules)
+        sw = self.switches
+        self._panda = _channel_slice(channels, PANDA_CHANNELS)
+        self._landsat = _channel_slice(channels, LANDSAT_CHANNELS)
+        self._dem = _channel_slice(channels, DEM_CHANNELS)
+
+        chans = [width * 2**k for k in range(depth + 1)]
+        dem_chans = [max(4, c // 4) for c in chans]
+        pc = width  # PANDA feature channels (1 km information is low-dimensional)
+        self.panda_level = min(3, depth)  # level the affine context is taken at (1/8 or the deepest)
+
+        # encoders
+        self.landsat_stem = ConvBlock(LANDSAT_CHANNELS.__len__(), chans[0])
+        self.landsat_downs = nn.ModuleList(Down(chans[k], chans[k + 1]) for k in range(depth))
+        self.dem_stem = _conv_relu(len(DEM_CHANNELS), dem_chans[0])
+        self.dem_downs = nn.ModuleList(_conv_relu(dem_chans[k], dem_chans[k + 1]) for k in range(depth))
+        self.panda_encoder = nn.Sequential(_conv_relu(len(PANDA_CHANNELS), pc), _conv_relu(pc, pc),
+                                           _conv_relu(pc, pc, dilation=2))
+        # alignment of PANDA
+        self.affine = (AffineAlign(pc + chans[self.panda_level], pc, max_shift=max_shift / PANDA_FACTOR)
+                       if sw["affine"] else None)
+        self.panda_levels = nn.ModuleList(PandaLevel(pc, chans[k], sw["deformable"], sw["deformation_field"])
+                                          for k in range(depth + 1))
+        # fusion at every level
+        self.fusions = nn.ModuleList(ModalityFusion((chans[k], pc, dem_chans[k]), chans[k], sw["fusion"])
+                                     for k in range(depth + 1))
+        # decoder and heads
+        self.ups = nn.ModuleList(Up(chans[k + 1], chans[k]) for k in reversed(range(depth)))
+        self.sr_head = nn.Sequential(_conv_relu(chans[0], chans[0]), nn.Conv2d(chans[0], 1, 1))
+        if sw["auxiliary"]:
+            self.aux_head = nn.Sequential(_conv_relu(chans[0], chans[0]), nn.Conv2d(chans[0], 2, 1))
+            with torch.no_grad():
+                self.aux_head[-1].bias[0] = -3.0  # start with a low saturation probability
+        else:
+            self.aux_head = None
+        factors = [f for f in MULTISCALE_FACTORS if f <= 2**depth] if sw["multiscale"] else []
+        self.ms_factors = tuple(factors)
+        self.ms_heads = nn.ModuleDict({str(f): nn.Conv2d(chans[f.bit_length() - 1], 1, 1) for f in factors})
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return max(PANDA_FACTOR, 2**self.depth)
+
+    def _panda_features(self, panda: torch.Tensor, landsat_feats: list[torch.Tensor]):
+        """PANDA encoded at 1/8 resolution, affinely aligned; returns ``(features, theta or None)``."""
+        p = self.panda_encoder(F.avg_pool2d(panda, PANDA_FACTOR))
+        theta = None
+        if self.affine is not None:
+            ctx = landsat_feats[self.panda_level]
+            if self.panda_level < 3:
+                ctx = F.avg_pool2d(ctx, 2 ** (3 - self.panda_level))
+            p, theta = self.affine(p, torch.cat([p, ctx], dim=1))
+        return p, theta
+
+    def forward(self, x: torch.Tensor):
+        """z ``(B, 1, H, W)`` in eval mode; ``(z, aux)`` in training mode.
+
+        ``aux`` holds, depending on the switches: ``sat_logit`` and ``bright``
+        (B, 1, H, W); ``multiscale`` {factor: z at 1/factor resolution};
+        ``smoothness`` (scalar, total variation of the flows) and ``flows``;
+        ``theta`` (B, 2, 3).
+        """
+        panda, landsat, dem = x[:, self._panda], x[:, self._landsat], x[:, self._dem]
+        lf = [self.landsat_stem(landsat)]
+        for down in self.landsat_downs:
+            lf.append(down(lf[-1]))
+        df = [self.dem_stem(dem)]
+        for down in self.dem_downs:
+            df.append(down(F.avg_pool2d(df[-1], 2)))
+        p8, theta = self._panda_features(panda, lf)
+
+        fused, flows = [], []
+        for k in range(self.depth + 1):
+            if k < 3:
+                pk = F.interpolate(p8, size=lf[k].shape[-2:], mode="bilinear", align_corners=False)
+            elif k == 3:
+                pk = p8
+            else:
+                pk = F.avg_pool2d(p8, 2 ** (k - 3))
+            pk, flow = self.panda_levels[k](pk, lf[k])
+            if flow is not None:
+                flows.append(flow)
+            fused.append(self.fusions[k]([lf[k], pk, df[k]]))
+
+        y = fused.pop()
+        decoded = {self.depth: y}
+        for up in self.ups:
+            y = up(y, fused.pop())
+            decoded[len(fused)] = y
+        z = self.sr_head(y)
+        aux: dict[str, Any] = {}
+        if self.aux_head is not None:
+            a = self.aux_head(y)
+            sat_logit, bright = a[:, 0:1], a[:, 1:2]
+            z = z + torch.sigmoid(sat_logit) * (bright - z)
+            aux.update(sat_logit=sat_logit, bright=bright)
+        if not self.training:
+            return z
+        if self.ms_factors:
+            aux["multiscale"] = {f: self.ms_heads[str(f)](decoded[f.bit_length() - 1]) for f in self.ms_factors}
+        if flows:
+            aux["flows"] = flows
+            aux["smoothness"] = sum(flow_smoothness(f) for f in flows) / len(flows)
+        if theta is not None:
+            aux["theta"] = theta
+        return z, aux
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def target_log(target: torch.Tensor) -> torch.Tensor:
+    """z = log1p(L / RADIANCE_REF) of a target radiance, NaN kept where the target is not finite."""
+    from pandafine.scaling import radiance_to_log
+
+    valid = torch.isfinite(target)
+    z = radiance_to_log(torch.where(valid, target, torch.zeros_like(target)))
+    return torch.where(valid, z, torch.full_like(z, float("nan")))
+
+
+def _as_nchw(t: torch.Tensor) -> torch.Tensor:
+    return t.unsqueeze(1) if t.ndim == 3 else t
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over ``mask`` (0, still attached to the graph, when the mask is empty)."""
+    return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp(min=1)
+
+
+def pool_target(target_z: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """NaN-aware ``factor x factor`` average of ``target_z`` (B, [1,] H, W): ``(mean (B, 1, h, w), valid)``.
+
+    A coarse pixel is valid when at least one of its fine pixels is finite;
+    its value is the mean of the finite ones.
+    """
+    t = _as_nchw(target_z)
+    valid = torch.isfinite(t)
+    num = F.avg_pool2d(torch.where(valid, t, torch.zeros_like(t)), factor)
+    den = F.avg_pool2d(valid.to(t.dtype), factor)
+    ok = den > 0
+    return torch.where(ok, num / den.clamp(min=1e-12), torch.zeros_like(num)), ok
+
+
+def multiscale_loss(aux: Mapping[str, Any], target_z: torch.Tensor) -> torch.Tensor:
+    """Mean over the scales of the masked L1 between ``aux["multiscale"][f]`` and the f-pooled target z.
+
+    ``target_z`` (B, [1,] H, W) may hold NaN (no target). Zero if there are no
+    multi-scale outputs.
+    """
+    preds = aux.get("multiscale") or {}
+    terms = []
+    for f, pred in preds.items():
+        t, ok = pool_target(target_z, int(f))
+        terms.append(_masked_mean((pred - t).abs(), ok))
+    if not terms:
+        return target_z.new_zeros(())
+    return sum(terms) / len(terms)
+
+
+def auxiliary_losses(aux: Mapping[str, Any], target_z: torch.Tensor, inputs: torch.Tensor,
+                     channels: Sequence[str] = CHANNELS) -> dict[str, torch.Tensor]:
+    """Losses of the saturation head: ``{"saturation": BCE, "bright": L1}`` (empty without the head).
+
+    Parameters
+    ----------
+    aux : mapping
+        Auxiliary outputs of :class:`MMNTLSR` (``sat_logit``, ``bright``).
+    target_z : Tensor (B, [1,] H, W)
+        Target z, NaN where there is no target.
+    inputs : Tensor (B, C, H, W)
+        The *raw* cube channels (as stored, NaN = nodata): the
+        ``panda_saturated`` flag (1 where PANDA is saturated) is the target of
+        the saturation logit (binary cross-entropy over pixels where it is
+        finite); the bright map is fitted to ``target_z`` (L1) where PANDA is
+        saturated and the target is finite.
+    channels : sequence of str
+        Channel names of ``inputs``.
+    """
+    if "sat_logit" not in aux:
+        return {}
+    sat = _as_nchw(inputs[:, list(channels).index("panda_saturated")])
+    has_flag = torch.isfinite(sat)
+    flag = torch.where(has_flag, (sat > 0.5).to(aux["sat_logit"].dtype), torch.zeros_like(sat))
+    bce = F.binary_cross_entropy_with_logits(aux["sat_logit"], flag, reduction="none")
+    t = _as_nchw(target_z)
+    bright_mask = (flag > 0.5) & torch.isfinite(t)
+    err = (aux["bright"] - torch.where(torch.isfinite(t), t, torch.zeros_like(t))).abs()
+    return {"saturation": _masked_mean(bce, has_flag), "bright": _masked_mean(err, bright_mask)}
+
+
+def loss_terms(aux: Mapping[str, Any], target_z: torch.Tensor, inputs: torch.Tensor,
+               channels: Sequence[str] = CHANNELS) -> dict[str, torch.Tensor]:
+    """Every extra loss term the switched-on parts define: saturation, bright, multiscale, smoothness."""
+    terms = dict(auxiliary_losses(aux, target_z, inputs, channels))
+    if "multiscale" in aux:
+        terms["multiscale"] = multiscale_loss(aux, target_z)
+    if "smoothness" in aux:
+        terms["smoothness"] = aux["smoothness"]
+    return terms
+
+
+def weighted_extra_loss(aux: Mapping[str, Any], target: torch.Tensor, inputs: torch.Tensor,
+                        weights: Mapping[str, float] | None = None,
+                        channels: Sequence[str] = CHANNELS) -> torch.Tensor:
+    """``sum_k weights[k] * loss_terms[k]`` from a target *radiance* (NaN = none) and raw inputs.
+
+    ``weights`` update :data:`DEFAULT_LOSS_WEIGHTS`; unknown keys raise ``ValueError``.
+    """
+    w = dict(DEFAULT_LOSS_WEIGHTS)
+    unknown = sorted(set(weights or {}) - set(w))
+    if unknown:
+        raise ValueError(f"key 'model.loss_weights': unknown term(s) {', '.join(unknown)} "
+                         f"(available: {', '.join(w)})")
+    w.update({k: float(v) for k, v in (weights or {}).items()})
+    terms = loss_terms(aux, target_log(target), inputs, channels)
+    total = target.new_zeros(())
+    for k, v in terms.items():
+        total = total + w[k] * v
+    return total
+
+
+def build_mmntlsr(model_cfg: Mapping[str, Any], in_channels: int) -> MMNTLSR:
+    """:class:`MMNTLSR` from the ``model`` config section (``width``, ``depth``, optional ``modules``)."""
+    return MMNTLSR(in_channels, width=int(model_cfg["width"]), depth=int(model_cfg["depth"]),
+                   modules=model_cfg.get("modules"))
+
+
+__all__ = ["MMNTLSR", "DEFAULT_MODULES", "DEFAULT_LOSS_WEIGHTS", "resolve_modules", "auxiliary_losses",
+           "multiscale_loss", "loss_terms", "weighted_extra_loss", "target_log", "pool_target", "build_mmntlsr"]
