@@ -44,13 +44,16 @@ PIDS=()
 cleanup() {
     local rc=$?
     say "stopping daemons"
-    if [ -f "$STATE/slurm.conf" ]; then
-        SLURM_CONF="$STATE/slurm.conf" scancel --user=root >/dev/null 2>&1 || true
-    fi
+    if [ -f "$STATE/slurmctld.pid" ]; then scancel --user=root >/dev/null 2>&1 || true; fi
     for pidfile in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" "$STATE/munged.pid"; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
-    sleep 1
+    for _ in $(seq 20); do
+        pgrep -F "$STATE/slurmctld.pid" >/dev/null 2>&1 || pgrep -F "$STATE/slurmd.pid" >/dev/null 2>&1 || break
+        sleep 0.5
+    done
+    if [ -f "$STATE/slurm.conf.saved" ]; then mv "$STATE/slurm.conf.saved" /etc/slurm/slurm.conf;
+    elif grep -q "^ClusterName=pandafine-test" /etc/slurm/slurm.conf 2>/dev/null; then rm -f /etc/slurm/slurm.conf; fi
     say "done (exit $rc); files in $WORK"
     exit $rc
 }
@@ -82,7 +85,15 @@ CTLD_PORT=$(free_port); D_PORT=$(free_port)
 sed -e "s|@HOST@|$HOST|g" -e "s|@STATE@|$STATE|g" -e "s|@CPUS@|$CORES|g" -e "s|@MEM@|$MEM|g" \
     -e "s|@CTLD_PORT@|$CTLD_PORT|g" -e "s|@D_PORT@|$D_PORT|g" \
     "$REPO/tests/slurm/slurm.conf.in" > "$STATE/slurm.conf"
-export SLURM_CONF="$STATE/slurm.conf"
+# srun inside a job reads the default path (the job environment does not carry SLURM_CONF):
+# install the test config there, keeping a config that is not ours to put back at the end.
+SYS_CONF=/etc/slurm/slurm.conf
+mkdir -p /etc/slurm
+if [ -e "$SYS_CONF" ] && ! grep -q "^ClusterName=pandafine-test" "$SYS_CONF"; then
+    mv "$SYS_CONF" "$STATE/slurm.conf.saved"
+fi
+cp "$STATE/slurm.conf" "$SYS_CONF"
+export SLURM_CONF="$SYS_CONF"
 say "cluster: node $HOST, $CORES CPUs, ${MEM} MB, ports $CTLD_PORT/$D_PORT, conf $SLURM_CONF"
 
 # ---- daemons --------------------------------------------------------------------------------
