@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 # The package's own checks first: their messages name the key, the value and what is allowed.
 from pandafine.config import ConfigError, validate_config
 
@@ -28,10 +31,12 @@ include: "workflow/rules/resample.smk"
 include: "workflow/rules/tile.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/infer.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         expand("results/panda_fine/PANDA-FINE_{year}.tif", year=YEARS),
         f"results/models/{MODEL}/metrics.json",
+        "results/report/quicklooks.png",
     default_target: True

@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cube", required=True, type=Path)
     p.add_argument("--model", required=True, type=Path, help="model.onnx")
     p.add_argument("--output", required=True, type=Path)
+    p = cmd("report", "figures and tables for `snakemake --report`: quicklooks, training curve, total light")
+    p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")
+    p.add_argument("--panda", required=True, type=Path, nargs="+", help="calibrated PANDA {year}.tif files")
+    p.add_argument("--history", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="report directory")
     return parser
 
 
@@ -211,6 +217,14 @@ def run(args: argparse.Namespace) -> None:
 
         infer_year(cfg, args.cube, args.model, args.output, year=args.year,
                    require_gpu=cfg["infer"]["require_gpu"])
+    elif c == "report":
+        _report(args)
+
+
+def _report(args) -> None:
+    from .report import build_report, year_map
+
+    build_report(year_map(args.products), year_map(args.panda), args.history, args.metrics, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ cleanup() {
     local rc=$?
     say "stopping daemons"
     if [ -f "$STATE/slurmctld.pid" ]; then scancel --user=root >/dev/null 2>&1 || true; fi
-    for pidfile in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" "$STATE/munged.pid"; do
+    for pidfile in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/pandafine-test-munged.pid; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
     for _ in $(seq 20); do
@@ -71,7 +71,7 @@ chown munge:munge /run/munge /var/lib/munge /var/log/munge
 MUNGE_SOCKET=/run/munge/munge.socket.2
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     say "starting munged"
-    runuser -u munge -- /usr/sbin/munged --pid-file="$STATE/munged.pid" --socket="$MUNGE_SOCKET" \
+    runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/pandafine-test-munged.pid --socket="$MUNGE_SOCKET" \
         --force
     for _ in $(seq 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
     munge -n | unmunge >/dev/null || fail "munged does not answer"

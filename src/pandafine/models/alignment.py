@@ -154,9 +154,6 @@ class DeformableConv2d(nn.Module):
             self.offset = nn.Conv2d(in_channels + guide_channels, 2 * len(self.TAPS), 3, padding=1)
             nn.init.zeros_(self.offset.weight)
             nn.init.zeros_(self.offset.bias)
-        taps = torch.tensor(self.TAPS, dtype=torch.float32)
-        self.register_buffer("tap_dy", taps[:, 0].view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("tap_dx", taps[:, 1].view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         """Convolve ``x`` (B, C, H, W); ``guide`` (B, G, H, W) feeds the offset predictor."""
@@ -167,15 +164,13 @@ class DeformableConv2d(nn.Module):
 
     def deform(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """The deformable convolution with given ``offsets`` (B, 18, H, W): (dy, dx) per tap, in pixels."""
-        b, c, h, w = x.shape
-        k = len(self.TAPS)
-        ys, xs = pixel_grid(h, w, like=x)
-        py = ys + self.tap_dy + offsets[:, 0::2]  # (B, 9, H, W)
-        px = xs + self.tap_dx + offsets[:, 1::2]
-        # the nine sampling grids stacked along the rows: one grid_sample call
-        samples = sample_at(x, py.reshape(b, k * h, w), px.reshape(b, k * h, w), padding_mode="zeros")
-        samples = samples.reshape(b, c * k, h, w)  # channel-major, tap-minor: matches weight.reshape(O, C*9)
-        return F.conv2d(samples, self.weight.reshape(self.weight.shape[0], c * k, 1, 1), self.bias)
+        ys, xs = pixel_grid(x.shape[-2], x.shape[-1], like=x)
+        # one sampled copy per tap, concatenated tap-major: weight reordered to (O, tap, C)
+        samples = [sample_at(x, ys + dy + offsets[:, 2 * k], xs + dx + offsets[:, 2 * k + 1], padding_mode="zeros")
+                   for k, (dy, dx) in enumerate(self.TAPS)]
+        o, c = self.weight.shape[0], self.weight.shape[1]
+        weight = self.weight.permute(0, 2, 3, 1).reshape(o, len(self.TAPS) * c, 1, 1)
+        return F.conv2d(torch.cat(samples, dim=1), weight, self.bias)
 
 
 class DeformationField(nn.Module):

@@ -95,6 +95,17 @@ def _channel_slice(channels: Sequence[str], names: Sequence[str]) -> slice:
     return slice(idx[0], idx[-1] + 1)
 
 
+def _halve(x: torch.Tensor, times: int) -> torch.Tensor:
+    """``times`` successive 2x2 average poolings (= one ``2**times`` average pooling when the size divides).
+
+    Pooling in 2x steps gives the same symbolic sizes as the 2x encoder levels,
+    which keeps the height and width dynamic in the exported graph.
+    """
+    for _ in range(times):
+        x = F.avg_pool2d(x, 2)
+    return x
+
+
 def _conv_relu(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True))
 
@@ -226,12 +237,10 @@ class MMNTLSR(nn.Module):
 
     def _panda_features(self, panda: torch.Tensor, landsat_feats: list[torch.Tensor]):
         """PANDA encoded at 1/8 resolution, affinely aligned; returns ``(features, theta or None)``."""
-        p = self.panda_encoder(F.avg_pool2d(panda, PANDA_FACTOR))
+        p = self.panda_encoder(_halve(panda, 3))
         theta = None
         if self.affine is not None:
-            ctx = landsat_feats[self.panda_level]
-            if self.panda_level < 3:
-                ctx = F.avg_pool2d(ctx, 2 ** (3 - self.panda_level))
+            ctx = _halve(landsat_feats[self.panda_level], 3 - self.panda_level)
             p, theta = self.affine(p, torch.cat([p, ctx], dim=1))
         return p, theta
 
@@ -259,7 +268,7 @@ class MMNTLSR(nn.Module):
             elif k == 3:
                 pk = p8
             else:
-                pk = F.avg_pool2d(p8, 2 ** (k - 3))
+                pk = _halve(p8, k - 3)
             pk, flow = self.panda_levels[k](pk, lf[k])
             if flow is not None:
                 flows.append(flow)

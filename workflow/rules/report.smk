@@ -1,0 +1,22 @@
+rule report_figures:
+    input:
+        products=expand("results/panda_fine/PANDA-FINE_{year}.tif", year=YEARS),
+        panda=expand("results/calibrated/panda/{year}.tif", year=YEARS),
+        history=f"results/models/{MODEL}/history.csv",
+        metrics=f"results/models/{MODEL}/metrics.json",
+    output:
+        quicklooks=report("results/report/quicklooks.png", caption="../report/quicklooks.rst", category="Product"),
+        curve=report("results/report/training_curve.png", caption="../report/training_curve.rst", category="Model"),
+        total=report("results/report/total_light.png", caption="../report/total_light.rst", category="Product"),
+        total_csv=report("results/report/total_light.csv", caption="../report/total_light.rst", category="Product"),
+        metrics=report("results/report/metrics.csv", caption="../report/metrics.rst", category="Model"),
+    log:
+        "logs/report.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("report") + " --products {input.products} --panda {input.panda} --history {input.history} --metrics {input.metrics} --out results/report &> {log}"
