@@ -39,4 +39,5 @@ rule all:
         expand("results/panda_fine/PANDA-FINE_{year}.tif", year=YEARS),
         f"results/models/{MODEL}/metrics.json",
         "results/report/quicklooks.png",
+        "results/panda_fine/catalog.json",
     default_target: True

@@ -10,7 +10,7 @@ import pytest
 from affine import Affine
 
 from pandafine.catalog import (COG_MEDIA_TYPE, FILE_EXT, PROJECTION_EXT, RASTER_EXT, build_catalog,
-                               footprint_wgs84, native_bbox, outline, product_year, sha256_multihash,
+                               find_products, footprint_wgs84, native_bbox, outline, product_year, sha256_multihash,
                                year_interval)
 from pandafine.grid import CHINA_ALBERS, Grid
 from pandafine.product import file_sha256, write_cog
@@ -252,6 +252,19 @@ def test_errors_name_the_file(tmp_path, cfg, products):
     with pytest.raises(ValueError, match="PANDA-FINE_2001.tif: file name says year 2001 but the 'year' tag says 2002"):
         build_catalog(cfg, [bad], out)
     assert not out.exists()
+
+
+def test_find_products_expands_directories(tmp_path, products):
+    d = products[0].parent
+    (d / "PANDA-FINE_2018.tif.aux.xml").write_text("<x/>")  # not a product
+    (d / ".PANDA-FINE_2020.abc.part.tif").write_text("")    # a temporary, not a product
+    assert find_products([d]) == sorted(products)
+    assert find_products([products[0]]) == [products[0]]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no product COG"):
+        find_products([tmp_path / "empty"])
+    with pytest.raises(FileNotFoundError, match="missing.tif"):
+        find_products([d / "missing.tif"])
 
 
 # --------------------------------------------------------------------------- pure helpers

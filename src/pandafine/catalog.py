@@ -254,6 +254,28 @@ def product_year(path: str | os.PathLike, tags: Mapping[str, str] | None = None)
     return int(m.group(1)) if m is not None else int(tag)
 
 
+def find_products(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Product COGs named by ``paths``: files as given, directories expanded to their ``PANDA-FINE_{year}.tif``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist, or a directory holds no product.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            hits = sorted(q for q in p.iterdir() if PRODUCT_NAME.match(q.name) and q.is_file())
+            if not hits:
+                raise FileNotFoundError(f"{p}: no product COG named PANDA-FINE_{{year}}.tif in this directory")
+            found += hits
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"product COG or directory not found: {p}")
+    return found
+
+
 def read_product(path: str | os.PathLike) -> ProductInfo:
     """Read the georeferencing, tags, size and sha256 of a product COG."""
     import rasterio
@@ -338,5 +360,5 @@ def build_catalog(cfg: Mapping[str, Any], product_paths: Sequence[str | os.PathL
 
 
 __all__ = ("ProductInfo", "year_interval", "sha256_multihash", "native_bbox", "outline", "footprint_wgs84",
-           "union_bbox", "item_id", "make_item", "make_collection", "product_year", "read_product",
+           "union_bbox", "item_id", "make_item", "make_collection", "product_year", "find_products", "read_product",
            "build_catalog")

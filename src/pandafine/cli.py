@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="report directory")
+
+    p = cmd("catalog", "write the STAC Collection and one Item per year beside the product COGs")
+    p.add_argument("--products", required=True, type=Path, nargs="+",
+                   help="product COGs, or the directory holding PANDA-FINE_{year}.tif")
+    p.add_argument("--grid", type=Path, help="results/grid.json: every product must lie on this grid")
+    p.add_argument("--output", required=True, type=Path, help="results/panda_fine/catalog.json")
     return parser
 
 
@@ -219,6 +225,11 @@ def run(args: argparse.Namespace) -> None:
                    require_gpu=cfg["infer"]["require_gpu"])
     elif c == "report":
         _report(args)
+    elif c == "catalog":
+        from .catalog import build_catalog, find_products
+
+        build_catalog(cfg, find_products(args.products), args.output,
+                      grid=_grid(args.grid) if args.grid else None)
 
 
 def _report(args) -> None:

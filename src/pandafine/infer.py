@@ -77,11 +77,14 @@ def pad_block(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return np.pad(block, ((0, 0), (0, rows - h), (0, cols - w)), mode="reflect")
 
 
-def iter_tile_batches(inputs, layout: TileLayout, batch_size: int) -> Iterator[tuple[int, list[int], np.ndarray]]:
+def iter_tile_batches(inputs, layout: TileLayout, batch_size: int, *,
+                      source: str = "inputs") -> Iterator[tuple[int, list[int], np.ndarray]]:
     """Read tiles from a (C, H, W) array-like in row-major order, batched within each tile row.
 
     Each batch is read with one slice spanning its tiles (Zarr chunks are read once
     per batch, not once per tile), then padded where the region is smaller than a tile.
+    A read failure (e.g. a truncated or corrupt chunk) is raised as ValueError naming
+    ``source`` (the cube path) and the window.
 
     Yields
     ------
@@ -95,7 +98,11 @@ def iter_tile_batches(inputs, layout: TileLayout, batch_size: int) -> Iterator[t
         for i in range(0, len(cols), batch_size):
             group = cols[i:i + batch_size]
             c0, c1 = group[0], min(group[-1] + t, width)
-            slab = np.asarray(inputs[:, row:r1, c0:c1], dtype=np.float32)
+            try:
+                slab = np.asarray(inputs[:, row:r1, c0:c1], dtype=np.float32)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ValueError(f"{source}: cannot read rows {row}:{r1}, columns {c0}:{c1} of the cube "
+                                 f"(corrupt or truncated chunk?): {type(exc).__name__}: {exc}") from exc
             batch = np.empty((len(group), slab.shape[0], t, t), dtype=np.float32)
             for k, col in enumerate(group):
                 tile = slab[:, :, col - c0:min(col + t, width) - c0]
@@ -207,6 +214,26 @@ def predict_tiles(session, batches: Iterable[tuple[int, list[int], np.ndarray]],
             yield row, col, pred[k]
     if current is not None and on_row is not None:
         on_row(current)
+
+
+def remove_stale_temporaries(out_path: str | os.PathLike) -> list[Path]:
+    """Remove temporary files that an interrupted run left beside ``out_path``.
+
+    A killed process cannot clean up its ``.{stem}.*.part*`` files (the tiled
+    GeoTIFF and the COG being written); they are removed before a new run of the
+    same product starts. Only this product's hidden temporaries are touched.
+    """
+    out_path = Path(out_path)
+    removed = []
+    for p in sorted(out_path.parent.glob(f".{out_path.stem}.*.part*")):
+        if p.is_file() and not p.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    if removed:
+        log.warning("removed %d stale temporary file(s) of an interrupted run: %s", len(removed),
+                    ", ".join(p.name for p in removed))
+    return removed
 
 
 def output_blocksize(height: int, width: int) -> int | None:
@@ -331,6 +358,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
         profile.update(tiled=False)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".tiled.part.tif", dir=out_path.parent)
     os.close(fd)
     tiled_tmp = Path(tmp_name)
@@ -348,7 +376,8 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
             dst.update_tags(1, units=RADIANCE_UNITS, quantity="radiance")
             dst.update_tags(**tags)
             writer = _BlockRowWriter(dst, blocksize)
-            batches = prefetch(iter_tile_batches(cube.inputs, layout, params.batch_size), depth=2)
+            batches = prefetch(iter_tile_batches(cube.inputs, layout, params.batch_size, source=str(cube.path)),
+                               depth=2)
             stack.callback(batches.close)
             tiles = predict_tiles(session, batches, mask_channel=mask_index, source=str(model_path),
                                   on_row=lambda _row: bar.update(1))
@@ -378,4 +407,5 @@ def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
 
 
 __all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "run_model",
-           "check_model_io", "predict_tiles", "output_blocksize", "infer_year", "infer_array")
+           "check_model_io", "predict_tiles", "remove_stale_temporaries", "output_blocksize", "infer_year",
+           "infer_array")

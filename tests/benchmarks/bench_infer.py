@@ -12,7 +12,7 @@ Usage::
    ORT/PyTorch is measured within this one run. Outputs of both are compared.
 2. Peak resident memory (``ru_maxrss`` of the child, via ``os.wait4``) of
    ``python -m pandafine infer`` on a small and a 16x larger cube (4000² and
-   16000² px; ``--quick``: 1000² and 2000², see ``SIZES``), with the ratio:
+   16000² px; ``--quick``: 512² and 1024²), with the ratio:
    streaming inference should stay far below the 16x pixel ratio.
 
 Not collected by pytest (``--ignore=tests/benchmarks`` in pyproject).
@@ -35,7 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 OVERLAPS = (0.0, 0.25, 0.5)
 #: (throughput region side, RSS small side, RSS large side) in pixels.
-SIZES = {"full": (1024, 4000, 16000), "quick": (256, 1000, 2000)}
+SIZES = {"full": (1024, 4000, 16000), "quick": (256, 512, 1024)}
 YEAR = 2018
 
 
