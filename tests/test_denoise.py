@@ -90,7 +90,7 @@ def test_hot_pixels_removed_smooth_light_kept():
 
 def test_spike_rule_and_background_cut():
     x = np.full((5, 5), 1e-5, np.float32)
-    x[2, 2] = 4.1e-5  # > 4 x median(neighbours) = 4e-5 -> spike
+    x[2, 2] = 4.1e-5  # > 4 x max(neighbours) = 4e-5 -> spike
     x[0, 0] = 3.9e-5  # not a spike
     y, spike = dn.remove_spikes(x, 4.0, BG)
     assert spike.sum() == 1 and spike[2, 2] and y[2, 2] == pytest.approx(1e-5)
@@ -100,6 +100,15 @@ def test_spike_rule_and_background_cut():
     z[1, 1], z[3, 3] = 5e-6, 1e-6
     y, spike = dn.remove_spikes(z, 4.0, BG)
     assert spike[1, 1] and not spike[3, 3] and y[1, 1] == 0
+    # a real light two pixels wide is kept (each pixel has an equally bright neighbour), and so is
+    # a bright pixel next to a half-as-bright one, although both far exceed their neighbourhood median
+    w = np.full((6, 6), 1e-5, np.float32)
+    w[2, 2:4] = 9e-5
+    w[4, 1], w[4, 0] = 8e-5, 4e-5
+    y, spike = dn.remove_spikes(w, 4.0, BG)
+    assert not spike.any() and np.array_equal(y, w)
+    np.testing.assert_allclose(dn.neighbour_max(np.array([[1, 5, np.nan], [2, 3, 4]], np.float32)),
+                               [[5, 4, 5], [5, 5, 5]])
     np.testing.assert_array_equal(dn.cut_background(np.array([1e-6, 2e-6, 3e-6, np.nan], np.float32), BG),
                                   np.array([0, 2e-6, 3e-6, np.nan], np.float32))
 

@@ -5,8 +5,12 @@ Luojia-01 (per frame, on the frame's own grid):
 1. footprint edge erosion (``erode`` pixels; the frame edge carries stray light
    and partially covered pixels),
 2. isolated hot pixel / spike removal: a pixel brighter than ``spike_factor``
-   times the median of its (valid) 3x3 neighbours, itself excluded, and above
-   the background is replaced by that median,
+   times the *brightest* of its (valid) 8 neighbours and above the background
+   is replaced by the median of those neighbours. (Comparing with the
+   neighbourhood median instead also flattens real lights, e.g. a lit street
+   crossing or a single-pixel road segment: on the synthetic scene that changed
+   lit pixels by ~2 % on average, the max rule by ~0 %, with every injected hot
+   pixel still removed.)
 3. background cut-off: radiance below ``preprocess.luojia_background`` -> 0.
 
 Landsat (per year, on the working grid): every calibrated scene of the year is
@@ -68,16 +72,33 @@ def neighbour_median(x: np.ndarray, rows: int = 512) -> np.ndarray:
     return out
 
 
-def remove_spikes(x: np.ndarray, factor: float, background: float) -> tuple[np.ndarray, np.ndarray]:
-    """Replace isolated spikes by their neighbour median.
+def neighbour_max(x: np.ndarray) -> np.ndarray:
+    """Largest valid (finite) value among each pixel's 8 neighbours, the pixel itself excluded.
 
-    A spike is a valid pixel with ``x > factor * median(neighbours)`` and
-    ``x > background``. Returns the cleaned array and the spike mask.
+    Pixels outside the array count as missing. NaN where no neighbour is valid.
     """
     x = np.asarray(x, dtype=np.float32)
-    med = neighbour_median(x)
+    h, w = x.shape
+    p = np.pad(np.where(np.isfinite(x), x, -np.inf), 1, constant_values=-np.inf)
+    out = np.full(x.shape, -np.inf, np.float32)
+    for dr, dc in _NEIGHBOURS:
+        np.maximum(out, p[dr:dr + h, dc:dc + w], out=out)
+    out[np.isneginf(out)] = np.nan
+    return out
+
+
+def remove_spikes(x: np.ndarray, factor: float, background: float) -> tuple[np.ndarray, np.ndarray]:
+    """Replace isolated spikes (single hot pixels) by their neighbour median.
+
+    A spike is a valid pixel with ``x > factor * max(neighbours)`` and
+    ``x > background``: brighter than every one of its 8 valid neighbours by
+    more than ``factor``. Returns the cleaned array and the spike mask.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    nmax = neighbour_max(x)
     with np.errstate(invalid="ignore"):
-        spike = np.isfinite(x) & np.isfinite(med) & (x > factor * med) & (x > background)
+        spike = np.isfinite(x) & np.isfinite(nmax) & (x > factor * nmax) & (x > background)
+    med = neighbour_median(x)
     return np.where(spike, med, x).astype(np.float32), spike
 
 

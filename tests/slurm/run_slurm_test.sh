@@ -133,9 +133,10 @@ say "snakemake jobs: $n_jobs (incl. all); SLURM jobs completed: $n_done, other s
 [ "$n_bad" -eq 0 ] || { cat "$WORK/squeue.txt" >&2; fail "SLURM jobs not COMPLETED"; }
 n_logs=$(find "$WORK/slurm/.snakemake/slurm_logs" -name '*.log' | wc -l)
 [ "$n_logs" -eq "$n_remote" ] || fail "expected $n_remote logs in .snakemake/slurm_logs, found $n_logs"
-grep -q "sbatch" "$WORK/slurm.out" || fail "no sbatch call in $WORK/slurm.out"
-if grep -q -- "--gpus" "$WORK/slurm.out"; then fail "a job requested a GPU although PANDAFINE_SLURM_GPUS=0"; fi
-scontrol show job -o > "$WORK/scontrol.txt" 2>&1 || true
+n_sub=$(grep -c "has been submitted with SLURM jobid" "$WORK/slurm.out" || true)
+[ "$n_sub" -eq "$n_remote" ] || fail "expected $n_remote submissions in $WORK/slurm.out, found $n_sub"
+scontrol show job -o > "$WORK/scontrol.txt"
+if grep -qi "gpu" "$WORK/scontrol.txt"; then fail "a job requested a GPU although PANDAFINE_SLURM_GPUS=0"; fi
 
 # ---- the same config locally, and the products byte for byte --------------------------------
 say "snakemake --cores $CORES (local)"

@@ -10,9 +10,14 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 #: Model names accepted in ``model.name``, with the config keys each one requires.
-MODEL_KEYS: dict[str, tuple[str, ...]] = {"unet": ("width", "depth")}
+MODEL_KEYS: dict[str, tuple[str, ...]] = {"unet": ("width", "depth"), "mmntlsr": ("width", "depth")}
 #: Optional keys of each model and their defaults (not in the config schema yet).
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"unet": {"norm": "none"}}
+#: ``mmntlsr.modules`` mirrors :data:`pandafine.models.mmntlsr.DEFAULT_MODULES` (kept literal: no torch import here).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "unet": {"norm": "none"},
+    "mmntlsr": {"modules": {"fusion": True, "affine": True, "deformable": True, "deformation_field": True,
+                            "auxiliary": True, "multiscale": True}},
+}
 
 
 def resolve_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -28,7 +33,13 @@ def _build_unet(model_cfg: Mapping[str, Any], in_channels: int):
     return UNet(in_channels, width=int(cfg["width"]), depth=int(cfg["depth"]), norm=str(cfg["norm"]))
 
 
-_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Any]] = {"unet": _build_unet}
+def _build_mmntlsr(model_cfg: Mapping[str, Any], in_channels: int):
+    from pandafine.models.mmntlsr import build_mmntlsr
+
+    return build_mmntlsr(resolve_model_config(model_cfg), in_channels)
+
+
+_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Any]] = {"unet": _build_unet, "mmntlsr": _build_mmntlsr}
 
 
 def build_model(model_cfg: Mapping[str, Any], in_channels: int):
@@ -59,6 +70,8 @@ def input_multiple(model_cfg: Mapping[str, Any]) -> int:
     """Input height and width of the model must be multiples of this (1 if unconstrained)."""
     if model_cfg.get("name") == "unet":
         return 2 ** int(model_cfg["depth"])
+    if model_cfg.get("name") == "mmntlsr":  # PANDA is encoded at 1/8 resolution
+        return max(8, 2 ** int(model_cfg["depth"]))
     return 1
 
 

@@ -6,7 +6,7 @@ displaces bright areas. The blocks below warp PANDA feature maps onto the
 Landsat geometry:
 
 * :class:`AffineAlign` - one affine transform per sample (6 parameters) predicted
-  from fused coarse features; identity at initialization.
+  from fused coarse features; identity at initialization (:func:`affine_warp`).
 * :class:`DeformableConv2d` - a 3x3 convolution whose nine taps are shifted by
   learned per-pixel offsets (offsets predicted by a convolution initialized to
   zero, so it starts as the plain convolution with the same weights).
@@ -75,15 +75,35 @@ def flow_smoothness(flow: torch.Tensor) -> torch.Tensor:
     return dy + dx
 
 
+def affine_warp(x: torch.Tensor, theta: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """Resample ``x`` (B, C, H, W) through per-sample affine maps in pixel units.
+
+    ``theta`` (B, 2, 3) maps output pixel coordinates, centred on the map
+    centre ``((W - 1) / 2, (H - 1) / 2)`` and ordered (x, y), to input ones:
+    ``src = theta[:, :, :2] @ (u, v) + theta[:, :, 2]``. For a square map this
+    is ``F.affine_grid`` + ``F.grid_sample`` (``align_corners=False``) with the
+    translation scaled by ``W / 2``; the grid is built from ``arange`` so the
+    exported graph keeps the height and width dynamic (``affine_grid``
+    specialized them in the dynamo export).
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    ys, xs = pixel_grid(h, w, like=theta)
+    u = (xs - (w - 1) / 2.0).unsqueeze(0)  # (1, 1, W)
+    v = (ys - (h - 1) / 2.0).unsqueeze(0)  # (1, H, 1)
+    t = theta.unsqueeze(-1).unsqueeze(-1)  # (B, 2, 3, 1, 1)
+    src_x = t[:, 0, 0] * u + t[:, 0, 1] * v + t[:, 0, 2] + (w - 1) / 2.0
+    src_y = t[:, 1, 0] * u + t[:, 1, 1] * v + t[:, 1, 2] + (h - 1) / 2.0
+    return sample_at(x, src_y, src_x, padding_mode)
+
+
 class AffineAlign(nn.Module):
     """Warp a feature map with one affine transform per sample, predicted from context features.
 
     The head is ``1x1 conv -> ReLU -> spatial mean -> linear (6)``; the last
     linear layer is zero-initialized, so the transform starts as the identity.
     The six outputs are squashed: the linear part is ``I + max_linear * tanh``,
-    the translation ``max_shift * tanh`` pixels of the warped map (converted to
-    normalized coordinates with its height and width, hence tile-size
-    independent).
+    the translation ``max_shift * tanh`` pixels of the warped map (pixel units,
+    hence independent of the tile size); applied with :func:`affine_warp`.
 
     Parameters
     ----------
@@ -105,21 +125,19 @@ class AffineAlign(nn.Module):
         nn.init.zeros_(self.fc.bias)
         self.max_shift, self.max_linear = float(max_shift), float(max_linear)
 
-    def theta(self, context: torch.Tensor, height, width) -> torch.Tensor:
-        """The ``(B, 2, 3)`` matrices of ``F.affine_grid`` for a map of ``height x width`` pixels."""
+    def theta(self, context: torch.Tensor) -> torch.Tensor:
+        """The ``(B, 2, 3)`` pixel-unit matrices of :func:`affine_warp`."""
         h = F.relu(self.context(context)).mean(dim=(2, 3))
         p = torch.tanh(self.fc(h))
-        lin = p[:, :4] * self.max_linear + torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=p.dtype, device=p.device)
+        eye = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=p.dtype, device=p.device)
+        lin = p[:, :4] * self.max_linear + eye
         shift = p[:, 4:] * self.max_shift  # (dx, dy) in pixels
-        size = torch.stack([torch.as_tensor(width, dtype=p.dtype), torch.as_tensor(height, dtype=p.dtype)])
-        t = 2.0 * shift / size.to(p.device)
-        return torch.cat([lin[:, 0:2], t[:, 0:1], lin[:, 2:4], t[:, 1:2]], dim=1).view(-1, 2, 3)
+        return torch.cat([lin[:, 0:2], shift[:, 0:1], lin[:, 2:4], shift[:, 1:2]], dim=1).view(-1, 2, 3)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(warped x, theta)``: ``x`` (B, C, H, W) resampled through the predicted transform."""
-        theta = self.theta(context, x.shape[-2], x.shape[-1])
-        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], x.shape[2], x.shape[3]], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False), theta
+        theta = self.theta(context)
+        return affine_warp(x, theta), theta
 
 
 class DeformableConv2d(nn.Module):
