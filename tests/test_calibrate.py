@@ -366,3 +366,42 @@ def test_dem_merge_two_tiles(tmp_path):
         m = src.read(1)
     np.testing.assert_array_equal(m[:, :10], a)
     assert np.isnan(m[0, 10]) and np.all(m[:, 10:][~np.isnan(m[:, 10:])] == 700)
+
+
+def _blob_scene(shape=(60, 70), centre=(28.0, 33.0), shift=(0.0, 0.0)):
+    """A steep Gaussian 'city' (radiance) sampled with its centre moved by ``shift`` (rows, cols)."""
+    rr, cc = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    r0, c0 = centre[0] + shift[0], centre[1] + shift[1]
+    return 1e-7 + 3e-4 * np.exp(-((rr - r0) ** 2 + (cc - c0) ** 2) / (2 * 6.0 ** 2))
+
+
+def test_register_shift_recovers_subpixel_offset():
+    b = _blob_scene()
+    a = _blob_scene(shift=(0.5, -0.4))  # a's content sits 0.5 row lower, 0.4 col left of b's
+    drow, dcol, _ = cal.register_shift(a, b, 2e-6)
+    assert drow == pytest.approx(-0.5, abs=0.08) and dcol == pytest.approx(0.4, abs=0.08)
+
+
+def test_overlap_ratio_is_robust_to_shift_and_hot_pixels():
+    b = _blob_scene()
+    a = 1.13 * _blob_scene(shift=(0.6, 0.5))
+    a[[10, 40, 45], [20, 30, 50]] = 0.05  # hot pixels
+    half = np.full(a.shape, np.nan)
+    half[:, 20:] = 1.0  # the overlap cuts through the city: a shift would bias a plain flux ratio
+    res = cal.overlap_ratio(a * half, b * half, 2e-6)
+    assert res.ratio == pytest.approx(1.13, rel=0.005)
+    assert res.pixels > 500 and res.shift[0] < -0.4
+    # too few lit pixels in common -> no ratio
+    dark = np.full(a.shape, 1e-7)
+    assert cal.overlap_ratio(dark, dark, 2e-6) is None
+
+
+def test_solve_gains_weights_favour_large_overlaps():
+    # a-b and b-c are exact; a-c (a small corner overlap) is 10 % off
+    pairs = {("a", "b"): 1.25, ("b", "c"): 0.8, ("a", "c"): 1.1}
+    exact = cal.solve_gains(["a", "b", "c"], {k: v for k, v in pairs.items() if k != ("a", "c")}, "b")
+    unweighted = cal.solve_gains(["a", "b", "c"], pairs, "b")
+    weighted = cal.solve_gains(["a", "b", "c"], pairs, "b", weights={("a", "b"): 1000, ("b", "c"): 1000,
+                                                                      ("a", "c"): 10})
+    err = lambda g: max(abs(g[f] / exact[f] - 1) for f in exact)  # noqa: E731
+    assert err(weighted) < 0.002 < 0.02 < err(unweighted)

@@ -41,9 +41,12 @@ REGISTRATION_SIGMA = 1.0
 MAX_SHIFT = 3.0
 #: Cells (working pixels per side) whose flux ratios are screened for outliers.
 RATIO_BLOCK = 8
-#: Hot-pixel screen before the overlap comparison: a pixel > this x its neighbour median.
-#: (Far above real light structure; denoise removes subtler spikes later.)
+#: Hot-pixel screen before the overlap comparison: a pixel > this x its brightest neighbour
+#: (:func:`pandafine.denoise.remove_spikes`, on the native frame grid) ...
 CALIBRATION_SPIKE_FACTOR = 10.0
+#: ... and, on the working grid, pixels > this x the 99th percentile of the lit pixels
+#: (hot pixels are tens to hundreds of times brighter than any light; a warp may split them).
+CALIBRATION_HOT_FACTOR = 5.0
 
 RADIANCE_UNITS = "W m-2 sr-1 um-1"
 
@@ -335,7 +338,8 @@ def register_shift(a: np.ndarray, b: np.ndarray, background: float, sigma: float
 
     Both arrays are smoothed (Gaussian ``sigma`` pixels, NaN-aware) and
     ``b ~ c a + u da/dx + v da/dy`` is fitted on the interior of their common
-    area (pixels lit in either); then ``a(x + d)`` with ``d = (v/c, u/c)``
+    area (pixels lit in either; hot pixels must be screened out first, see
+    :func:`overlap_ratio`); then ``a(x + d)`` with ``d = (v/c, u/c)``
     matches ``b``. Luojia-01 frames carry geolocation errors of a fraction of a
     pixel; on a steep radiance profile (a city edge) they bias overlap ratios by
     several percent unless removed.
@@ -370,6 +374,8 @@ def overlap_ratio(a: np.ndarray, b: np.ndarray, background: float, min_pixels: i
                   block: int = RATIO_BLOCK, clip: float = 3.0) -> PairRatio | None:
     """Robust radiance ratio ``a / b`` of two frames warped onto the same block of the working grid.
 
+    0. pixels brighter than ``CALIBRATION_HOT_FACTOR`` times the 99th percentile
+       of the lit pixels (hot pixels) are dropped from both;
     1. ``a`` is registered onto ``b`` (:func:`register_shift`, bilinear shift);
     2. pixels lit (> ``background``) in both and away from the overlap's edge
        are summed per ``block x block`` cell;
@@ -390,11 +396,19 @@ def overlap_ratio(a: np.ndarray, b: np.ndarray, background: float, min_pixels: i
     b = np.asarray(b, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         both = np.isfinite(a) & np.isfinite(b)
-        if int((both & (a > background) & (b > background)).sum()) < min_pixels:
+        lit2 = both & (a > background) & (b > background)
+        if int(lit2.sum()) < min_pixels:
             return None
+        bound = CALIBRATION_HOT_FACTOR * float(np.percentile(np.concatenate([a[lit2], b[lit2]]), 99))
+        hot = (a > bound) | (b > bound)
+    if hot.any():
+        a, b = np.where(hot, np.nan, a), np.where(hot, np.nan, b)
+        both &= ~hot
     drow, dcol, inner = register_shift(a, b, background)
     if drow or dcol:
-        a = np.where(both, nd_shift(np.where(np.isfinite(a), a, 0.0), (drow, dcol), order=1, mode="nearest"),
+        finite = np.isfinite(a)
+        whole = nd_shift(finite.astype(np.float64), (drow, dcol), order=1, mode="nearest") > 0.999
+        a = np.where(both & whole, nd_shift(np.where(finite, a, 0.0), (drow, dcol), order=1, mode="nearest"),
                      np.nan)
     with np.errstate(invalid="ignore"):
         lit = inner & (a > background) & (b > background)

@@ -177,11 +177,15 @@ def median_composite(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if stack.shape[0] == 0:
         return np.full(stack.shape[1:], np.nan, np.float32), np.zeros(stack.shape[2:], np.int64)
     clear = np.isfinite(stack).all(axis=1)
-    masked = np.where(clear[:, None], stack, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-        med = np.nanmedian(masked, axis=0)
-    return med.astype(np.float32), clear.sum(axis=0)
+    count = clear.sum(axis=0)
+    ordered = np.sort(np.where(clear[:, None], stack, np.nan), axis=0)  # NaN sort last
+    # median of the first `count` values: mean of the two middle ones (one when count is odd)
+    lo = np.broadcast_to(np.maximum(count - 1, 0) // 2, ordered.shape[1:])[None]
+    hi = np.broadcast_to(count // 2, ordered.shape[1:])[None]
+    hi = np.minimum(hi, stack.shape[0] - 1)
+    med = 0.5 * (np.take_along_axis(ordered, lo, axis=0)[0] + np.take_along_axis(ordered, hi, axis=0)[0])
+    med[:, count == 0] = np.nan
+    return med.astype(np.float32), count
 
 
 # ----------------------------------------------------------------------------- Landsat composite (files)
@@ -199,20 +203,38 @@ def _scene_blocks(paths: Sequence[Path], grid: Grid) -> list[tuple[Path, tuple[i
     return out
 
 
-def _warp_block(path: Path, grid: Grid, block: tuple[int, int, int, int]) -> np.ndarray:
-    """Bands of ``path`` warped (average, NaN ignored) onto a block of ``grid``."""
+def _warp_block(path: Path, grid: Grid, block: tuple[int, int, int, int], pad: int = 2) -> np.ndarray:
+    """Bands of ``path`` warped (average, NaN ignored) onto a block of ``grid``.
+
+    Only the source window under the block (plus ``pad`` pixels) is read and
+    warped, so the cost of a block does not grow with the scene or the grid.
+    """
     import rasterio
     from rasterio.crs import CRS
     from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
-    from rasterio.windows import Window
+    from rasterio.warp import reproject, transform_bounds
+    from rasterio.windows import Window, from_bounds
 
     r0, c0, h, w = block
-    with rasterio.open(path) as src, WarpedVRT(src, crs=CRS.from_user_input(grid.crs), transform=grid.transform,
-                                               width=grid.width, height=grid.height,
-                                               resampling=Resampling.average, src_nodata=np.nan,
-                                               nodata=np.nan, dtype="float32") as vrt:
-        return vrt.read(window=Window(c0, r0, w, h)).astype(np.float32)
+    dst_t = grid.window_transform(r0, c0)
+    dst_crs = CRS.from_user_input(grid.crs)
+    with rasterio.open(path) as src:
+        out = np.full((src.count, h, w), np.nan, np.float32)
+        (left, right), (top, bottom) = zip(dst_t * (0, 0), dst_t * (w, h))
+        bounds = transform_bounds(dst_crs, src.crs, min(left, right), min(top, bottom), max(left, right),
+                                  max(top, bottom), densify_pts=21)
+        win = from_bounds(*bounds, transform=src.transform)
+        col0 = max(0, int(np.floor(win.col_off)) - pad)
+        row0 = max(0, int(np.floor(win.row_off)) - pad)
+        col1 = min(src.width, int(np.ceil(win.col_off + win.width)) + pad)
+        row1 = min(src.height, int(np.ceil(win.row_off + win.height)) + pad)
+        if col1 <= col0 or row1 <= row0:
+            return out
+        win = Window(col0, row0, col1 - col0, row1 - row0)
+        data = src.read(window=win).astype(np.float32)
+        reproject(data, out, src_transform=src.window_transform(win), src_crs=src.crs, src_nodata=np.nan,
+                  dst_transform=dst_t, dst_crs=dst_crs, dst_nodata=np.nan, resampling=Resampling.average)
+    return out
 
 
 def _composite_block(scenes: Sequence[tuple[Path, tuple[int, int, int, int]]], grid: Grid,

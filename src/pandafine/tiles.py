@@ -105,7 +105,34 @@ def build_cube(panda_path: str | Path, landsat_path: str | Path, dem_path: str |
             arr[:, r:r + n, :] = np.concatenate([_read_band_rows(p, r, n, k, grid) for p, k in layers])
         root.attrs.update({"channels": list(CHANNELS), "year": int(year), "grid": grid.to_dict(),
                            "crs_wkt": grid.to_dict()["crs_wkt"], "transform": list(grid.transform)[:6]})
+        write_grid_mapping(root, arr, grid)
     return Path(out_path)
+
+
+def write_grid_mapping(root, arr, grid: Grid) -> None:
+    """Add CF georeferencing so that ``xarray.open_zarr(cube)`` + rioxarray read CRS and transform.
+
+    Writes 1-D pixel-centre coordinate arrays ``x`` and ``y`` (grid CRS units), a
+    scalar ``spatial_ref`` array carrying ``crs_wkt``/``spatial_ref`` (WKT) and
+    ``GeoTransform`` (GDAL order), and sets ``grid_mapping`` and ``coordinates`` on
+    ``arr`` (zarr v3 ``dimension_names`` give xarray the dimensions).
+    """
+    from pyproj import CRS
+
+    t = grid.transform
+    crs = CRS.from_user_input(grid.crs)
+    wkt, units = crs.to_wkt(), crs.axis_info[0].unit_name
+    x = root.create_array("x", data=t.c + (np.arange(grid.width) + 0.5) * t.a, dimension_names=("x",))
+    y = root.create_array("y", data=t.f + (np.arange(grid.height) + 0.5) * t.e, dimension_names=("y",))
+    geographic = crs.is_geographic
+    x.attrs.update({"standard_name": "longitude" if geographic else "projection_x_coordinate", "axis": "X",
+                    "units": units})
+    y.attrs.update({"standard_name": "latitude" if geographic else "projection_y_coordinate", "axis": "Y",
+                    "units": units})
+    ref = root.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=())
+    ref.attrs.update({"crs_wkt": wkt, "spatial_ref": wkt,
+                      "GeoTransform": " ".join(repr(float(v)) for v in t.to_gdal())})
+    arr.attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
 
 
 @dataclass(frozen=True)
