@@ -368,7 +368,15 @@ def train_one_epoch(model, opt, store: PatchStore, idx: np.ndarray, spec: TrainS
     for _, x, t in store.iter_batches(order, spec.batch_size):
         x, t = augment(x, t, rng.integers(0, 8, size=len(x)))
         xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        loss = masked_l1(model.log_radiance(xt), torch.from_numpy(t))
+        tt = torch.from_numpy(t)
+        out = model.log_radiance(xt)
+        if isinstance(out, tuple):  # (z, aux): a model with auxiliary training outputs (mmntlsr)
+            from .models.mmntlsr import weighted_extra_loss
+
+            z, aux = out
+            loss = masked_l1(z, tt) + weighted_extra_loss(aux, tt, xt, spec.model.get("loss_weights"))
+        else:
+            loss = masked_l1(out, tt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -203,7 +203,7 @@ class MMNTLSR(nn.Module):
         self.panda_level = min(3, depth)  # level the affine context is taken at (1/8 or the deepest)
 
         # encoders
-        self.landsat_stem = ConvBlock(LANDSAT_CHANNELS.__len__(), chans[0])
+        self.landsat_stem = ConvBlock(len(LANDSAT_CHANNELS), chans[0])
         self.landsat_downs = nn.ModuleList(Down(chans[k], chans[k + 1]) for k in range(depth))
         self.dem_stem = _conv_relu(len(DEM_CHANNELS), dem_chans[0])
         self.dem_downs = nn.ModuleList(_conv_relu(dem_chans[k], dem_chans[k + 1]) for k in range(depth))
