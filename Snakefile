@@ -38,6 +38,7 @@ rule all:
     input:
         expand("results/panda_fine/PANDA-FINE_{year}.tif", year=YEARS),
         f"results/models/{MODEL}/metrics.json",
+        "results/panda_fine/provenance.json",
         "results/report/quicklooks.png",
         "results/panda_fine/catalog.json",
     default_target: True

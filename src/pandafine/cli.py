@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="product COGs, or the directory holding PANDA-FINE_{year}.tif")
     p.add_argument("--grid", type=Path, help="results/grid.json: every product must lie on this grid")
     p.add_argument("--output", required=True, type=Path, help="results/panda_fine/catalog.json")
+
+    p = cmd("verify", "recheck products against their recorded provenance (provenance.json and COG tags); "
+                      "exit status 1 on drift")
+    p.set_defaults(config=None)  # optional here: default results/config.yaml beside the product directory
+    p.add_argument("product_dir", type=Path, help="directory of PANDA-FINE_{year}.tif (results/panda_fine)")
+    p.add_argument("--model", type=Path, help="model.onnx (default: results/models/{model.name}/model.onnx)")
+    p.add_argument("--cubes", type=Path, help="directory of the {year}.zarr cubes (default: results/tiles/cube)")
+    p.add_argument("--record", action="store_true",
+                   help="write provenance.json for the present products instead of checking them")
     return parser
 
 
@@ -129,11 +138,17 @@ def _grid(path: Path):
     return Grid.read_json(path)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    c = args.command
+    if c == "verify":  # before load_config: the config is optional for verify
+        from .verify import run_verify
+
+        return run_verify(args.product_dir, model=args.model, config=args.config, cubes=args.cubes,
+                          record=args.record)
+
     from .config import load_config, years
 
     cfg = load_config(args.config)
-    c = args.command
     if c == "check-config":
         from .grid import grid_from_config
 
@@ -230,6 +245,7 @@ def run(args: argparse.Namespace) -> None:
 
         build_catalog(cfg, find_products(args.products), args.output,
                       grid=_grid(args.grid) if args.grid else None)
+    return 0
 
 
 def _report(args) -> None:
@@ -249,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     from .sources.http import DownloadError
 
     try:
-        run(args)
+        rc = run(args)
     except (ConfigError, ValueError, FileNotFoundError, DownloadError) as exc:
         print(f"pandafine {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":  # pragma: no cover

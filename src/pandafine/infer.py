@@ -343,7 +343,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
 
     session = make_session(model_path, params.providers, threads(), require_gpu=require_gpu)
     check_model_io(session, len(cube.channels), source=str(model_path))
-    tags = product_tags(cfg, year, model_path)
+    tags = product_tags(cfg, year, model_path, input_path=cube_path)
 
     grid = cube.grid
     height, width = grid.shape

@@ -32,7 +32,8 @@ def file_sha256(path: str | os.PathLike, chunk: int = 2**20) -> str:
     return h.hexdigest()
 
 
-def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLike) -> dict[str, str]:
+def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLike,
+                 input_path: str | os.PathLike | None = None) -> dict[str, str]:
     """Dataset tags of a PANDA-FINE product.
 
     Parameters
@@ -43,12 +44,16 @@ def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLik
         Product year.
     model_path : path
         The ONNX model used (hashed with sha256).
+    input_path : path, optional
+        The inference cube (Zarr store) the product is computed from, recorded as
+        ``input_sha256`` (:func:`pandafine.verify.tree_sha256`: sha256 over every file of the store).
 
     Returns
     -------
     dict of str to str
         ``product``, ``quantity``/``scale`` (``radiance``), ``units``, ``year``,
-        ``model``, ``model_sha256``, ``config_sha256``, ``software``, ``pandafine_version``.
+        ``model``, ``model_sha256``, ``config_sha256``, ``software``, ``pandafine_version``,
+        and ``input_sha256`` when ``input_path`` is given.
     """
     from . import __version__
     from .config import config_hash
@@ -57,7 +62,7 @@ def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLik
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {model_path}")
-    return {
+    tags = {
         "product": "PANDA-FINE",
         "quantity": "radiance",
         "scale": "radiance",
@@ -69,6 +74,11 @@ def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLik
         "software": f"pandafine {__version__}",
         "pandafine_version": __version__,
     }
+    if input_path is not None:
+        from .verify import tree_sha256
+
+        tags["input_sha256"] = tree_sha256(input_path)
+    return tags
 
 
 def cog_profile(compress: str = "zstd", blocksize: int = 512, dtype: str = "float32") -> dict[str, Any]:

@@ -4,12 +4,12 @@
 directory (``results/panda_fine/``)::
 
     {"format": "pandafine-provenance/1",
-     "model": {"path": <as given>, "sha256": hex} | null,
+     "model": {"path": <relative to the product directory>, "sha256": hex} | null,
      "config_sha256": hex | null,
      "products": {"PANDA-FINE_2018.tif": {
          "sha256": hex, "size": int,
          "tags": {<the COG's provenance tags: year, model, model_sha256, config_sha256, ...>},
-         "inputs": {"cube": {"path": <as given>, "sha256": tree digest}}}}}
+         "inputs": {"cube": {"path": <relative to the product directory>, "sha256": tree digest}}}}}
 
 :func:`verify_products` rechecks a product directory against that record and against
 the present model, config and input cubes, and returns every drift found (a COG that
@@ -116,6 +116,11 @@ def read_tags(cog: str | os.PathLike) -> dict[str, str]:
     return {k: tags[k] for k in PROVENANCE_TAGS if k in tags}
 
 
+def _rel(path: str | os.PathLike, product_dir: Path) -> str:
+    """``path`` relative to the product directory (so a moved results tree keeps its record)."""
+    return Path(os.path.relpath(Path(path).resolve(), product_dir.resolve())).as_posix()
+
+
 def _products(product_dir: Path) -> list[Path]:
     return sorted(product_dir.glob(PRODUCT_GLOB))
 
@@ -182,11 +187,11 @@ def record_provenance(product_dir: str | os.PathLike, *, model: str | os.PathLik
             if "year" not in tags:
                 raise ValueError(f"{cog}: no 'year' tag; cannot tell which cube under {cubes} it came from")
             cube = Path(cubes) / f"{int(tags['year'])}.zarr"
-            entry["inputs"]["cube"] = {"path": str(cube), "sha256": tree_sha256(cube)}
+            entry["inputs"]["cube"] = {"path": _rel(cube, product_dir), "sha256": tree_sha256(cube)}
         products[cog.name] = entry
     doc = {
         "format": FORMAT,
-        "model": None if model is None else {"path": str(model), "sha256": _file_sha256(Path(model))},
+        "model": None if model is None else {"path": _rel(model, product_dir), "sha256": _file_sha256(Path(model))},
         "config_sha256": None if config is None else _config_digest(config),
         "products": products,
     }

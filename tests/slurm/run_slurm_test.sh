@@ -40,7 +40,6 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 
 mkdir -p "$STATE/ctld" "$STATE/d" "$WORK/slurm" "$WORK/local"
-PIDS=()
 cleanup() {
     local rc=$?
     say "stopping daemons"
@@ -124,11 +123,12 @@ say "SLURM run finished in ${SLURM_S}s"
 # ---- did the jobs run under SLURM? ----------------------------------------------------------
 n_jobs=$(awk '$1 == "total" {print $2; exit}' "$WORK/slurm.out")
 [ -n "$n_jobs" ] || fail "no job statistics in $WORK/slurm.out"
-n_remote=$(( n_jobs - 1 ))                       # rule all runs in the main process
+n_local=$(grep -c "^localrule " "$WORK/slurm.out" || true)   # rule all runs in the main process
+n_remote=$(( n_jobs - n_local ))
 squeue -h -t all -o '%i|%j|%T|%k' > "$WORK/squeue.txt"
 n_done=$(awk -F'|' '$3 == "COMPLETED"' "$WORK/squeue.txt" | wc -l)
 n_bad=$(awk -F'|' '$3 != "COMPLETED"' "$WORK/squeue.txt" | wc -l)
-say "snakemake jobs: $n_jobs (incl. all); SLURM jobs completed: $n_done, other states: $n_bad"
+say "snakemake jobs: $n_jobs ($n_local local); SLURM jobs completed: $n_done, other states: $n_bad"
 [ "$n_done" -eq "$n_remote" ] || { cat "$WORK/squeue.txt" >&2; fail "expected $n_remote COMPLETED SLURM jobs, got $n_done"; }
 [ "$n_bad" -eq 0 ] || { cat "$WORK/squeue.txt" >&2; fail "SLURM jobs not COMPLETED"; }
 n_logs=$(find "$WORK/slurm/.snakemake/slurm_logs" -name '*.log' | wc -l)

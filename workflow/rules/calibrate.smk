@@ -9,8 +9,8 @@ rule calibrate_panda:
         "logs/calibrate/panda_{year}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -26,8 +26,8 @@ rule calibrate_landsat:
         "logs/calibrate/landsat_{year}.log",
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 3000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -44,8 +44,8 @@ rule calibrate_luojia:
         "logs/calibrate/luojia_{year}.log",
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 3000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -61,8 +61,8 @@ rule calibrate_dem:
         "logs/calibrate/dem.log",
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 3000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:

@@ -7,8 +7,8 @@ rule denoise_luojia:
         "logs/denoise/luojia_{year}.log",
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 3000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -25,8 +25,8 @@ rule composite_landsat:
         "logs/denoise/landsat_{year}.log",
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 3000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:

@@ -5,8 +5,8 @@ rule download:
         "logs/download/{layer}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=120,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -20,8 +20,8 @@ rule download_truth:
         "logs/download/truth.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -35,8 +35,8 @@ rule grid:
         "logs/grid.log",
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=lambda wc, attempt: 500 * attempt,
+        runtime=lambda wc, attempt: 5 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:

@@ -8,8 +8,8 @@ rule infer:
         "logs/infer/{year}.log",
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -27,9 +27,28 @@ rule catalog:
         "logs/catalog.log",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
         pf("catalog") + " --products {input.products} --grid {input.grid} --output {output.catalog} &> {log}"
+
+
+rule provenance:
+    input:
+        products=expand("results/panda_fine/PANDA-FINE_{year}.tif", year=YEARS),
+        model=f"results/models/{MODEL}/model.onnx",
+        cubes=expand("results/tiles/cube/{year}.zarr", year=YEARS),
+    output:
+        "results/panda_fine/provenance.json",
+    log:
+        "logs/provenance.log",
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("verify") + " --record --model {input.model} --cubes results/tiles/cube results/panda_fine &> {log}"

@@ -8,8 +8,8 @@ rule train:
         f"logs/train/{MODEL}.log",
     threads: 4
     resources:
-        mem_mb=8000,
-        runtime=600,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 600 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -28,8 +28,8 @@ rule evaluate:
         f"logs/evaluate/{MODEL}.log",
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -46,8 +46,8 @@ rule export:
         f"logs/export/{MODEL}.log",
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:

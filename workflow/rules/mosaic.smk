@@ -8,8 +8,8 @@ rule mosaic:
         "logs/mosaic/{year}.log",
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 3000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:

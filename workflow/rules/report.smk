@@ -14,8 +14,8 @@ rule report_figures:
         "logs/report.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:

@@ -8,8 +8,8 @@ rule resample_panda:
         "logs/resample/panda_{year}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -26,8 +26,8 @@ rule resample_landsat:
         "logs/resample/landsat_{year}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -44,8 +44,8 @@ rule resample_dem:
         "logs/resample/dem.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:

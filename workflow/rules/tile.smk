@@ -10,8 +10,8 @@ rule cube:
         "logs/tile/cube_{year}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
@@ -28,8 +28,8 @@ rule patches:
         "logs/tile/patches.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../../envs/pandafine.yaml"
     shell:
