@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="directory for metrics.json and figures")
 
+    p = cmd("ablation", "train and evaluate the MMNTLSR ablation rows; write ablation.csv and ablation.md")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--out", required=True, type=Path, help="ablation directory (one sub-directory per row)")
+    p.add_argument("--epochs", type=int, help="train.epochs of every trained row (default: the config's)")
+    p.add_argument("--rows", help="comma-separated row numbers 1-9 (default: all)")
+
     p = cmd("export", "export the trained model to ONNX and check it against PyTorch")
     p.add_argument("--tiles", required=True, type=Path)
     p.add_argument("--model-dir", required=True, type=Path)
@@ -229,6 +235,10 @@ def run(args: argparse.Namespace) -> int:
         from .evaluate import evaluate_model
 
         evaluate_model(cfg, args.tiles, args.model_dir, args.out)
+    elif c == "ablation":
+        from .ablation import parse_rows, run_ablation
+
+        run_ablation(cfg, args.tiles, args.out, rows=parse_rows(args.rows), epochs=args.epochs)
     elif c == "export":
         from .export import export_onnx
 

@@ -52,3 +52,23 @@ rule export:
         "../../envs/pandafine.yaml"
     shell:
         pf("export") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --output {{output}} &> {{log}}"
+
+
+# Not part of `rule all`: `snakemake results/ablation/ablation.csv`. The row directories are not
+# declared outputs, so a failed or interrupted ablation resumes where it stopped.
+rule ablation:
+    input:
+        "results/tiles/train.zarr",
+    output:
+        csv="results/ablation/ablation.csv",
+        md="results/ablation/ablation.md",
+    log:
+        "logs/ablation.log",
+    threads: 4
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 6000 * attempt,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("ablation") + " --tiles {input} --out results/ablation &> {log}"

@@ -1,0 +1,121 @@
+"""Ablation table: rows, overrides, the paper column, resumability."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from fake_tiles import tiny_config, write_fake_train_zarr
+from pandafine import ablation as A
+from pandafine import train as T
+
+ROWS = [1, 5, 8, 9]
+
+
+def _cfg():
+    cfg = tiny_config(epochs=1)
+    cfg["model"] = {"name": "mmntlsr", "width": 4, "depth": 2, "loss_weights": {"bright": 0.25}}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablation")
+    zarr_path = write_fake_train_zarr(root / "train.zarr")
+    out = root / "out"
+    path = A.run_ablation(_cfg(), zarr_path, out, rows=ROWS)
+    return zarr_path, out, path
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_row_list_is_cumulative_and_ordered():
+    names = [n for n, _ in A.ABLATION_ROWS]
+    assert names[:5] == ["baseline", "+ deformable conv", "+ affine", "+ auxiliary supervision",
+                         "+ multi-scale loss"]
+    assert len(names) == 9 and names[-1] == "interpolation" and A.ABLATION_ROWS[-1][1] is None
+    on = [{k for k, v in o["modules"].items() if v} for _, o in A.ABLATION_ROWS[:7]]
+    assert on[0] == set() and on[6] == set(A._SWITCHES)
+    assert all(a < b and len(b - a) == 1 for a, b in zip(on, on[1:]))  # one switch added per row
+    assert [on[i + 1] - on[i] for i in range(6)] == [{"deformable"}, {"affine"}, {"auxiliary"}, {"multiscale"},
+                                                     {"fusion"}, {"deformation_field"}]
+    assert A.PAPER_PSNR_DB == {1: 15.66, 2: 19.31, 3: 24.07, 4: 29.20, 5: 32.40}
+
+
+def test_row_config_keeps_size_and_overrides_model():
+    cfg = _cfg()
+    unet = A.row_config(cfg, 8, epochs=3)
+    assert unet["model"] == {"name": "unet", "width": 4, "depth": 2}  # no mmntlsr-only keys
+    assert unet["train"]["epochs"] == 3 and cfg["train"]["epochs"] == 1  # the input is not modified
+    full = A.row_config(cfg, 7)["model"]
+    assert full["loss_weights"] == {"bright": 0.25} and all(full["modules"].values())
+    with pytest.raises(ValueError, match="no model"):
+        A.row_config(cfg, 9)
+    assert A.parse_rows("5, 1,5") == [1, 5] and A.parse_rows(None) is None
+    for bad in ("0", "10", "a"):
+        with pytest.raises(ValueError, match="rows"):
+            A.parse_rows(bad)
+
+
+def test_table_has_requested_rows_with_finite_metrics(ablation):
+    _, out, path = ablation
+    recs = _read(path)
+    assert [int(r["row"]) for r in recs] == ROWS
+    for r in recs:
+        for k in A.METRIC_KEYS:
+            assert math.isfinite(float(r[k])), (r["name"], k)
+        assert int(r["n_params"]) > 0
+        paper = r["paper_luojia01_2018_psnr_db"]
+        assert (float(paper) == A.PAPER_PSNR_DB[int(r["row"])]) if int(r["row"]) <= 5 else paper == ""
+    trained = [r for r in recs if r["model"] != "interpolation"]
+    assert all(float(r["train_seconds"]) > 0 and r["epochs_run"] == "1" for r in trained)
+    assert recs[-1]["train_seconds"] == "" and recs[-1]["model"] == "interpolation"
+    md = (out / A.MD_NAME).read_text()
+    body = [ln for ln in md.splitlines() if ln.startswith("| ")][1:]  # table rows after the header
+    assert [ln.split(" | ")[1] for ln in body] == [r["name"] for r in recs]
+    assert A.PAPER_LABEL in md and "| 15.66 |" in md
+
+
+def test_overrides_reach_the_checkpoints(ablation):
+    _, out, _ = ablation
+    for row in ROWS[:-1]:
+        name, overrides = A.ABLATION_ROWS[row - 1]
+        ck = T.read_checkpoint(out / A._ROWS[row - 1].slug / T.CHECKPOINT_NAME)
+        mc = ck["model_config"]
+        assert mc["name"] == overrides["name"] and (mc["width"], mc["depth"]) == (4, 2)
+        if mc["name"] == "mmntlsr":
+            assert mc["modules"] == overrides["modules"], name
+    base = T.read_checkpoint(out / "01-baseline" / T.CHECKPOINT_NAME)["model_config"]["modules"]
+    ms = T.read_checkpoint(out / "05-multiscale" / T.CHECKPOINT_NAME)["model_config"]["modules"]
+    assert not any(base.values())
+    assert {k for k, v in ms.items() if v} == {"deformable", "affine", "auxiliary", "multiscale"}
+
+
+def test_interpolation_row_matches_evaluate(ablation):
+    _, out, path = ablation
+    recs = {int(r["row"]): r for r in _read(path)}
+    m = json.loads((out / "01-baseline" / "metrics.json").read_text())["test_split"]["interpolation"]
+    for k in A.METRIC_KEYS:
+        assert float(recs[9][k]) == pytest.approx(m[k], rel=1e-5)
+
+
+def test_rerun_does_not_retrain(ablation):
+    zarr_path, out, path = ablation
+    cks = {row: out / A._ROWS[row - 1].slug / T.CHECKPOINT_NAME for row in ROWS[:-1]}
+    before = {row: p.stat().st_mtime_ns for row, p in cks.items()}
+    metrics_before = (out / "05-multiscale" / "metrics.json").stat().st_mtime_ns
+    text = path.read_text()
+    again = A.run_ablation(_cfg(), zarr_path, out, rows=ROWS)
+    assert {row: p.stat().st_mtime_ns for row, p in cks.items()} == before
+    assert (out / "05-multiscale" / "metrics.json").stat().st_mtime_ns == metrics_before
+    assert again.read_text() == text
+    # a changed config (width) is a different row: retrained
+    cfg = _cfg()
+    cfg["model"]["width"] = 6
+    A.run_ablation(cfg, zarr_path, out, rows=[1])
+    assert cks[1].stat().st_mtime_ns != before[1]
+    assert T.read_checkpoint(cks[1])["model_config"]["width"] == 6
