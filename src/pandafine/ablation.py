@@ -268,29 +268,16 @@ def evaluate_interpolation(cfg: Mapping[str, Any], train_zarr) -> dict[str, Any]
     are finite everywhere, so the numbers match its ``interpolation`` entry.
     """
     from pandafine import evaluate as E
-    from pandafine.scaling import log_to_radiance, radiance_to_log
     from pandafine.train import PatchStore
 
     store = PatchStore(train_zarr)
-    if "panda" not in store.channels:
-        raise ValueError(f"{store.path}: no 'panda' channel (channels: {store.channels}); the baseline needs it")
-    panda_ch = store.channels.index("panda")
-    factor = int(cfg["grid"]["factor"])
-    test_idx = store.indices("test")
-    if test_idx.size == 0:
-        raise ValueError(f"{store.path}: the test split (split == 2) is empty")
-    coef, n_fit = E.fit_baseline(store, factor, panda_ch)
+    panda_ch, factor, test_idx = E.test_split_setup(cfg, store)
     true = store.read_target(test_idx)[:, 0].astype(np.float64)
-    dn_up = E._baseline_dn(store, test_idx, factor, panda_ch)
-    pred = np.where(np.isfinite(dn_up), log_to_radiance(E.apply_poly(dn_up, coef)), np.nan)
+    pred, coef, n_fit = E.interpolation_baseline(store, test_idx, factor, panda_ch)
     mask = np.isfinite(true) & np.isfinite(pred)
     if not mask.any():
         raise ValueError(f"{store.path}: no test pixel has a finite target and a finite baseline")
-    zt = radiance_to_log(np.nan_to_num(true))
-    range_log = float(zt[mask].max() - zt[mask].min())
-    range_rad = float(true[mask].max())
-    if not (range_log > 0 and range_rad > 0):
-        raise ValueError(f"{store.path}: test-split target is constant; PSNR is undefined")
+    range_log, range_rad = E.data_ranges(true, mask, store.path)
     res = E.method_metrics(pred, true, mask, range_log, range_rad)
     return {"test_split": {"n_patches": int(test_idx.size), "n_pixels": int(mask.sum()),
                            "data_range": {"log": range_log, "radiance": range_rad}, "interpolation": res},

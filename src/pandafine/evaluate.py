@@ -234,6 +234,38 @@ def _panels(path: Path, panda: np.ndarray, interp: np.ndarray, model: np.ndarray
     plt.close(fig)
 
 
+def test_split_setup(cfg: Mapping[str, Any], store) -> tuple[int, int, np.ndarray]:
+    """(panda channel index, grid factor, test-split indices) of a patch store; errors name the store."""
+    if "panda" not in store.channels:
+        raise ValueError(f"{store.path}: no 'panda' channel (channels: {store.channels}); the baseline needs it")
+    test_idx = store.indices("test")
+    if test_idx.size == 0:
+        raise ValueError(f"{store.path}: the test split (split == 2) is empty")
+    return store.channels.index("panda"), int(cfg["grid"]["factor"]), test_idx
+
+
+def interpolation_baseline(store, test_idx: np.ndarray, factor: int, panda_ch: int):
+    """The interpolation baseline on ``test_idx``: fitted on the train split, as radiance.
+
+    Returns (prediction (N, P, P) radiance, NaN where PANDA is; polynomial coefficients; pixels fitted).
+    """
+    coef, n_fit = fit_baseline(store, factor, panda_ch)
+    dn_up = _baseline_dn(store, test_idx, factor, panda_ch)
+    pred = np.where(np.isfinite(dn_up), log_to_radiance(apply_poly(dn_up, coef)), np.nan)
+    return pred, coef, n_fit
+
+
+def data_ranges(true: np.ndarray, mask: np.ndarray, source) -> tuple[float, float]:
+    """PSNR data ranges over the evaluated pixels: (max - min of true log radiance, max true radiance)."""
+    zt = radiance_to_log(np.nan_to_num(true))
+    range_log = float(zt[mask].max() - zt[mask].min())
+    range_rad = float(true[mask].max())
+    if not (range_log > 0 and range_rad > 0):
+        raise ValueError(f"{source}: test-split target is constant (log range {range_log}, "
+                         f"max radiance {range_rad}); PSNR is undefined")
+    return range_log, range_rad
+
+
 def evaluate_model(cfg: Mapping[str, Any], train_zarr, model_dir, out_dir, *, n_panels: int = 4) -> Path:
     """Evaluate the model of ``model_dir`` and the interpolation baseline on the test split.
 
@@ -264,32 +296,17 @@ def evaluate_model(cfg: Mapping[str, Any], train_zarr, model_dir, out_dir, *, n_
     if list(ck["channels"]) != store.channels:
         raise ValueError(f"{Path(model_dir) / 'checkpoint.pt'}: model channels {ck['channels']} differ from "
                          f"{store.path} channels {store.channels}")
-    if "panda" not in store.channels:
-        raise ValueError(f"{store.path}: no 'panda' channel (channels: {store.channels}); the baseline needs it")
-    panda_ch = store.channels.index("panda")
-    factor = int(cfg["grid"]["factor"])
-    test_idx = store.indices("test")
-    if test_idx.size == 0:
-        raise ValueError(f"{store.path}: the test split (split == 2) is empty")
-
-    coef, n_fit = fit_baseline(store, factor, panda_ch)
+    panda_ch, factor, test_idx = test_split_setup(cfg, store)
     true = store.read_target(test_idx)[:, 0].astype(np.float64)
     panda = np.concatenate([x[:, panda_ch] for _, x, _ in store.iter_batches(test_idx, 256)])
-    dn_up = _baseline_dn(store, test_idx, factor, panda_ch)
-    pred_interp = log_to_radiance(apply_poly(dn_up, coef))
-    pred_interp = np.where(np.isfinite(dn_up), pred_interp, np.nan)
+    pred_interp, coef, n_fit = interpolation_baseline(store, test_idx, factor, panda_ch)
     pred_model = log_to_radiance(predict_log(model, store, test_idx, 2 * int(cfg["train"]["batch_size"]))
                                  .astype(np.float64))
 
     mask = np.isfinite(true) & np.isfinite(pred_model) & np.isfinite(pred_interp)
     if not mask.any():
         raise ValueError(f"{store.path}: no test pixel has a finite target and finite predictions")
-    zt = radiance_to_log(np.nan_to_num(true))
-    range_log = float(zt[mask].max() - zt[mask].min())
-    range_rad = float(true[mask].max())
-    if not (range_log > 0 and range_rad > 0):
-        raise ValueError(f"{store.path}: test-split target is constant (log range {range_log}, "
-                         f"max radiance {range_rad}); PSNR is undefined")
+    range_log, range_rad = data_ranges(true, mask, store.path)
     res_model = method_metrics(pred_model, true, mask, range_log, range_rad)
     res_interp = method_metrics(pred_interp, true, mask, range_log, range_rad)
     out = {

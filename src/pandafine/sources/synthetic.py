@@ -40,6 +40,7 @@ from affine import Affine
 
 from ..channels import LANDSAT_BANDS
 from ..grid import Grid
+from ..landsat import ROY2016_OLS
 
 # --------------------------------------------------------------------------------------------
 # constants
@@ -59,15 +60,8 @@ MIN_CITY_RADIUS = 3000.0
 #: Width (years) of the urbanization sigmoid.
 URBAN_TAU = 1.0
 
-#: Roy et al. (2016) OLS: OLI = slope * TM/ETM+ + intercept, per band (surface reflectance).
-ROY_2016_OLS = {
-    "blue": (0.8474, 0.0003),
-    "green": (0.8483, 0.0088),
-    "red": (0.9047, 0.0061),
-    "nir": (0.8462, 0.0412),
-    "swir1": (0.8937, 0.0254),
-    "swir2": (0.9071, 0.0172),
-}
+#: Roy et al. (2016) OLS: OLI = slope * TM/ETM+ + intercept (the calibration stage's constants).
+ROY_2016_OLS = ROY2016_OLS
 
 #: Collection-2 Level-2 surface reflectance scaling: rho = DN * scale + offset.
 C2_SCALE, C2_OFFSET = 0.0000275, -0.2
