@@ -95,3 +95,12 @@ def test_dry_run_lists_every_stage(tmp_path, tiny_config_path):
                  "denoise_luojia", "composite_landsat", "mosaic", "resample_panda", "resample_landsat",
                  "resample_dem", "cube", "patches", "train", "evaluate", "export", "infer"):
         assert rule in proc.stdout, rule
+
+
+@pytest.mark.slow
+def test_report_bundles_every_figure(tiny_run, tiny_config_path):
+    proc = _snakemake(tiny_run, "--report", str(tiny_run / "report.html"), config=tiny_config_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tiny_run / "report.html").read_text(errors="ignore")
+    for name in ("quicklooks.png", "training_curve.png", "total_light.png", "metrics.csv", "test_panels.png"):
+        assert name in html, name
