@@ -154,6 +154,9 @@ def synthesize(cfg: dict, size: int, landsat_res: float, n_scenes: int, raw: Pat
 
 def process(cfg: dict, size: int, raw: Path, out: Path) -> dict:
     """Run the stages of one year; return wall seconds per stage."""
+    from pandafine.runtime import limit_threads
+
+    limit_threads(1)  # as a workflow job does (`pandafine STAGE --threads 1`)
     from pandafine.calibrate import calibrate_landsat_year, calibrate_panda
     from pandafine.denoise import composite_landsat_year
     from pandafine.resample import resample_layer
