@@ -65,10 +65,5 @@ def ort_session_options():
     so = ort.SessionOptions()
     so.intra_op_num_threads = _threads
     so.inter_op_num_threads = 1
-
-#: GDAL's raster block cache in MB. GDAL's default is 5 % of physical memory (1.2 GB on a 24 GB
-#: node), so a job's memory would grow with the region until that cap; a fixed cache keeps a
-#: job's peak memory set by its windows, not by the machine or the region.
-GDAL_CACHE_MB = 256
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return so
