@@ -13,7 +13,8 @@ from pandafine.catalog import (COG_MEDIA_TYPE, FILE_EXT, PROJECTION_EXT, RASTER_
                                find_products, footprint_wgs84, native_bbox, outline, product_year, sha256_multihash,
                                year_interval)
 from pandafine.grid import CHINA_ALBERS, Grid
-from pandafine.product import file_sha256, write_cog
+from pandafine.checksums import sha256_file as file_sha256
+from pandafine.product import write_cog
 
 ALBERS_GRID = Grid(CHINA_ALBERS, Affine(125.0, 0, -300_000.0, 0, -125.0, 3_800_000.0), 64, 48, 8)
 UTM_GRID = Grid("EPSG:32649", Affine(125.0, 0, 300_000.0, 0, -125.0, 3_800_000.0), 40, 32, 8)

@@ -281,7 +281,7 @@ def read_product(path: str | os.PathLike) -> ProductInfo:
     import rasterio
     from pyproj import CRS
 
-    from .product import file_sha256
+    from .checksums import sha256_file
 
     path = Path(path)
     if not path.is_file():
@@ -298,7 +298,7 @@ def read_product(path: str | os.PathLike) -> ProductInfo:
                     width=src.width, height=src.height, dtype=src.dtypes[0], nodata=src.nodata,
                     units=units or None, tags=tags)
     return ProductInfo(path=path, year=product_year(path, tags), size=path.stat().st_size,
-                       sha256=file_sha256(path), **info)
+                       sha256=sha256_file(path), **info)
 
 
 def _dump(doc: Mapping[str, Any]) -> str:

@@ -10,7 +10,6 @@ The file is written to a temporary name and renamed only after
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from pandafine.atomic import atomic_path, write_text_atomic
+from pandafine.checksums import sha256_file
 from pandafine.scaling import RADIANCE_REF, RADIANCE_UNITS
 
 log = logging.getLogger(__name__)
@@ -29,15 +29,6 @@ EXPORT_JSON = "export.json"
 PARITY_RTOL = 1e-4
 #: At most this many test patches go through the parity check.
 PARITY_MAX_PATCHES = 64
-
-
-def sha256_file(path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parity_inputs(patches: np.ndarray, batch_size: int, tile: int, multiple: int) -> list[np.ndarray]:

@@ -8,28 +8,19 @@ NaN nodata) through a temporary file and a rename.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 from .atomic import atomic_path
+from .checksums import sha256_file
 
 #: Compression names accepted by :func:`write_cog` (config ``product.compress``).
 COMPRESSIONS = {"zstd": "ZSTD", "deflate": "DEFLATE"}
 
 #: Rasters up to this many bytes are assembled in memory by rio-cogeo; larger ones on disk.
 IN_MEMORY_BYTES = 256 * 2**20
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 2**20) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLike,
@@ -69,7 +60,7 @@ def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLik
         "units": RADIANCE_UNITS,
         "year": str(int(year)),
         "model": model_path.name,
-        "model_sha256": file_sha256(model_path),
+        "model_sha256": sha256_file(model_path),
         "config_sha256": config_hash(cfg),
         "software": f"pandafine {__version__}",
         "pandafine_version": __version__,

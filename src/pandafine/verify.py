@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, TextIO
 
 from .atomic import write_text_atomic
+from .checksums import sha256_file
 
 #: File written by :func:`record_provenance` in the product directory.
 PROVENANCE_NAME = "provenance.json"
@@ -67,12 +68,6 @@ class Drift:
         return f"{self.path}: {self.what}"
 
 
-def _file_sha256(path: Path) -> str:
-    from .product import file_sha256
-
-    return file_sha256(path)
-
-
 def tree_digest(entries: Iterable[tuple[str, str]]) -> str:
     """sha256 over ``(relative path, file sha256)`` pairs, independent of their order.
 
@@ -100,10 +95,10 @@ def tree_sha256(path: str | os.PathLike) -> str:
     """
     path = Path(path)
     if path.is_file():
-        return _file_sha256(path)
+        return sha256_file(path)
     if not path.is_dir():
         raise FileNotFoundError(f"input to checksum not found: {path}")
-    return tree_digest((f.relative_to(path).as_posix(), _file_sha256(f))
+    return tree_digest((f.relative_to(path).as_posix(), sha256_file(f))
                        for f in path.rglob("*") if f.is_file())
 
 
@@ -181,7 +176,7 @@ def record_provenance(product_dir: str | os.PathLike, *, model: str | os.PathLik
     products: dict[str, Any] = {}
     for cog in cogs:
         tags = read_tags(cog)
-        entry: dict[str, Any] = {"sha256": _file_sha256(cog), "size": cog.stat().st_size, "tags": tags,
+        entry: dict[str, Any] = {"sha256": sha256_file(cog), "size": cog.stat().st_size, "tags": tags,
                                  "inputs": {}}
         if cubes is not None:
             if "year" not in tags:
@@ -191,7 +186,7 @@ def record_provenance(product_dir: str | os.PathLike, *, model: str | os.PathLik
         products[cog.name] = entry
     doc = {
         "format": FORMAT,
-        "model": None if model is None else {"path": _rel(model, product_dir), "sha256": _file_sha256(Path(model))},
+        "model": None if model is None else {"path": _rel(model, product_dir), "sha256": sha256_file(Path(model))},
         "config_sha256": None if config is None else _config_digest(config),
         "products": products,
     }
@@ -254,7 +249,7 @@ def verify_products(product_dir: str | os.PathLike, *, model: str | os.PathLike 
 
     model_sha = config_sha = None
     if model is not None:
-        model_sha = _file_sha256(Path(model))
+        model_sha = sha256_file(Path(model))
         if doc.get("model") and doc["model"]["sha256"] != model_sha:
             drifts.append(Drift(str(model), "model sha256", doc["model"]["sha256"], model_sha))
     if config is not None:
@@ -269,7 +264,7 @@ def verify_products(product_dir: str | os.PathLike, *, model: str | os.PathLike 
         if name not in present:
             drifts.append(Drift(str(cog), "missing"))
             continue
-        sha = _file_sha256(cog)
+        sha = sha256_file(cog)
         if sha != entry["sha256"]:
             drifts.append(Drift(str(cog), "sha256", entry["sha256"], sha))
         tags = read_tags(cog)

@@ -11,24 +11,14 @@ byte-identical; the manifest is written through a temporary file and a rename.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..atomic import write_text_atomic
+from ..checksums import sha256_file  # noqa: F401  (re-exported for sources.http and tests)
 
 MANIFEST_NAME = "manifest.json"
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_record(path: str | Path, root: str | Path, origin: str) -> dict[str, Any]:
