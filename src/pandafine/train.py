@@ -11,7 +11,9 @@ survives Snakemake's clean-up of a killed job); the finished state goes to
 config, seed, channels, normalization and patches) continues from it and ends
 with the same weights as an uninterrupted run (same thread count).
 
-Loss: L1 on z = log1p(L / RADIANCE_REF) over the pixels with a finite target.
+Loss: L1 on z = log1p(L / RADIANCE_REF) over the pixels with a finite target;
+the generative models (diffusion, flow) bring their own denoising / velocity
+loss (:func:`batch_loss`), and are validated on samples of their configured sampler.
 Selection: validation PSNR on z (data range = max - min of the true z over the
 validation split), early stopping after ``train.patience`` epochs without
 improvement; ``checkpoint.pt["model_state"]`` always holds the best weights.
@@ -354,10 +356,29 @@ def _clone_state(module) -> dict:
 
 # --------------------------------------------------------------------------- training
 
+def batch_loss(model, xt, tt, spec: TrainSpec):
+    """Training loss of one batch: raw inputs ``xt`` (B, C, P, P), target radiance ``tt`` (B, 1, P, P).
+
+    A network with a method ``training_loss(normalized inputs, target radiance)``
+    (the generative models: diffusion, flow) supplies its own objective; otherwise
+    L1 on z, plus the extra terms of a model that returns ``(z, aux)`` in training mode.
+    """
+    own_loss = getattr(model.net, "training_loss", None)
+    if own_loss is not None:
+        return own_loss(model.normalize(xt), tt)
+    out = model.log_radiance(xt)
+    if isinstance(out, tuple):  # (z, aux): a model with auxiliary training outputs (mmntlsr)
+        from .models.mmntlsr import weighted_extra_loss
+
+        z, aux = out
+        return masked_l1(z, tt) + weighted_extra_loss(aux, tt, xt, spec.model.get("loss_weights"))
+    return masked_l1(out, tt)
+
+
 def train_one_epoch(model, opt, store: PatchStore, idx: np.ndarray, spec: TrainSpec, epoch: int) -> float:
     """One pass over the training patches ``idx`` (order and augmentation from :func:`epoch_rng`).
 
-    Returns the patch-weighted mean training loss (L1 on z).
+    Returns the patch-weighted mean training loss (:func:`batch_loss`).
     """
     import torch
 
@@ -369,14 +390,7 @@ def train_one_epoch(model, opt, store: PatchStore, idx: np.ndarray, spec: TrainS
         x, t = augment(x, t, rng.integers(0, 8, size=len(x)))
         xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
         tt = torch.from_numpy(t)
-        out = model.log_radiance(xt)
-        if isinstance(out, tuple):  # (z, aux): a model with auxiliary training outputs (mmntlsr)
-            from .models.mmntlsr import weighted_extra_loss
-
-            z, aux = out
-            loss = masked_l1(z, tt) + weighted_extra_loss(aux, tt, xt, spec.model.get("loss_weights"))
-        else:
-            loss = masked_l1(out, tt)
+        loss = batch_loss(model, xt, tt, spec)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -10,13 +10,18 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 #: Model names accepted in ``model.name``, with the config keys each one requires.
-MODEL_KEYS: dict[str, tuple[str, ...]] = {"unet": ("width", "depth"), "mmntlsr": ("width", "depth")}
+MODEL_KEYS: dict[str, tuple[str, ...]] = {"unet": ("width", "depth"), "mmntlsr": ("width", "depth"),
+                                           "diffusion": ("width", "depth"), "flow": ("width", "depth")}
 #: Optional keys of each model and their defaults (not in the config schema yet).
 #: ``mmntlsr.modules`` mirrors :data:`pandafine.models.mmntlsr.DEFAULT_MODULES` (kept literal: no torch import here).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "unet": {"norm": "none"},
     "mmntlsr": {"modules": {"fusion": True, "affine": True, "deformable": True, "deformation_field": True,
                             "auxiliary": True, "multiscale": True}},
+    # generative models (pandafine.models.diffusion / flow); ``base_model`` (a trained model dir) is optional
+    "diffusion": {"prediction": "v", "schedule": "cosine", "timesteps": 1000, "data_scale": 1.0, "sample_seed": 0,
+                  "sampler": {"kind": "ddim", "steps": 10, "eta": 0.0}},
+    "flow": {"data_scale": 1.0, "sample_seed": 0, "sampler": {"kind": "euler", "steps": 10}},
 }
 
 
@@ -39,7 +44,20 @@ def _build_mmntlsr(model_cfg: Mapping[str, Any], in_channels: int):
     return build_mmntlsr(resolve_model_config(model_cfg), in_channels)
 
 
-_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Any]] = {"unet": _build_unet, "mmntlsr": _build_mmntlsr}
+def _build_generative(model_cfg: Mapping[str, Any], in_channels: int):
+    """diffusion / flow, with the frozen base model of ``model.base_model`` (a trained model dir) if given."""
+    from pandafine.models.conditional_unet import load_base_net
+    from pandafine.models.diffusion import build_diffusion
+    from pandafine.models.flow import build_flow
+
+    cfg = resolve_model_config(model_cfg)
+    base = load_base_net(cfg["base_model"], in_channels) if cfg.get("base_model") else None
+    return (build_diffusion if cfg["name"] == "diffusion" else build_flow)(cfg, in_channels, base=base)
+
+
+_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Any]] = {"unet": _build_unet, "mmntlsr": _build_mmntlsr,
+                                                                  "diffusion": _build_generative,
+                                                                  "flow": _build_generative}
 
 
 def build_model(model_cfg: Mapping[str, Any], in_channels: int):
@@ -68,7 +86,7 @@ def build_model(model_cfg: Mapping[str, Any], in_channels: int):
 
 def input_multiple(model_cfg: Mapping[str, Any]) -> int:
     """Input height and width of the model must be multiples of this (1 if unconstrained)."""
-    if model_cfg.get("name") == "unet":
+    if model_cfg.get("name") in ("unet", "diffusion", "flow"):
         return 2 ** int(model_cfg["depth"])
     if model_cfg.get("name") == "mmntlsr":  # PANDA is encoded at 1/8 resolution
         return max(8, 2 ** int(model_cfg["depth"]))
