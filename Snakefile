@@ -32,6 +32,7 @@ include: "workflow/rules/tile.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/temporal.smk"
 
 
 rule all:
@@ -41,4 +42,6 @@ rule all:
         "results/panda_fine/provenance.json",
         "results/report/quicklooks.png",
         "results/panda_fine/catalog.json",
+        "results/report/ablation.html" if ABLATION_ENABLED else [],
+        f"results/models/{MODEL}/temporal.json" if SYNTHETIC and TEMPORAL_YEARS else [],
     default_target: True
