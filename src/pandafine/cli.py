@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="directory for metrics.json and figures")
 
+    p = cmd("temporal", "temporal generalization: yearly products (and the baseline) against the synthetic truth")
+    p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")
+    p.add_argument("--truths", required=True, type=Path, nargs="+", help="truth/radiance_{year}.tif files")
+    p.add_argument("--panda", type=Path, nargs="+", help="resampled PANDA {year}.tif files (for the baseline)")
+    p.add_argument("--metrics", required=True, type=Path, help="the model's metrics.json (baseline coefficients)")
+    p.add_argument("--output", required=True, type=Path, help="temporal.json")
+
     p = cmd("ablation", "train and evaluate the MMNTLSR ablation rows; write ablation.csv and ablation.md")
     p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
     p.add_argument("--out", required=True, type=Path, help="ablation directory (one sub-directory per row)")
@@ -114,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="report directory")
+
+    p = cmd("report-table", "one CSV table as a self-contained HTML page for `snakemake --report` (e.g. the ablation)")
+    p.add_argument("--csv", required=True, type=Path, help="the table (header row first)")
+    p.add_argument("--title", required=True)
+    p.add_argument("--note", action="append", default=[], help="a paragraph below the table (repeatable)")
+    p.add_argument("--output", required=True, type=Path, help="the HTML page")
 
     p = cmd("catalog", "write the STAC Collection and one Item per year beside the product COGs")
     p.add_argument("--products", required=True, type=Path, nargs="+",
@@ -179,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
             from .sources.remote import download_http
 
             download_http(cfg, args.layer, args.out, yrs)
+        elif kind == "stac":
+            from .sources.stac import download_stac
+
+            download_stac(cfg, args.layer, args.out, yrs)
         else:  # config validation refuses other kinds for now
             raise SystemExit(f"sources.{args.layer}.kind={kind!r} is not implemented")
     elif c == "calibrate":
@@ -235,6 +252,13 @@ def run(args: argparse.Namespace) -> int:
         from .evaluate import evaluate_model
 
         evaluate_model(cfg, args.tiles, args.model_dir, args.out)
+    elif c == "temporal":
+        from .temporal import evaluate_temporal, files_by_year
+
+        panda = files_by_year(args.panda, "--panda") if args.panda else None
+        evaluate_temporal(files_by_year(args.products, "--products"), files_by_year(args.truths, "--truths"),
+                          args.metrics, args.output, panda=panda, factor=int(cfg["grid"]["factor"]),
+                          train_years=cfg["run"]["target_years"])
     elif c == "ablation":
         from .ablation import parse_rows, run_ablation
 
@@ -250,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
                    require_gpu=cfg["infer"]["require_gpu"])
     elif c == "report":
         _report(args)
+    elif c == "report-table":
+        from .report import csv_to_html
+
+        csv_to_html(args.csv, args.output, title=args.title, notes=args.note)
     elif c == "catalog":
         from .catalog import build_catalog, find_products
 
