@@ -7,7 +7,7 @@ import yaml
 from pandafine.cli import build_parser, main
 
 STAGES = ["check-config", "download", "calibrate", "denoise", "mosaic", "resample", "cube", "patches",
-          "train", "evaluate", "export", "infer", "report", "catalog", "verify", "ablation"]
+          "train", "evaluate", "export", "infer", "report", "report-table", "catalog", "verify", "ablation"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

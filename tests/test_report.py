@@ -44,5 +44,57 @@ def test_build_report_writes_every_figure(tmp_path, small_grid):
     for p in out:
         assert p.is_file() and p.stat().st_size > 0
     assert (tmp_path / "report" / "metrics.csv").read_text().splitlines()[1].startswith("model,30")
+    page = (tmp_path / "report" / "metrics.html").read_text()
+    assert "<td>model</td>" in page and '<td class="num">30</td>' in page and "log: 3" in page
     with pytest.raises(ValueError, match="4-digit year"):
         year_map([tmp_path / "nothing.tif"])
+
+
+def test_html_table_escapes_cells_and_aligns_numbers(tmp_path):
+    from html.parser import HTMLParser
+
+    from pandafine.report import csv_to_html, html_table
+
+    page = html_table(["name", "psnr"], [["<b>UNet</b> & co", "31.5"], ["interp", ""]], title="T <1>",
+                      notes=["a < b"])
+    assert "<b>UNet</b>" not in page and "&lt;b&gt;UNet&lt;/b&gt; &amp; co" in page
+    assert "<title>T &lt;1&gt;</title>" in page and "<p>a &lt; b</p>" in page
+
+    class Cells(HTMLParser):  # the table read back: header, rows, numeric cells
+        def __init__(self):
+            super().__init__()
+            self.rows, self.num, self.tags, self.in_cell = [], [], set(), False
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.add(tag)
+            if tag == "tr":
+                self.rows.append([])
+            if tag in ("td", "th"):
+                self.rows[-1].append("")
+                self.num.append(dict(attrs).get("class") == "num")
+                self.in_cell = True
+
+        def handle_endtag(self, tag):
+            self.in_cell = self.in_cell and tag not in ("td", "th")
+
+        def handle_data(self, data):
+            if self.in_cell:
+                self.rows[-1][-1] += data
+
+    cells = Cells()
+    cells.feed(page)
+    assert cells.rows == [["name", "psnr"], ["<b>UNet</b> & co", "31.5"], ["interp", ""]]
+    assert cells.num == [False, False, False, True, False, False]
+    assert not cells.tags & {"script", "link", "img", "iframe"}  # self-contained, nothing to load
+
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text('row,name\n1,"a, b"\n')
+    out = csv_to_html(csv_path, tmp_path / "t.html", title="t")
+    cells = Cells()
+    cells.feed(out.read_text())
+    assert cells.rows == [["row", "name"], ["1", "a, b"]]
+    with pytest.raises(ValueError, match="do not have 2 cells"):
+        html_table(["a", "b"], [["1"]], title="bad")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match="empty.csv"):
+        csv_to_html(tmp_path / "empty.csv", tmp_path / "e.html", title="e")

@@ -8,6 +8,7 @@ and a rename.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -83,6 +84,56 @@ def _csv(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
     for r in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()
+
+
+_TABLE_STYLE = (
+    "body{font-family:sans-serif;font-size:13px;margin:12px;color:#111}"
+    "table{border-collapse:collapse}caption{text-align:left;font-weight:bold;padding:4px 0}"
+    "th,td{border:1px solid #ccc;padding:3px 8px}th{background:#f2f2f2}td.num{text-align:right}"
+    "p{max-width:60em}"
+)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, title: str,
+               notes: Sequence[str] = ()) -> str:
+    """A self-contained HTML page holding one table (no script, no external resource).
+
+    Cells are escaped; cells that parse as numbers are right-aligned. ``notes``
+    are paragraphs of plain text below the table.
+    """
+    width = len(header)
+    bad = [i for i, r in enumerate(rows) if len(r) != width]
+    if bad:
+        raise ValueError(f"table {title!r}: rows {bad} do not have {width} cells like the header {list(header)}")
+    esc = html.escape
+    lines = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
+             f"<style>{_TABLE_STYLE}</style></head><body>", f"<table><caption>{esc(title)}</caption>",
+             "<thead><tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in header) + "</tr></thead><tbody>"]
+    for r in rows:
+        cells = [str(c) for c in r]
+        lines.append("<tr>" + "".join(f'<td class="num">{esc(c)}</td>' if c and _is_number(c) else f"<td>{esc(c)}</td>"
+                                      for c in cells) + "</tr>")
+    lines.append("</tbody></table>")
+    lines += [f"<p>{esc(n)}</p>" for n in notes]
+    lines.append("</body></html>")
+    return "\n".join(lines) + "\n"
+
+
+def csv_to_html(csv_path: str | Path, html_path: str | Path, *, title: str, notes: Sequence[str] = ()) -> Path:
+    """Write the CSV file ``csv_path`` as a one-table HTML page (see :func:`html_table`)."""
+    with open(csv_path, newline="") as fh:
+        table = list(csv.reader(fh))
+    if not table:
+        raise ValueError(f"{csv_path}: empty CSV, expected a header row")
+    return write_text_atomic(html_path, html_table(table[0], table[1:], title=title, notes=notes))
 
 
 def metrics_rows(metrics: Mapping) -> list[dict]:
@@ -163,7 +214,15 @@ def build_report(products: Mapping[int, str | Path], panda: Mapping[int, str | P
         total_light_figure(rows, out_dir / "total_light.png"),
         write_text_atomic(out_dir / "total_light.csv", _csv(rows, list(rows[0]))),
         write_text_atomic(out_dir / "metrics.csv", _csv(mrows, mcols)),
+        csv_to_html(out_dir / "metrics.csv", out_dir / "metrics.html", title="Test-split metrics",
+                    notes=[_data_range_note(metrics)]),
     ]
+
+
+def _data_range_note(metrics: Mapping) -> str:
+    rng = metrics["test_split"].get("data_range", {})
+    stated = ", ".join(f"{k}: {v:.6g}" if isinstance(v, (int, float)) else f"{k}: {v}" for k, v in rng.items())
+    return f"PSNR data range ({stated}); all values from metrics.json." if stated else "Values from metrics.json."
 
 
 def year_map(paths: Iterable[str | Path]) -> dict[int, Path]:

@@ -54,14 +54,26 @@ rule export:
         pf("export") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --output {{output}} &> {{log}}"
 
 
-# Not part of `rule all`: `snakemake results/ablation/ablation.csv`. The row directories are not
-# declared outputs, so a failed or interrupted ablation resumes where it stopped.
+# Part of `rule all` and of the report when config `ablation.enabled` is true; otherwise run it
+# with `snakemake results/ablation/ablation.csv`. `ablation.epochs`/`ablation.rows` become
+# --epochs/--rows (params: changing them reruns the rule). The row directories are not declared
+# outputs, so a failed or interrupted ablation resumes where it stopped.
+ABLATION = config.get("ablation", {})
+ABLATION_ENABLED = bool(ABLATION.get("enabled", False))
+ABLATION_ARGS = " ".join(
+    ([f"--epochs {ABLATION['epochs']}"] if "epochs" in ABLATION else [])
+    + ([f"--rows {','.join(str(r) for r in sorted(ABLATION['rows']))}"] if "rows" in ABLATION else [])
+)
+
+
 rule ablation:
     input:
         "results/tiles/train.zarr",
     output:
-        csv="results/ablation/ablation.csv",
+        csv=report("results/ablation/ablation.csv", caption="../report/ablation.rst", category="Model"),
         md="results/ablation/ablation.md",
+    params:
+        args=ABLATION_ARGS,
     log:
         "logs/ablation.log",
     threads: 4
@@ -71,4 +83,4 @@ rule ablation:
     conda:
         "../../envs/pandafine.yaml"
     shell:
-        pf("ablation") + " --tiles {input} --out results/ablation &> {log}"
+        pf("ablation") + " --tiles {input} --out results/ablation {params.args} &> {log}"

@@ -10,6 +10,7 @@ rule report_figures:
         total=report("results/report/total_light.png", caption="../report/total_light.rst", category="Product"),
         total_csv=report("results/report/total_light.csv", caption="../report/total_light.rst", category="Product"),
         metrics=report("results/report/metrics.csv", caption="../report/metrics.rst", category="Model"),
+        metrics_html=report("results/report/metrics.html", caption="../report/metrics.rst", category="Model"),
     log:
         "logs/report.log",
     threads: 1
@@ -20,3 +21,21 @@ rule report_figures:
         "../../envs/pandafine.yaml"
     shell:
         pf("report") + " --products {input.products} --panda {input.panda} --history {input.history} --metrics {input.metrics} --out results/report &> {log}"
+
+
+# The ablation table as a page the report shows (the CSV itself is a report item of rule ablation).
+rule report_ablation:
+    input:
+        "results/ablation/ablation.csv",
+    output:
+        report("results/report/ablation.html", caption="../report/ablation.rst", category="Model"),
+    log:
+        "logs/report_ablation.log",
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 500 * attempt,
+        runtime=lambda wc, attempt: 5 * attempt,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("report-table") + " --csv {input} --title 'MMNTLSR ablation (test split)' --output {output} &> {log}"
