@@ -84,9 +84,13 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
             from .sources.remote import check_http_source
 
             msgs.extend(check_http_source(layer, src, allow_http))
-        if kind not in ("synthetic", "local", "http"):
+        if kind == "stac":
+            from .sources.stac import check_stac_source
+
+            msgs.extend(check_stac_source(layer, cfg, allow_http))
+        if kind not in ("synthetic", "local", "http", "stac"):
             msgs.append(f"key 'sources.{layer}.kind': value '{kind}' is not available yet "
-                        "(implemented: synthetic, local, http)")
+                        "(implemented: synthetic, local, http, stac)")
     return msgs
 
 
