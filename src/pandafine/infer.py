@@ -1,8 +1,9 @@
 """Tiled inference of one year: Zarr cube -> ONNX model -> blended radiance -> COG.
 
 The region is cut into overlapping square tiles (:mod:`pandafine.blending`);
-tiles go through onnxruntime in batches while a background thread reads the
-next batch from the cube. The model's final output (``radiance``) is blended
+tiles go through onnxruntime in batches (with IO binding on a CUDA or TensorRT
+device, :mod:`pandafine.ort_run`) while a background thread reads the next
+batch from the cube. The model's final output (``radiance``) is blended
 with the tile windows in a band of tile rows, and each finished band is written
 block by block into a temporary tiled GeoTIFF, which becomes the product COG
 (:mod:`pandafine.product`). Memory is bounded by one tile row across the
@@ -322,6 +323,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     from rasterio.crs import CRS
     from tqdm import tqdm
 
+    from .ort_run import bind_io
     from .product import product_tags, write_cog
     from .providers import make_session
     from .runtime import threads
@@ -343,6 +345,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
 
     session = make_session(model_path, params.providers, threads(), require_gpu=require_gpu)
     check_model_io(session, len(cube.channels), source=str(model_path))
+    session = bind_io(session)  # IO binding on CUDA/TensorRT; the plain run on the CPU
     tags = product_tags(cfg, year, model_path, input_path=cube_path)
 
     grid = cube.grid
