@@ -110,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)
 
+    p = cmd("quantize", "write the fp16 or int8 version of the exported ONNX model (calibrated on training tiles)")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--model", required=True, type=Path, help="the fp32 model.onnx")
+    p.add_argument("--precision", required=True, choices=("fp16", "int8"))
+    p.add_argument("--output", required=True, type=Path, help="model.{precision}.onnx (a .json record beside it)")
+
+    p = cmd("precision", "compare fp32, fp16 and int8 models on the test split; write precision.json and .md")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--model-dir", required=True, type=Path, help="directory of the fp32 model.onnx")
+    p.add_argument("--out", required=True, type=Path, help="directory for the converted models and the table")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (median counts); default: %(default)s")
+
     p = cmd("infer", "tiled, blended inference of one year into a Cloud-Optimized GeoTIFF")
     p.add_argument("--year", type=int, required=True)
     p.add_argument("--cube", required=True, type=Path)
@@ -273,6 +285,14 @@ def run(args: argparse.Namespace) -> int:
         from .export import export_onnx
 
         export_onnx(cfg, args.model_dir, args.tiles, args.output)
+    elif c == "quantize":
+        from .quantize import build_precision
+
+        build_precision(args.model, args.precision, args.tiles, args.output)
+    elif c == "precision":
+        from .precision import evaluate_precisions
+
+        evaluate_precisions(cfg, args.tiles, args.model_dir / "model.onnx", args.out, repeats=args.repeats)
     elif c == "infer":
         from .infer import infer_year
 

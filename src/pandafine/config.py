@@ -121,6 +121,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def infer_precision(cfg: Mapping[str, Any]) -> str:
+    """``infer.precision`` of a validated config: fp32 (the default), fp16 or int8."""
+    return str(cfg["infer"].get("precision", "fp32"))
+
+
 def years(cfg: Mapping[str, Any]) -> list[int]:
     """All product years of a config, in order."""
     return list(range(cfg["run"]["first_year"], cfg["run"]["last_year"] + 1))

@@ -1,7 +1,7 @@
 rule infer:
     input:
         cube="results/tiles/cube/{year}.zarr",
-        model=f"results/models/{MODEL}/model.onnx",
+        model=MODEL_ONNX,  # infer.precision (model.smk)
     output:
         "results/panda_fine/PANDA-FINE_{year}.tif",
     log:
@@ -38,7 +38,7 @@ rule catalog:
 rule provenance:
     input:
         products=expand("results/panda_fine/PANDA-FINE_{year}.tif", year=YEARS),
-        model=f"results/models/{MODEL}/model.onnx",
+        model=MODEL_ONNX,
         cubes=expand("results/tiles/cube/{year}.zarr", year=YEARS),
     output:
         "results/panda_fine/provenance.json",

@@ -54,6 +54,55 @@ rule export:
         pf("export") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --output {{output}} &> {{log}}"
 
 
+# infer.precision: the infer rule runs model.onnx (fp32) or the fp16/int8 model made from it.
+PRECISION = config["infer"].get("precision", "fp32")
+MODEL_ONNX = f"results/models/{MODEL}/" + ("model.onnx" if PRECISION == "fp32" else f"model.{PRECISION}.onnx")
+
+
+rule quantize:
+    input:
+        tiles="results/tiles/train.zarr",
+        model=f"results/models/{MODEL}/model.onnx",
+    output:
+        model=f"results/models/{MODEL}/model.{{precision}}.onnx",
+        record=f"results/models/{MODEL}/model.{{precision}}.json",
+    wildcard_constraints:
+        precision="fp16|int8",
+    log:
+        f"logs/quantize/{MODEL}.{{precision}}.log",
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("quantize") + " --tiles {input.tiles} --model {input.model} --precision {wildcards.precision} "
+        "--output {output.model} &> {log}"
+
+
+# Not part of `rule all`: `snakemake results/models/{model}/precision/precision.md`, the fp32/fp16/int8
+# table (PSNR loss and speed ratio against fp32 on the test split).
+rule precision:
+    input:
+        tiles="results/tiles/train.zarr",
+        model=f"results/models/{MODEL}/model.onnx",
+    output:
+        json=f"results/models/{MODEL}/precision/precision.json",
+        md=f"results/models/{MODEL}/precision/precision.md",
+    log:
+        f"logs/precision/{MODEL}.log",
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("precision") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} "
+        f"--out results/models/{MODEL}/precision &> {{log}}"
+
+
 # Part of `rule all` and of the report when config `ablation.enabled` is true; otherwise run it
 # with `snakemake results/ablation/ablation.csv`. `ablation.epochs`/`ablation.rows` become
 # --epochs/--rows (params: changing them reruns the rule). The row directories are not declared
