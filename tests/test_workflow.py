@@ -97,10 +97,66 @@ def test_dry_run_lists_every_stage(tmp_path, tiny_config_path):
         assert rule in proc.stdout, rule
 
 
-@pytest.mark.slow
-def test_report_bundles_every_figure(tiny_run, tiny_config_path):
-    proc = _snakemake(tiny_run, "--report", str(tiny_run / "report.html"), config=tiny_config_path)
+@pytest.fixture(scope="module")
+def tiny_report(tiny_run, tiny_config_path) -> Path:
+    """``snakemake --report`` of the tiny run (built once for the report tests)."""
+    out = tiny_run / "report.html"
+    proc = _snakemake(tiny_run, "--report", str(out), config=tiny_config_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    html = (tiny_run / "report.html").read_text(errors="ignore")
-    for name in ("quicklooks.png", "training_curve.png", "total_light.png", "metrics.csv", "test_panels.png"):
+    return out
+
+
+REPORT_ITEMS = ("quicklooks.png", "training_curve.png", "total_light.png", "metrics.csv", "metrics.html",
+                "test_panels.png", "ablation.csv", "ablation.html")
+
+
+@pytest.mark.slow
+def test_report_bundles_every_figure(tiny_report):
+    html = tiny_report.read_text(errors="ignore")
+    for name in REPORT_ITEMS:
         assert name in html, name
+
+
+@pytest.mark.slow
+def test_ablation_follows_the_config_section(tiny_run, tiny_config_path):
+    import csv
+
+    import yaml
+
+    section = yaml.safe_load(tiny_config_path.read_text())["ablation"]
+    with open(tiny_run / "results" / "ablation" / "ablation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["row"]) for r in rows] == sorted(section["rows"])
+    trained = [r for r in rows if r["model"] != "interpolation"]
+    assert trained and all(int(r["epochs_run"]) == section["epochs"] for r in trained)
+    page = (tiny_run / "results" / "report" / "ablation.html").read_text()
+    assert all(f"<td>{r['name']}</td>" in page for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_opens_in_headless_browser(tiny_report):
+    """The report loads in headless Chromium with no JavaScript error and no failed or external
+    request, its menu lists the categories, and every figure and table can be opened."""
+    import os
+
+    from browser import check_snakemake_report, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("PANDAFINE_BROWSER_TEST") == "1":
+            pytest.fail("PANDAFINE_BROWSER_TEST=1 but no chromium: apt-get install chromium")
+        pytest.skip("no chromium on PATH (apt-get install chromium, or set PANDAFINE_CHROMIUM)")
+    rep = check_snakemake_report(tiny_report)
+    assert rep.problems == []
+    walk = rep.values["walk"]
+    for category in ("Product", "Model", "Evaluation"):
+        assert category in walk["menu"]
+    assert all(text is not None for text in walk["categories"].values()), walk["categories"].keys()
+    shown = {info["name"]: info for info in walk["shown"].values()}
+    assert set(REPORT_ITEMS) <= set(shown), sorted(shown)
+    for name in ("quicklooks.png", "training_curve.png", "total_light.png", "test_panels.png"):
+        assert "error" not in shown[name] and shown[name]["width"] > 100 and shown[name]["height"] > 100, shown[name]
+    assert shown["metrics.html"]["rows"] == 3  # header, model, interpolation
+    assert "interpolation" in shown["metrics.html"]["text"]
+    n_ablation = len((tiny_report.parent / "results" / "ablation" / "ablation.csv").read_text().splitlines())
+    assert shown["ablation.html"]["rows"] == n_ablation  # header and one row per ablation row
