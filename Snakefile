@@ -43,5 +43,6 @@ rule all:
         "results/report/quicklooks.png",
         "results/panda_fine/catalog.json",
         "results/report/ablation.html" if ABLATION_ENABLED else [],
+        "results/design_space/design_space.csv" if DESIGN_SPACE_ENABLED else [],
         f"results/models/{MODEL}/temporal.json" if SYNTHETIC and TEMPORAL_YEARS else [],
     default_target: True

@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="train.epochs of every trained row (default: the config's)")
     p.add_argument("--rows", help="comma-separated row numbers 1-9 (default: all)")
 
+    p = cmd("design-space", "train (or reuse) and evaluate models x samplers x steps x precisions; write "
+                            "design_space.csv and design_space.md")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--out", required=True, type=Path, help="design-space directory (models/<label>/ inside)")
+    p.add_argument("--spec", type=Path, help="YAML with the design_space section (default: the config's, else "
+                                             "pandafine.design_space.DEFAULT_SPEC)")
+    p.add_argument("--epochs", type=int, help="train.epochs of every model (default: the spec's, else the config's)")
+
     p = cmd("export", "export the trained model to ONNX and check it against PyTorch")
     p.add_argument("--tiles", required=True, type=Path)
     p.add_argument("--model-dir", required=True, type=Path)
@@ -281,6 +289,10 @@ def run(args: argparse.Namespace) -> int:
         from .ablation import parse_rows, run_ablation
 
         run_ablation(cfg, args.tiles, args.out, rows=parse_rows(args.rows), epochs=args.epochs)
+    elif c == "design-space":
+        from .design_space import run_design_space
+
+        run_design_space(cfg, args.tiles, args.out, spec_path=args.spec, epochs=args.epochs)
     elif c == "export":
         from .export import export_onnx
 

@@ -133,3 +133,32 @@ rule ablation:
         "../../envs/pandafine.yaml"
     shell:
         pf("ablation") + " --tiles {input} --out results/ablation {params.args} &> {log}"
+
+
+# Part of `rule all` when config `design_space.enabled` is true; otherwise run it with
+# `snakemake results/design_space/design_space.csv`. The config's `design_space` section (defaults:
+# pandafine.design_space.DEFAULT_SPEC) names the models, samplers, step counts and precisions; it is
+# a param, so changing it reruns the rule, and models and evaluations whose key did not change
+# (results/design_space/models/<label>/, not declared outputs) are reused.
+DESIGN_SPACE = config.get("design_space", {})
+DESIGN_SPACE_ENABLED = bool(DESIGN_SPACE.get("enabled", False))
+
+
+rule design_space:
+    input:
+        "results/tiles/train.zarr",
+    output:
+        csv="results/design_space/design_space.csv",
+        md="results/design_space/design_space.md",
+    params:
+        spec=repr({k: v for k, v in DESIGN_SPACE.items() if k != "enabled"}),
+    log:
+        "logs/design_space.log",
+    threads: 4
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 6000 * attempt,
+    conda:
+        "../../envs/pandafine.yaml"
+    shell:
+        pf("design-space") + " --tiles {input} --out results/design_space &> {log}"
