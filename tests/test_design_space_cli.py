@@ -14,7 +14,7 @@ from pandafine import design_space as D
 SPEC = {
     "epochs": 1,
     "models": [{"name": "unet", "width": 4, "depth": 1}, {"name": "diffusion", "width": 4, "depth": 1,
-                                                           "timesteps": 50}, {"name": "flow", "width": 4, "depth": 1}],
+                                                           "timesteps": 50, "base": "unet"}, {"name": "flow", "width": 4, "depth": 1}],
     "samplers": {"diffusion": [{"kind": "ddim", "steps": [2, 3]},
                                {"kind": "staged", "switch_t": 10, "fast_steps": 1, "slow_steps": 1, "eta": 1.0}],
                  "flow": [{"kind": "heun", "steps": [1, 2]}]},
@@ -55,6 +55,10 @@ def test_table_has_every_point_with_finite_metrics(first_run):
                    ("flow", "heun x1", "fp32", "torch"), ("flow", "heun x2", "fp32", "torch"),
                    ("interpolation", "-", "fp64", "numpy")]
     assert [r["network_calls"] for r in rows[3:8]] == ["2", "3", "2", "2", "4"]
+    diff = D.load_spec(cfg, spec)[0].models[1]
+    assert diff.base == "unet"  # residual diffusion: trained on the unet row's model
+    key = yaml.safe_load((d / "out" / "models" / "diffusion" / D.MODEL_KEY_FILE).read_text())
+    assert key["model_config"]["base_model"] == str(d / "out" / "models" / "unet")
     assert [r["steps"] for r in rows[3:8]] == ["2", "3", "2", "1", "2"]
     for r in rows[:-1]:
         for k in METRICS:
@@ -119,6 +123,21 @@ def test_more_epochs_retrains(first_run, tmp_path):
     assert [r["runtime"] for r in rows] == ["torch", "numpy"] and rows[0]["epochs_run"] == "1"
     rows = _rows(D.run_design_space(cfg, zarr, out, spec_path=p, epochs=2))
     assert rows[0]["epochs_run"] == "2"
+
+
+def test_command_reads_the_config_section(first_run, tmp_path, tiny_config):
+    from pandafine.cli import main
+
+    _, zarr, _, _ = first_run
+    tiny_config["design_space"] = {"epochs": 1, "models": [{"name": "unet", "width": 4, "depth": 1}],
+                                   "precisions": ["fp32"]}
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config))
+    assert main(["design-space", "--config", str(cfg_path), "--tiles", str(zarr), "--out", str(tmp_path / "o")]) in (
+        0, None)
+    rows = _rows(tmp_path / "o" / D.CSV_NAME)
+    assert [(r["model"], r["runtime"]) for r in rows] == [("unet", "torch"), ("interpolation", "numpy")]
+    assert "config key 'design_space'" in (tmp_path / "o" / D.MD_NAME).read_text()
 
 
 def test_spec_errors_name_the_key(tmp_path):
