@@ -114,6 +114,7 @@ def test_head_tail_and_grid_nodes_known_graph():
     assert head == ["sub"] and tail == ["exp", "scale"]
     kept = Q.fp32_nodes(_toy_graph(with_grid=True))
     assert kept == {"head": ["sub"], "tail": ["exp", "scale"], "ops": ["warp"], "grid": ["reshape", "add_base"]}
+    assert Q.output_layers(_toy_graph(with_grid=True)) == ["conv2"]
 
 
 def test_names_and_calibration_selection():
@@ -149,6 +150,14 @@ def test_precision_rows_losses_and_ratios():
         P.precision_rows({"int8": m["int8"]}, {}, {}, 1.0)
 
 
+def test_timing_batches_mosaic_known_answer():
+    x = np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)  # patch i == i
+    (batch,) = P.timing_batches(x, tile=4, batch_size=2)
+    assert batch.shape == (2, 1, 4, 4)  # ceil(5 / 4) = 2 tiles of 2 x 2 patches
+    assert batch[0, 0, ::2, ::2].tolist() == [[0, 1], [2, 3]] and batch[1, 0, ::2, ::2].tolist() == [[4, 0], [1, 2]]
+    assert P.timing_batches(x, tile=6, batch_size=4, multiple=4)[0].shape == (4, 1, 4, 4)  # cropped to a multiple
+
+
 # --------------------------------------------------------------------------- exported models
 
 def test_fp16_unet(unet, tmp_path):
@@ -182,7 +191,10 @@ def test_int8_unet(unet, tmp_path):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     prod = _producers(model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert all(prod[c.input[1]].op_type == "DequantizeLinear" for c in convs)  # int8 weights everywhere
+    last = Q.output_layers(model.graph)
+    assert info["fp32_output_layers"] == last and len(last) == 1
+    assert all(prod[c.input[1]].op_type == "DequantizeLinear" for c in convs if c.name not in last)  # int8 weights
+    assert all(c.input[1] not in prod for c in convs if c.name in last)  # the float32 initializer itself
     # the raw input (NaN = nodata) and the radiance output are not quantized
     assert all(n.op_type != "QuantizeLinear" for n in model.graph.node if "inputs" in n.input)
     assert prod["radiance"].op_type != "DequantizeLinear"

@@ -8,7 +8,8 @@ on radiance, SSIM on log radiance, brightest-1 % error), over the pixels where t
 target and every prediction are finite, with one data range for all rows.
 
 Speed: seconds per megapixel of model input, timed in the same process on the same
-batches, after one warm-up batch per model; the precisions take turns in each of
+inference-shaped batches (``infer.tile`` squares mosaicked from the test patches,
+``infer.batch_size`` per batch), after one warm-up batch per model; the precisions take turns in each of
 ``repeats`` rounds and the median round counts. ``speed_ratio`` is fp32 time / this
 precision's time (> 1: faster than fp32).
 
@@ -50,6 +51,25 @@ def _batches(x: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(x[s:s + batch_size]) for s in range(0, len(x), batch_size)]
 
 
+def timing_batches(x: np.ndarray, tile: int, batch_size: int, multiple: int = 1) -> list[np.ndarray]:
+    """Batches of ``tile x tile`` inputs (the inference tile) mosaicked from patches ``x`` (N, C, P, P).
+
+    Each tile is ``k x k`` consecutive patches (``k = ceil(tile / P)``, cycling through
+    ``x``) cropped to ``tile`` (rounded down to ``multiple``); there are enough tiles
+    for every patch to appear once, and at least one full batch.
+    """
+    n, c, p, _ = x.shape
+    tile = max(multiple, tile // multiple * multiple)
+    k = -(-tile // p)
+    n_tiles = max(batch_size, -(-n // (k * k)))
+    tiles = np.empty((n_tiles, c, tile, tile), np.float32)
+    for t in range(n_tiles):
+        ids = [(t * k * k + j) % n for j in range(k * k)]
+        rows = [np.concatenate([x[ids[r * k + q]] for q in range(k)], axis=-1) for r in range(k)]
+        tiles[t] = np.concatenate(rows, axis=-2)[:, :tile, :tile]
+    return _batches(tiles, batch_size)
+
+
 def _run(session, batches: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
     """(radiance (N, H, W) float64, seconds) of one pass over ``batches``."""
     out = []
@@ -58,6 +78,12 @@ def _run(session, batches: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
         out.append(session.run([OUTPUT_NAME], {INPUT_NAME: b})[0][:, 0])
     dt = time.perf_counter() - t0
     return np.concatenate(out).astype(np.float64), dt
+
+
+def _model_meta(path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def precision_rows(metrics: Mapping[str, Mapping[str, float]], seconds: Mapping[str, float | None],
@@ -176,18 +202,21 @@ def evaluate_precisions(cfg: Mapping[str, Any], train_zarr, model_path, out_dir,
         raise ValueError(f"{store.path}: the test split (split == 2) is empty")
     x, _ = store.read(test_idx)
     true = store.read_target(test_idx)[:, 0].astype(np.float64)
-    batches = _batches(x.astype(np.float32), int(cfg["infer"]["batch_size"]))
-    megapixels = x.shape[0] * x.shape[2] * x.shape[3] / 1e6
+    batch_size = int(cfg["infer"]["batch_size"])
+    batches = _batches(x.astype(np.float32), batch_size)
+    multiple = int(_model_meta(model_path).get("pandafine.input_multiple", 1))
+    timed_batches = timing_batches(x.astype(np.float32), int(cfg["infer"]["tile"]), batch_size, multiple)
+    megapixels = sum(b.shape[0] * b.shape[2] * b.shape[3] for b in timed_batches) / 1e6
 
     sessions = {p: ort.InferenceSession(str(path), sess_options=ort_session_options(),
                                         providers=["CPUExecutionProvider"]) for p, path in paths.items()}
     preds, times = {}, {p: [] for p in timed}
     for p, sess in sessions.items():
-        sess.run([OUTPUT_NAME], {INPUT_NAME: batches[0]})  # warm-up, not timed
+        sess.run([OUTPUT_NAME], {INPUT_NAME: timed_batches[0]})  # warm-up, not timed
         preds[p], _ = _run(sess, batches)
     for _ in range(repeats):
         for p in timed:
-            times[p].append(_run(sessions[p], batches)[1])
+            times[p].append(_run(sessions[p], timed_batches)[1])
     seconds: dict[str, float | None] = {p: statistics.median(times[p]) for p in timed}
     seconds.setdefault(FP16_ROUNDED, None)
 
@@ -212,12 +241,15 @@ def evaluate_precisions(cfg: Mapping[str, Any], train_zarr, model_path, out_dir,
         "timing": {
             "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
             "threads": threads(),
-            "batch_size": int(cfg["infer"]["batch_size"]),
+            "batch_size": batch_size,
+            "input_shape": list(timed_batches[0].shape[1:]),
+            "n_tiles": sum(len(b) for b in timed_batches),
             "input_megapixels_per_round": megapixels,
             "rounds": repeats,
             "seconds_per_round": times,
-            "definition": "median over rounds of the time of one pass over all test patches; one warm-up "
-                          "batch per model before; precisions take turns in each round",
+            "definition": "median over rounds of the time of one pass over the timing tiles (infer.tile "
+                          "squares mosaicked from the test patches); one warm-up batch per model before; "
+                          "precisions take turns in each round",
             "machine": platform.processor() or platform.machine(),
         },
         "models": {p: {"path": str(paths[p]), "size_bytes": sizes[p]} for p in order},
@@ -231,7 +263,9 @@ def evaluate_precisions(cfg: Mapping[str, Any], train_zarr, model_path, out_dir,
         },
     }
     write_text_atomic(out_dir / PRECISION_MD, f"Test split of {store.path}: {test_idx.size} patches, "
-                      f"{int(mask.sum())} pixels; onnxruntime CPU, {threads()} thread(s).\n\n"
+                      f"{int(mask.sum())} pixels. Speed: onnxruntime CPU, {threads()} thread(s), "
+                      f"{out['timing']['n_tiles']} tiles of {timed_batches[0].shape[-1]} px in batches of "
+                      f"{batch_size}, median of {repeats} rounds.\n\n"
                       + markdown_table(rows))
     path = out_dir / PRECISION_JSON
     write_text_atomic(path, json.dumps(_json_safe(out), indent=2) + "\n")
