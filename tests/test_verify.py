@@ -83,6 +83,17 @@ def test_default_inputs_follow_the_workflow_layout(results):
     assert found["cubes"] == (results / "tiles" / "cube").resolve()
 
 
+def test_default_model_follows_infer_precision(results):
+    import yaml
+
+    cfg = yaml.safe_load((results / "config.yaml").read_text())
+    cfg["infer"]["precision"] = "int8"
+    (results / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert default_inputs(results / "panda_fine")["model"] is None  # no int8 model yet: not the fp32 one
+    (results / "models" / "unet" / "model.int8.onnx").write_bytes(b"int8")
+    assert default_inputs(results / "panda_fine")["model"] == (results / "models" / "unet" / "model.int8.onnx").resolve()
+
+
 def test_recorded_products_verify_clean(results):
     assert run_verify(results / "panda_fine", record=True, out=io.StringIO()) == 0
     doc = read_provenance(results / "panda_fine" / PROVENANCE_NAME)

@@ -130,7 +130,8 @@ def default_inputs(product_dir: str | os.PathLike) -> dict[str, Path | None]:
     """Model, config and cube directory of the standard layout around ``results/panda_fine``.
 
     ``results/config.yaml`` (the effective config of the workflow), the model named by it
-    (``results/models/{model.name}/model.onnx``) and ``results/tiles/cube/``; each is
+    (``results/models/{model.name}/model.onnx``, or ``model.{fp16,int8}.onnx`` as
+    ``infer.precision`` says) and ``results/tiles/cube/``; each is
     ``None`` when it does not exist.
     """
     results = Path(product_dir).resolve().parent
@@ -139,9 +140,13 @@ def default_inputs(product_dir: str | os.PathLike) -> dict[str, Path | None]:
     if config.is_file():
         import yaml
 
-        name = ((yaml.safe_load(config.read_text()) or {}).get("model") or {}).get("name")
-        if name and (results / "models" / name / "model.onnx").is_file():
-            model = results / "models" / name / "model.onnx"
+        from pandafine.quantize import model_filename
+
+        cfg = yaml.safe_load(config.read_text()) or {}
+        name = (cfg.get("model") or {}).get("name")
+        fname = model_filename(str((cfg.get("infer") or {}).get("precision", "fp32")))
+        if name and (results / "models" / name / fname).is_file():
+            model = results / "models" / name / fname
     cubes = results / "tiles" / "cube"
     return {"config": config if config.is_file() else None, "model": model,
             "cubes": cubes if cubes.is_dir() else None}
