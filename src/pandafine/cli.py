@@ -148,12 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", action="append", default=[], help="a paragraph below the table (repeatable)")
     p.add_argument("--output", required=True, type=Path, help="the HTML page")
 
-    p = cmd("report-table", "one CSV table as a self-contained HTML page for `snakemake --report` (e.g. the ablation)")
-    p.add_argument("--csv", required=True, type=Path, help="the table (header row first)")
-    p.add_argument("--title", required=True)
-    p.add_argument("--note", action="append", default=[], help="a paragraph below the table (repeatable)")
-    p.add_argument("--output", required=True, type=Path, help="the HTML page")
-
     p = cmd("catalog", "write the STAC Collection and one Item per year beside the product COGs")
     p.add_argument("--products", required=True, type=Path, nargs="+",
                    help="product COGs, or the directory holding PANDA-FINE_{year}.tif")
@@ -312,10 +306,6 @@ def run(args: argparse.Namespace) -> int:
                    require_gpu=cfg["infer"]["require_gpu"])
     elif c == "report":
         _report(args)
-    elif c == "report-table":
-        from .report import csv_to_html
-
-        csv_to_html(args.csv, args.output, title=args.title, notes=args.note)
     elif c == "report-table":
         from .report import csv_to_html
 
