@@ -64,6 +64,7 @@ def test_table_has_every_point_with_finite_metrics(first_run):
         for k in METRICS:
             assert math.isfinite(float(r[k])), (r["label"], r["sampler"], k)
         assert float(r["size_mb"]) > 0 and int(r["n_params"]) > 0 and r["epochs_run"] == "1"
+        assert int(r["threads"]) >= 1  # the thread budget of the timing
     # the ONNX fp32 row reproduces the PyTorch row (same pixels, parity-checked export)
     assert float(rows[1]["psnr_log_db"]) == pytest.approx(float(rows[0]["psnr_log_db"]), abs=1e-3)
     assert float(rows[1]["psnr_log_vs_fp32_db"]) == 0.0 and float(rows[1]["speed_vs_fp32"]) == 1.0

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Columns of the design-space table.
 COLUMNS = ("model", "label", "model_dir", "sampler", "steps", "network_calls", "precision", "runtime", "psnr_log_db",
-           "psnr_radiance_db", "ssim_log", "brightest_1pct_error", "seconds_per_mpx", "psnr_log_vs_fp32_db",
-           "speed_vs_fp32", "n_params", "size_mb", "n_pixels", "train_seconds", "epochs_run")
+           "psnr_radiance_db", "ssim_log", "brightest_1pct_error", "seconds_per_mpx", "threads",
+           "psnr_log_vs_fp32_db", "speed_vs_fp32", "n_params", "size_mb", "n_pixels", "train_seconds", "epochs_run")
 
 
 def model_size(model) -> tuple[int, float]:
@@ -104,7 +104,7 @@ def evaluate_sampling(cfg: Mapping[str, Any], train_zarr, model_dir, *, sampler:
     dict
         ``model`` and ``interpolation``: metric dicts of :func:`pandafine.evaluate.method_metrics`;
         ``seconds_per_mpx`` (prediction / sampling wall time per 10^6 test pixels, one
-        process), ``sampler`` (label or None), ``steps``, ``network_calls``,
+        process, after one untimed warm-up batch), ``sampler`` (label or None), ``steps``, ``network_calls``,
         ``n_params``, ``size_mb``, ``n_patches``, ``n_pixels``, ``model_config``.
     """
     import torch
@@ -126,9 +126,18 @@ def evaluate_sampling(cfg: Mapping[str, Any], train_zarr, model_dir, *, sampler:
                          "it takes no sampler")
     rows = np.asarray(store.extra.get("row", np.zeros(len(store))), dtype=np.int64)
     cols = np.asarray(store.extra.get("col", np.zeros(len(store))), dtype=np.int64)
-    t0 = time.perf_counter()
+    first = test_idx[:batch_size]
     if generative:
         spec = model.net.sampler if sampler is None else model.net.check_sampler(model.net.sampler_spec(sampler))
+        # warm-up, not timed: one step of the same sampler on the first batch
+        short = dataclasses.replace(spec, steps=1, fast_steps=1, slow_steps=1)
+        model_tile_sampler(model, short)(store.read(first)[0], make_batch_grid_noise_fn(
+            seed, list(zip(rows[first], cols[first]))))
+    else:
+        with torch.no_grad():
+            predict_log(model, store, first, batch_size)  # warm-up, not timed
+    t0 = time.perf_counter()
+    if generative:
         sample = model_tile_sampler(model, spec)
         parts = []
         for sel, x, _ in store.iter_batches(test_idx, batch_size):
@@ -246,6 +255,8 @@ CSV_NAME, MD_NAME = "design_space.csv", "design_space.md"
 MODEL_KEY_FILE = "design_space_model.json"
 ONNX_KEY_FILE = "design_space_onnx.json"
 EVAL_DIR = "evals"
+#: Bumped when the way a row is timed changes, so that cached rows are measured again.
+TIMING_VERSION = 2  # 2: one untimed warm-up batch before PyTorch rows, as before onnxruntime rows
 DETERMINISTIC_MODELS = ("unet", "mmntlsr")
 GENERATIVE_MODELS = ("diffusion", "flow")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -506,7 +517,7 @@ def _evaluate_point(cfg, train_zarr: Path, model_dir: Path, model_rec: Mapping[s
     """One evaluation (cached in ``model_dir/evals/<slug>.json`` under its key); returns the stored record."""
     what = {"sampler": item["sampler"], "precision": item["precision"], "runtime": item["runtime"]}
     key = _canonical({"checkpoint": model_rec["sha256"], **what, "seed": seed, "batch_size": batch_size,
-                      "factor": int(cfg["grid"]["factor"]), "threads_note": "timing as measured when written"})
+                      "factor": int(cfg["grid"]["factor"]), "timing": TIMING_VERSION})
     name = ("torch" if item["runtime"] == "torch" else f"onnx-{item['precision']}")
     if item["sampler"] is not None:
         name += "-" + _slug("-".join(f"{k}={v}" for k, v in sorted(item["sampler"].items())))
@@ -528,6 +539,9 @@ def _evaluate_point(cfg, train_zarr: Path, model_dir: Path, model_rec: Mapping[s
                "psnr_radiance_db": m["psnr_radiance_db"], "ssim_log": m["ssim_log"],
                "brightest_1pct_error": m["brightest_1pct_error"], "seconds_per_mpx": res["seconds_per_mpx"],
                "n_params": None, "size_mb": res["size_mb"], "n_pixels": res["n_pixels"], "onnx": onnx_path.name}
+    from .runtime import threads
+
+    row["threads"] = threads()  # the thread budget the timing was measured with
     rec = {"key": key, "row": row, "interpolation": res["interpolation"], "n_patches": res["n_patches"]}
     write_text_atomic(path, json.dumps(_json_safe(rec), indent=2) + "\n")
     return rec
@@ -627,10 +641,10 @@ def run_design_space(cfg: Mapping[str, Any], train_zarr, out_dir, *, spec_path=N
         f"{n_patches} patches; sample seed {spec.seed}.",
         "PSNR on z = log1p(L / L_ref) and on radiance, SSIM on z, brightest 1% error: mean relative error of the "
         "brightest 1 % of true pixels (as `pandafine evaluate`). s/Mpx: wall seconds of prediction or sampling "
-        f"per 10^6 test pixels in one process ({threads()} thread(s) when measured; rows reused from an earlier "
-        "run keep their timing). calls: network evaluations per sample. MB: fp32 parameters and buffers (torch) "
-        "or the ONNX file. Δ PSNR and speed vs fp32: against the same model's onnxruntime fp32 row. "
-        "train s: summed epoch times.",
+        "per 10^6 test pixels in one process, with the thread budget of column `threads` in the CSV (rows reused "
+        f"from an earlier run keep the timing measured then; this run: {threads()} thread(s)). calls: network "
+        "evaluations per sample. MB: fp32 parameters and buffers (torch) or the ONNX file. Δ PSNR and speed vs "
+        "fp32: against the same model's onnxruntime fp32 row. train s: summed epoch times.",
         "Generative models (diffusion, flow) are evaluated in PyTorch fp32 only (no ONNX export of samplers). "
         "onnxruntime runs on the CPU provider; its fp16 kernels are few, so fp16 on CPU mostly measures "
         "float16 weights.",
