@@ -299,7 +299,7 @@ def print_rss(rss: list[dict], cfg: dict, model_cfg: dict, threads: int) -> dict
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (about a minute on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (minutes on 2 CPU cores)")
     ap.add_argument("--side", type=int, help="throughput region side in px (default 256 quick, 1024)")
     ap.add_argument("--threads", type=int, default=1, help="threads for onnxruntime, PyTorch and infer")
     ap.add_argument("--device", default="cpu", help="PyTorch device (cpu, cuda)")
