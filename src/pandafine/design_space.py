@@ -238,7 +238,8 @@ def table_markdown(records: Sequence[Mapping[str, Any]], notes: Sequence[str] = 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         lines.append("| " + " | ".join([
-            str(r["model"]), str(r.get("sampler", "-")), _num(r.get("network_calls"), "d"),
+            str(r["model"]) if r.get("label") in (None, r["model"]) else f"{r['label']} ({r['model']})",
+            str(r.get("sampler", "-")), _num(r.get("network_calls"), "d"),
             str(r.get("precision", "")), str(r.get("runtime", "")),
             _num(r["psnr_log_db"], ".2f"), _num(r["psnr_radiance_db"], ".2f"), _num(r["ssim_log"], ".3f"),
             _num(r["brightest_1pct_error"], "+.3f"), _num(r.get("seconds_per_mpx"), ".2f"),
@@ -643,8 +644,8 @@ def run_design_space(cfg: Mapping[str, Any], train_zarr, out_dir, *, spec_path=N
         "brightest 1 % of true pixels (as `pandafine evaluate`). s/Mpx: wall seconds of prediction or sampling "
         "per 10^6 test pixels in one process, with the thread budget of column `threads` in the CSV (rows reused "
         f"from an earlier run keep the timing measured then; this run: {threads()} thread(s)). calls: network "
-        "evaluations per sample. MB: fp32 parameters and buffers (torch) or the ONNX file. Δ PSNR and speed vs "
-        "fp32: against the same model's onnxruntime fp32 row. train s: summed epoch times.",
+        "evaluations per sample. MB: fp32 parameters and buffers (torch; a residual model's include its frozen "
+        "base) or the ONNX file. Δ PSNR and speed vs fp32: against the same model's onnxruntime fp32 row. train s: summed epoch times.",
         "Generative models (diffusion, flow) are evaluated in PyTorch fp32 only (no ONNX export of samplers). "
         "onnxruntime runs on the CPU provider; its fp16 kernels are few, so fp16 on CPU mostly measures "
         "float16 weights.",
