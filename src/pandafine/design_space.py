@@ -645,7 +645,8 @@ def run_design_space(cfg: Mapping[str, Any], train_zarr, out_dir, *, spec_path=N
         "per 10^6 test pixels in one process, with the thread budget of column `threads` in the CSV (rows reused "
         f"from an earlier run keep the timing measured then; this run: {threads()} thread(s)). calls: network "
         "evaluations per sample. MB: fp32 parameters and buffers (torch; a residual model's include its frozen "
-        "base) or the ONNX file. Δ PSNR and speed vs fp32: against the same model's onnxruntime fp32 row. train s: summed epoch times.",
+        "base) or the ONNX file. Δ PSNR and speed vs fp32: against the same model's onnxruntime fp32 row. "
+        "train s: summed epoch times.",
         "Generative models (diffusion, flow) are evaluated in PyTorch fp32 only (no ONNX export of samplers). "
         "onnxruntime runs on the CPU provider; its fp16 kernels are few, so fp16 on CPU mostly measures "
         "float16 weights.",
