@@ -597,7 +597,9 @@ def test_example_real_configs(name, tmp_path):
     s["properties"].setdefault("download", DOWNLOAD_SCHEMA)
     jsonschema.Draft202012Validator(s).validate(c)
     assert c["sources"]["panda"]["kind"] == "http" and c["sources"]["dem"] == {"kind": "http"}
-    assert c["sources"]["landsat"]["kind"] == c["sources"]["luojia"]["kind"] == "local"
+    assert c["sources"]["luojia"]["kind"] == "local"
+    # Xi'an reads Landsat through the STAC API, Shanghai from local scenes
+    assert c["sources"]["landsat"]["kind"] == {"xian_real.yaml": "stac", "shanghai_real.yaml": "local"}[name]
     policy = HttpPolicy.from_mapping(c.get("download"))
     assert not policy.allow_http
     items = panda_items(c["sources"]["panda"], [2000]) + dem_items(c["sources"]["dem"], c["region"]["bbox"])
