@@ -29,6 +29,10 @@ def _write_effective_config():
 
 _write_effective_config()
 
+# This checkout, for envs/pandafine.yaml (`-e ${PANDAFINE_REPO}`): conda runs pip from the copy of the
+# env file under .snakemake/conda/, so the env file cannot name the checkout by a relative path.
+os.environ["PANDAFINE_REPO"] = str(Path(workflow.basedir).resolve())
+
 # The pandafine executable of the environment running Snakemake, appended to PATH so that a
 # per-rule conda environment (--software-deployment-method conda) still takes precedence.
 shell.prefix(f'export PATH="$PATH:{Path(sys.executable).parent}"; set -euo pipefail; ')
