@@ -219,6 +219,31 @@ def test_panda_dn_curve():
 # Landsat
 # ------------------------------------------------------------------------------------------
 
+def test_panda_geolocation_shift_moves_a_light_by_the_drawn_offset():
+    """The cell georeferenced at (x, y) shows the ground at (x+dx, y+dy): a light appears dx west, dy south."""
+    cell, sub = 1000.0, 8
+    pad = syn.panda_pad_cells(cell)
+    n = 12
+    yy, xx = np.mgrid[0:(n + 2 * pad) * sub, 0:(n + 2 * pad) * sub] + 0.5
+    c = (n / 2 + pad) * sub
+    fine = 2e-5 * np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (2 * 6.0**2))  # a 750 m wide town, DN <= 31 (unsaturated)
+
+    def centroid(shift):
+        dn = syn.simulate_panda(fine, syn.PandaYear(2000, 3.0, 1200.0, shift), cell, sub, pad).astype(float)
+        r, q = np.mgrid[0:n, 0:n]
+        return (dn * r).sum() / dn.sum(), (dn * q).sum() / dn.sum()
+
+    r0, c0 = centroid((0.0, 0.0))
+    r1, c1 = centroid((500.0, -250.0))
+    assert c1 - c0 == pytest.approx(-0.5, abs=0.08) and r1 - r0 == pytest.approx(-0.25, abs=0.08)
+    # the year's draw: within the bound, its own random stream (gain and blur as without a shift)
+    plain, moved = syn.panda_year(7, 2018), syn.panda_year(7, 2018, 1000.0)
+    assert plain.shift_m == (0.0, 0.0) and (plain.gain, plain.blur_sigma) == (moved.gain, moved.blur_sigma)
+    assert all(0 < abs(v) <= 1000.0 for v in moved.shift_m) and moved == syn.panda_year(7, 2018, 1000.0)
+    with pytest.raises(ValueError, match="panda_shift_m"):
+        syn.panda_year(7, 2018, -1.0)
+
+
 def test_sensor_schedule():
     assert syn.landsat_sensors(1990, 2) == ["TM", "TM"]
     assert syn.landsat_sensors(2005, 2) == ["TM", "ETM"]

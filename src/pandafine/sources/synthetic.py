@@ -704,20 +704,39 @@ def smooth_random_field(rng: np.random.Generator, shape: tuple[int, int], pixel_
 
 @dataclass(frozen=True)
 class PandaYear:
-    """Sensor state of one PANDA year: gain drift and overglow blur (Gaussian sigma, metres)."""
+    """Sensor state of one PANDA year: gain drift, overglow blur (Gaussian sigma, metres) and geolocation error.
+
+    ``shift_m = (dx, dy)`` (metres, x east, y north): the cell georeferenced at
+    (x, y) shows the ground at (x + dx, y + dy), as DMSP-OLS composites are
+    misregistered by up to a few kilometres from year to year and satellite to
+    satellite (what MMNTLSR's spatial alignment is for). ``(0, 0)`` unless
+    ``synthetic.panda_shift_m`` is set.
+    """
 
     year: int
     gain: float
     blur_sigma: float
+    shift_m: tuple[float, float] = (0.0, 0.0)
 
 
-def panda_year(seed: int, year: int) -> PandaYear:
-    """The PANDA sensor state of ``year``: a slow gain oscillation plus yearly jitter, blur 1.1–1.9 km."""
+def panda_year(seed: int, year: int, max_shift_m: float = 0.0) -> PandaYear:
+    """The PANDA sensor state of ``year``: a slow gain oscillation plus yearly jitter, blur 1.1–1.9 km.
+
+    ``max_shift_m`` > 0 adds a geolocation error drawn uniformly in
+    [-max_shift_m, max_shift_m] per axis (its own random stream: gain and blur
+    are those of ``max_shift_m = 0``).
+    """
     phase = float(_rng(seed, _S_PANDA).uniform(0, 2 * math.pi))
     r = _rng(seed, _S_PANDA, year)
     gain = (1 + 0.04 * math.sin(2 * math.pi * (year - FIRST_YEAR) / 9.0 + phase)) * math.exp(0.025 * r.standard_normal())
     sigma = float(np.clip(1500 + 200 * r.standard_normal(), 1100, 1900))
-    return PandaYear(int(year), float(gain), sigma)
+    if max_shift_m < 0:
+        raise ValueError(f"synthetic.panda_shift_m {max_shift_m!r}: expected >= 0 metres")
+    shift = (0.0, 0.0)
+    if max_shift_m > 0:
+        dx, dy = _rng(seed, _S_PANDA, year, 1).uniform(-max_shift_m, max_shift_m, 2)
+        shift = (float(dx), float(dy))
+    return PandaYear(int(year), float(gain), sigma, shift)
 
 
 def panda_dn(radiance: np.ndarray, gain: float = 1.0) -> np.ndarray:
@@ -753,6 +772,13 @@ def simulate_panda(fine_radiance: np.ndarray, params: PandaYear, cell: float, su
 
     blurred = gaussian_filter(fine_radiance.astype(np.float64), params.blur_sigma / (cell / sub), mode="nearest",
                               truncate=4.0)
+    dx, dy = params.shift_m
+    if dx or dy:  # out[r, c] = blurred at (r - dy, c + dx) fine pixels: the cell shows the ground at (x+dx, y+dy)
+        from scipy.ndimage import shift as nd_shift
+
+        if max(abs(dx), abs(dy)) > pad * cell:
+            raise ValueError(f"PANDA shift {params.shift_m} m exceeds the simulation margin of {pad * cell:g} m")
+        blurred = nd_shift(blurred, (dy / (cell / sub), -dx / (cell / sub)), order=1, mode="nearest")
     core = blurred[pad * sub: blurred.shape[0] - pad * sub, pad * sub: blurred.shape[1] - pad * sub]
     return panda_dn(block_mean(core, sub), params.gain)
 
@@ -1190,7 +1216,8 @@ def dem_tile_grid(lat: int, lon: int) -> Grid:
 # --------------------------------------------------------------------------------------------
 
 def scene_summary(scene: SyntheticScene, years: Sequence[int], landsat: Mapping[int, Sequence[LandsatSceneSpec]],
-                  luojia: Mapping[int, Sequence[LuojiaFrame]], grid: Grid) -> dict[str, Any]:
+                  luojia: Mapping[int, Sequence[LuojiaFrame]], grid: Grid,
+                  panda_shift_m: float = 0.0) -> dict[str, Any]:
     """JSON-ready record of the hidden parameters (for ``scene.json``)."""
     from pyproj import Transformer
 
@@ -1214,7 +1241,7 @@ def scene_summary(scene: SyntheticScene, years: Sequence[int], landsat: Mapping[
         "spots": spots,
         "river": asdict(scene.river),
         "terrain": asdict(scene.terrain),
-        "panda": {str(y): asdict(panda_year(scene.seed, y)) for y in years},
+        "panda": {str(y): asdict(panda_year(scene.seed, y, panda_shift_m)) for y in years},
         "landsat": {str(y): [asdict(s) for s in specs] for y, specs in landsat.items()},
         "luojia": {str(y): [dict(asdict(f), file=f"{y}/{f.frame_id}.tif", meta=f"{y}/{f.frame_id}_meta.xml")
                             for f in frames] for y, frames in luojia.items()},
@@ -1223,6 +1250,7 @@ def scene_summary(scene: SyntheticScene, years: Sequence[int], landsat: Mapping[
             "luojia_gain": "DN = round((L * gain / 1e-10) ** (2/3) + dark noise); L = DN**1.5 * 1e-10 / gain",
             "luojia_hot_pixels": "(row, col, DN)",
             "panda": "DN = min(63, round(66 * (1 - exp(-gain * blur(L) / 2.5e-5)))) on 1 km block means",
+            "panda_shift_m": "(dx, dy): the cell georeferenced at (x, y) shows the ground at (x+dx, y+dy)",
             "landsat": "TM/ETM+ reflectance = (OLI - intercept) / slope (Roy et al. 2016 OLS)",
         },
     }

@@ -104,6 +104,11 @@ def _centre_lonlat(grid: Grid) -> tuple[float, float]:
 # layers
 # --------------------------------------------------------------------------------------------
 
+def panda_shift_m(cfg: Mapping[str, Any]) -> float:
+    """``synthetic.panda_shift_m``: largest PANDA geolocation error per axis, metres (default 0)."""
+    return float(cfg["synthetic"].get("panda_shift_m", 0.0))
+
+
 def write_panda(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
                 years: Sequence[int]) -> list[Path]:
     """PANDA-like year files: uint8 DN 0–63 (nodata 255), 1 km cells on the anchor lattice, grid CRS."""
@@ -115,7 +120,8 @@ def write_panda(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, o
     pattern = cfg["sources"]["panda"].get("pattern", "PANDA_China_{year}.tif")
 
     def one(year: int) -> list[Path]:
-        dn = syn.simulate_panda(scene.radiance(fields, year), syn.panda_year(scene.seed, year), cell, sub, pad)
+        params = syn.panda_year(scene.seed, year, panda_shift_m(cfg))
+        dn = syn.simulate_panda(scene.radiance(fields, year), params, cell, sub, pad)
         return [write_raster(out_dir / pattern.format(year=year), dn, pgrid, nodata=syn.PANDA_NODATA)]
 
     return _map_years(one, years, "synthetic panda")
@@ -211,7 +217,7 @@ def scene_record(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid,
     area = syn.lonlat_bounds(grid, margin_deg=0.005)
     luojia = {y: syn.luojia_frames(scene, y, int(cfg["synthetic"]["luojia_frames"]), area)
               for y in sorted(run["target_years"])}
-    rec = syn.scene_summary(scene, all_years, landsat, luojia, grid)
+    rec = syn.scene_summary(scene, all_years, landsat, luojia, grid, panda_shift_m=panda_shift_m(cfg))
     rec["landsat_grid"] = syn.landsat_grid(grid, float(cfg["synthetic"]["landsat_resolution"])).to_dict()
     return rec
 
