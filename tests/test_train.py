@@ -72,6 +72,106 @@ def test_resume_after_interruption_matches_uninterrupted(train_zarr, reference, 
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
 
 
+_KILL_MID_EPOCH = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from fake_tiles import tiny_config
+from pandafine import train as T
+
+calls = {{"n": 0}}
+real = T.PatchStore.iter_batches
+
+def iter_batches(self, idx, batch_size):
+    for i, item in enumerate(real(self, idx, batch_size)):
+        if len(idx) == {n_train} and i == 2:  # third training batch of an epoch
+            calls["n"] += 1
+            if calls["n"] == 3:  # epoch 3: killed, no clean-up of any kind
+                os.kill(os.getpid(), signal.SIGKILL)
+        yield item
+
+T.PatchStore.iter_batches = iter_batches
+T.train_model(tiny_config(epochs=4), {zarr!r}, {out!r}, progress=False)
+"""
+
+
+def test_killed_mid_epoch_then_resumed_matches_uninterrupted(train_zarr, reference, tmp_path):
+    """A process killed (SIGKILL) in the middle of epoch 3 resumes from epoch 2's state: same final weights."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = T.PatchStore(train_zarr)
+    n_train = int(store.with_target(store.indices("train")).size)
+    assert n_train > 2 * tiny_config()["train"]["batch_size"]  # epoch 3 has a third batch to die in
+    code = _KILL_MID_EPOCH.format(tests=str(Path(__file__).parent), n_train=n_train, zarr=str(train_zarr),
+                                  out=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (tmp_path / "checkpoint.pt").exists()
+    mid = T.read_checkpoint(tmp_path / "resume.pt")
+    assert mid["epoch"] == 2 and not mid["finished"]
+    T.train_model(tiny_config(epochs=4), train_zarr, tmp_path, progress=False)
+    a = T.read_checkpoint(reference / "checkpoint.pt")
+    b = T.read_checkpoint(tmp_path / "checkpoint.pt")
+    assert b["finished"] and b["epoch"] == 4
+    assert _states_equal(a["model_state"], b["model_state"])
+    assert _states_equal(a["resume"]["model_state"], b["resume"]["model_state"])
+
+
+def test_shift_channels_known_answer():
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    out = T.shift_channels(x, [(1, 0), (0, -2)], [0, 2])
+    # patch 0: channels 0 and 2 moved down one row (first row replicated), channel 1 untouched
+    assert np.array_equal(out[0, 0], np.vstack([x[0, 0, :1], x[0, 0, :3]]))
+    assert np.array_equal(out[0, 2], np.vstack([x[0, 2, :1], x[0, 2, :3]]))
+    assert np.array_equal(out[0, 1], x[0, 1])
+    # patch 1: moved two columns left (last column replicated)
+    assert np.array_equal(out[1, 0], np.hstack([x[1, 0, :, 2:], x[1, 0, :, 3:], x[1, 0, :, 3:]]))
+    assert np.array_equal(T.shift_channels(x, [(0, 0), (0, 0)], [0, 1, 2]), x)
+
+
+def test_shift_augment_and_warmup_reach_training(train_zarr, reference, tmp_path):
+    cfg = tiny_config(epochs=3, shift_augment=4, warmup_epochs=1)
+    T.train_model(cfg, train_zarr, tmp_path, progress=False)
+    ck = T.read_checkpoint(tmp_path / "checkpoint.pt")
+    assert ck["fingerprint"]["spec"]["shift_augment"] == 4 and ck["fingerprint"]["spec"]["warmup_epochs"] == 1
+    lrs = [r["lr"] for r in ck["history"]]
+    assert lrs[0] == pytest.approx(3e-3 / 2) and lrs[1] == pytest.approx(3e-3)  # warm-up, then the cosine
+    ref = T.read_checkpoint(reference / "checkpoint.pt")
+    assert not _states_equal(ref["model_state"], ck["model_state"])
+    # without the options the fingerprint is the one of runs made before they existed
+    assert "shift_augment" not in ref["fingerprint"]["spec"] and "warmup_epochs" not in ref["fingerprint"]["spec"]
+
+
+def test_cosine_lr_warmup():
+    assert [T.cosine_lr(1.0, e, 10, warmup=3) for e in range(3)] == pytest.approx([0.25, 0.5, 0.75])
+    after = [T.cosine_lr(1.0, e, 10, warmup=3) for e in range(3, 10)]
+    assert after[0] == 1.0 and after[-1] == pytest.approx(T.LR_FLOOR) and all(a > b for a, b in zip(after, after[1:]))
+    assert [T.cosine_lr(1.0, e, 10) for e in range(10)] == [T.cosine_lr(1.0, e, 10, warmup=0) for e in range(10)]
+
+
+def test_device_resolution_and_mixed_precision_on_cpu(train_zarr, tmp_path):
+    assert T.resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        assert T.resolve_device("auto") == "cpu"
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            T.resolve_device("cuda")
+    with pytest.raises(ValueError, match="train.device"):
+        T.resolve_device("tpu")
+    # the autocast + scaler path of a CUDA run, exercised on the CPU in bfloat16
+    store = T.PatchStore(train_zarr)
+    spec = T.TrainSpec.from_config(tiny_config())
+    torch.manual_seed(0)
+    model = T.build_wrapper(spec.model, store.channels, store.normalization)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    amp = T.MixedPrecision(enabled=True, device="cpu")
+    idx = store.with_target(store.indices("train"))
+    losses = [T.train_one_epoch(model, opt, store, idx, spec, e, amp) for e in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert amp.state_dict() == {}  # bfloat16 needs no gradient scaler
+
+
 def test_finished_checkpoint_is_kept_and_other_config_retrains(train_zarr, reference, tmp_path):
     ck = reference / "checkpoint.pt"
     before = ck.stat().st_mtime_ns

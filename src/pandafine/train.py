@@ -52,6 +52,10 @@ CHECKPOINT_FORMAT = 1
 LR_FLOOR = 0.01
 #: Patch stores up to this size are read into memory once; larger ones batch by batch.
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
+#: Channels moved by ``train.shift_augment`` (PANDA and its saturation flag).
+SHIFTED_CHANNELS = ("panda", "panda_saturated")
+#: Values of ``train.device``.
+DEVICES = ("auto", "cpu", "cuda")
 
 
 # --------------------------------------------------------------------------- patches (I/O)
@@ -173,19 +177,98 @@ class TrainSpec:
     batch_size: int
     learning_rate: float
     patience: int
+    #: PANDA channels translated by up to this many pixels per axis (0: off).
+    shift_augment: int = 0
+    #: Epochs of linear learning-rate warm-up before the cosine schedule.
+    warmup_epochs: int = 0
+    #: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    device: str = "auto"
+    #: Mixed precision (autocast + gradient scaling) when training on CUDA.
+    amp: bool = True
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "TrainSpec":
         from pandafine.models import resolve_model_config
 
         tr = cfg["train"]
+        device = str(tr.get("device", "auto"))
+        if device not in DEVICES:
+            raise ValueError(f"key 'train.device': {device!r} is not one of {', '.join(DEVICES)}")
         return cls(seed=int(cfg["run"]["seed"]), model=resolve_model_config(cfg["model"]), epochs=int(tr["epochs"]),
                    batch_size=int(tr["batch_size"]), learning_rate=float(tr["learning_rate"]),
-                   patience=int(tr["patience"]))
+                   patience=int(tr["patience"]), shift_augment=int(tr.get("shift_augment", 0)),
+                   warmup_epochs=int(tr.get("warmup_epochs", 0)), device=device, amp=bool(tr.get("amp", True)))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "model": dict(self.model), "epochs": self.epochs, "batch_size": self.batch_size,
-                "learning_rate": self.learning_rate, "patience": self.patience}
+        """What identifies a training run (for resuming); the device is not part of it."""
+        out = {"seed": self.seed, "model": dict(self.model), "epochs": self.epochs, "batch_size": self.batch_size,
+               "learning_rate": self.learning_rate, "patience": self.patience}
+        # only when set, so that runs made before these options existed keep their identity
+        if self.shift_augment:
+            out["shift_augment"] = self.shift_augment
+        if self.warmup_epochs:
+            out["warmup_epochs"] = self.warmup_epochs
+        return out
+
+
+def resolve_device(name: str) -> str:
+    """``train.device`` -> ``"cpu"`` or ``"cuda"``: ``auto`` takes CUDA when PyTorch sees a GPU.
+
+    ``cuda`` without a usable GPU is an error (not a silent fall-back to the CPU).
+    """
+    import torch
+
+    if name not in DEVICES:
+        raise ValueError(f"key 'train.device': {name!r} is not one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but PyTorch sees no CUDA GPU "
+                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use 'auto' or 'cpu'")
+    return name
+
+
+class MixedPrecision:
+    """Autocast + gradient scaling for one device, or plain float32 when disabled.
+
+    Parameters
+    ----------
+    enabled : bool
+        Use mixed precision.
+    device : {"cpu", "cuda"}
+        Device type of autocast. On CUDA the autocast type is bfloat16 where the
+        GPU supports it (no scaler needed), else float16 with a
+        ``torch.amp.GradScaler``; on the CPU bfloat16 (used by the tests, slow
+        on most CPUs, so :func:`train_model` enables it on CUDA only).
+    """
+
+    def __init__(self, enabled: bool, device: str = "cpu") -> None:
+        import torch
+
+        self.enabled, self.device = bool(enabled), device
+        if device == "cuda" and self.enabled and not torch.cuda.is_bf16_supported():
+            self.dtype = torch.float16
+        else:
+            self.dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device, enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self):
+        import torch
+
+        return torch.autocast(self.device, dtype=self.dtype, enabled=self.enabled)
+
+    def step(self, loss, opt) -> None:
+        """Backward pass and optimizer step (through the scaler when float16)."""
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict() if self.scaler.is_enabled() else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(dict(state))
 
 
 def dihedral(a: np.ndarray, k: int) -> np.ndarray:
@@ -208,16 +291,40 @@ def augment(x: np.ndarray, t: np.ndarray, ks) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(xo), np.ascontiguousarray(to)
 
 
+def shift_channels(x: np.ndarray, shifts, channels) -> np.ndarray:
+    """Translate ``channels`` of each patch ``x[i]`` (C, H, W) by ``shifts[i] = (drow, dcol)`` pixels.
+
+    ``out[i, c, r, q] = x[i, c, r - drow, q - dcol]`` with indices clamped to the
+    patch (edges replicated); the other channels are copied unchanged.
+    """
+    out = np.array(x, copy=True)
+    h, w = x.shape[-2:]
+    ch = list(channels)
+    for i, (dr, dc) in enumerate(shifts):
+        rows = np.clip(np.arange(h) - int(dr), 0, h - 1)
+        cols = np.clip(np.arange(w) - int(dc), 0, w - 1)
+        out[i, ch] = x[i, ch][:, rows][:, :, cols]
+    return out
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The generator of one epoch's shuffling and augmentation (independent of earlier epochs)."""
     return np.random.default_rng([int(seed), int(epoch)])
 
 
-def cosine_lr(base_lr: float, epoch: int, epochs: int, floor: float = LR_FLOOR) -> float:
-    """Learning rate of (0-based) ``epoch``: cosine from ``base_lr`` to ``floor * base_lr`` over ``epochs``."""
-    if epochs <= 1:
+def cosine_lr(base_lr: float, epoch: int, epochs: int, floor: float = LR_FLOOR, warmup: int = 0) -> float:
+    """Learning rate of (0-based) ``epoch``: cosine from ``base_lr`` to ``floor * base_lr`` over ``epochs``.
+
+    With ``warmup`` > 0 the first ``warmup`` epochs ramp up linearly
+    (``base_lr * (epoch + 1) / (warmup + 1)``); the cosine then runs from
+    ``base_lr`` at epoch ``warmup`` to the floor at the last epoch.
+    """
+    if epoch < warmup:
+        return base_lr * (epoch + 1) / (warmup + 1)
+    span = epochs - 1 - warmup
+    if span <= 0:
         return base_lr
-    frac = min(epoch, epochs - 1) / (epochs - 1)
+    frac = min(epoch - warmup, span) / span
     return base_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
@@ -231,15 +338,24 @@ def psnr_log(z_pred: np.ndarray, z_true: np.ndarray, data_range: float) -> float
 # --------------------------------------------------------------------------- torch pieces
 
 @contextlib.contextmanager
-def _deterministic_torch() -> Iterator[None]:
+def _deterministic_torch(warn_only: bool = False) -> Iterator[None]:
+    """Deterministic algorithms inside the block; ``warn_only`` where some have no deterministic kernel.
+
+    On CUDA, grid_sample's backward (MMNTLSR's alignment) has none, so a GPU run
+    warns instead of failing and is reproducible only up to such kernels.
+    """
+    import os
+
     import torch
 
-    prev = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if warn_only:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(prev)
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
 def build_wrapper(model_cfg: Mapping[str, Any], channels, normalization: Mapping[str, Any]):
@@ -269,11 +385,12 @@ def predict_log(model, store: PatchStore, idx, batch_size: int) -> np.ndarray:
 
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for _, x, _ in store.iter_batches(idx, batch_size):
-            xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-            out.append(model.log_radiance(xt)[:, 0].numpy())
+            xt = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
+            out.append(model.log_radiance(xt)[:, 0].float().cpu().numpy())
     model.train(was_training)
     p = store.patch
     return np.concatenate(out) if out else np.zeros((0, p, p), np.float32)
@@ -351,7 +468,8 @@ def _canonical(obj) -> str:
 
 
 def _clone_state(module) -> dict:
-    return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
+    """A CPU copy of ``module``'s state (checkpoints load on any machine)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
 
 
 # --------------------------------------------------------------------------- training
@@ -375,12 +493,23 @@ def batch_loss(model, xt, tt, spec: TrainSpec):
     return masked_l1(out, tt)
 
 
-def train_one_epoch(model, opt, store: PatchStore, idx: np.ndarray, spec: TrainSpec, epoch: int) -> float:
+def train_one_epoch(model, opt, store: PatchStore, idx: np.ndarray, spec: TrainSpec, epoch: int,
+                    amp: "MixedPrecision | None" = None) -> float:
     """One pass over the training patches ``idx`` (order and augmentation from :func:`epoch_rng`).
+
+    Augmentation: one of the 8 dihedral transforms per patch and, with
+    ``train.shift_augment`` = s > 0, a translation of the PANDA channels by
+    integers drawn from [-s, s] pixels per axis (edges replicated), which
+    simulates PANDA geolocation error. ``amp`` (default: off) runs the forward
+    pass under autocast with a gradient scaler (:class:`MixedPrecision`).
 
     Returns the patch-weighted mean training loss (:func:`batch_loss`).
     """
     import torch
+
+    amp = amp if amp is not None else MixedPrecision(enabled=False)
+    device = next(model.parameters()).device
+    shifted = [store.channels.index(c) for c in SHIFTED_CHANNELS if c in store.channels]
 
     rng = epoch_rng(spec.seed, epoch)
     order = rng.permutation(idx)
@@ -388,12 +517,15 @@ def train_one_epoch(model, opt, store: PatchStore, idx: np.ndarray, spec: TrainS
     model.train()
     for _, x, t in store.iter_batches(order, spec.batch_size):
         x, t = augment(x, t, rng.integers(0, 8, size=len(x)))
-        xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        tt = torch.from_numpy(t)
-        loss = batch_loss(model, xt, tt, spec)
+        if spec.shift_augment:
+            x = shift_channels(x, rng.integers(-spec.shift_augment, spec.shift_augment + 1, size=(len(x), 2)),
+                               shifted)
+        xt = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
+        tt = torch.from_numpy(t).to(device)
+        with amp.autocast():
+            loss = batch_loss(model, xt, tt, spec)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        amp.step(loss, opt)
         losses.append(loss.item())
         weights.append(len(x))
     return float(np.average(losses, weights=weights))
@@ -404,14 +536,15 @@ def _fresh_state(model) -> dict[str, Any]:
             "finished": False, "stop_reason": None, "best_state": _clone_state(model)}
 
 
-def _restore(ck: Mapping[str, Any], model, opt, sched) -> dict[str, Any]:
-    """Load a checkpoint's resume state into model/optimizer/scheduler/RNG; return the loop state."""
+def _restore(ck: Mapping[str, Any], model, opt, sched, amp: MixedPrecision) -> dict[str, Any]:
+    """Load a checkpoint's resume state into model/optimizer/scheduler/scaler/RNG; return the loop state."""
     import torch
 
     res = ck["resume"]
     model.load_state_dict(res["model_state"])
     opt.load_state_dict(res["optimizer_state"])
     sched.load_state_dict(res["scheduler_state"])
+    amp.load_state_dict(res.get("scaler_state") or {})
     torch.set_rng_state(res["torch_rng_state"])
     return {"epoch": int(ck["epoch"]), "best_val_psnr_log": float(ck["best_val_psnr_log"]),
             "best_epoch": int(ck["best_epoch"]), "bad_epochs": int(res["bad_epochs"]),
@@ -420,7 +553,7 @@ def _restore(ck: Mapping[str, Any], model, opt, sched) -> dict[str, Any]:
 
 
 def _checkpoint(state: Mapping[str, Any], spec: TrainSpec, store: PatchStore, fingerprint, val_range: float,
-                model, opt, sched) -> dict[str, Any]:
+                model, opt, sched, amp: MixedPrecision) -> dict[str, Any]:
     """Everything ``checkpoint.pt`` holds (tensors and plain Python values only)."""
     import torch
 
@@ -443,6 +576,7 @@ def _checkpoint(state: Mapping[str, Any], spec: TrainSpec, store: PatchStore, fi
             "model_state": _clone_state(model),
             "optimizer_state": opt.state_dict(),
             "scheduler_state": sched.state_dict(),
+            "scaler_state": amp.state_dict(),
             "torch_rng_state": torch.get_rng_state(),
             "bad_epochs": state["bad_epochs"],
         },
@@ -501,25 +635,31 @@ def train_model(cfg: Mapping[str, Any], train_zarr, out_dir, *, stop_after: int 
         log.warning("%s: validation target is constant; PSNR uses data range 1", store.path)
         val_range = 1.0
 
-    with _deterministic_torch():
+    device = resolve_device(spec.device)
+    amp = MixedPrecision(enabled=spec.amp and device == "cuda", device=device)
+    if device == "cuda":
+        log.info("training on %s (mixed precision: %s)", torch.cuda.get_device_name(0),
+                 str(amp.dtype).removeprefix("torch.") if amp.enabled else "off")
+    with _deterministic_torch(warn_only=device == "cuda"):
         torch.manual_seed(spec.seed)
         model = build_wrapper(spec.model, store.channels, store.normalization)
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(device=device, memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: cosine_lr(1.0, e, spec.epochs))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: cosine_lr(1.0, e, spec.epochs, warmup=spec.warmup_epochs))
         state = _fresh_state(model)
         found = next((p for p in (ck_path, resume_path) if p.exists()), None)
         if found is not None:
             ck = read_checkpoint(found)
             if _canonical(ck.get("fingerprint")) == _canonical(fingerprint):
-                state = _restore(ck, model, opt, sched)
+                state = _restore(ck, model, opt, sched, amp)
                 log.info("%s: resuming after epoch %d", found, state["epoch"])
             else:
                 log.warning("%s: made with another config or other patches; training from scratch", found)
 
         def save() -> None:
             path = ck_path if state["finished"] else resume_path
-            save_checkpoint(path, _checkpoint(state, spec, store, fingerprint, val_range, model, opt, sched))
+            save_checkpoint(path, _checkpoint(state, spec, store, fingerprint, val_range, model, opt, sched, amp))
             write_text_atomic(hist_path, _history_csv(state["history"]))
             if state["finished"] and resume_path.exists():
                 resume_path.unlink()
@@ -541,7 +681,7 @@ def train_model(cfg: Mapping[str, Any], train_zarr, out_dir, *, stop_after: int 
                 e = state["epoch"]
                 t0 = time.perf_counter()
                 lr = opt.param_groups[0]["lr"]
-                train_loss = train_one_epoch(model, opt, store, train_idx, spec, e)
+                train_loss = train_one_epoch(model, opt, store, train_idx, spec, e, amp)
                 sched.step()
                 if val_idx.size:
                     score = psnr_log(predict_log(model, store, val_idx, 2 * spec.batch_size), z_val, val_range)
