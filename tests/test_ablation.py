@@ -49,7 +49,8 @@ def test_row_list_is_cumulative_and_ordered():
 def test_row_config_keeps_size_and_overrides_model():
     cfg = _cfg()
     unet = A.row_config(cfg, 8, epochs=3)
-    assert unet["model"] == {"name": "unet", "width": 4, "depth": 2}  # no mmntlsr-only keys
+    # no mmntlsr-only keys; the width gives about the parameters of full MMNTLSR at width 4
+    assert unet["model"] == {"name": "unet", "width": A.matched_unet_width(4, 2), "depth": 2}
     assert unet["train"]["epochs"] == 3 and cfg["train"]["epochs"] == 1  # the input is not modified
     full = A.row_config(cfg, 7)["model"]
     assert full["loss_weights"] == {"bright": 0.25} and all(full["modules"].values())
@@ -59,6 +60,20 @@ def test_row_config_keeps_size_and_overrides_model():
     for bad in ("0", "10", "a"):
         with pytest.raises(ValueError, match="rows"):
             A.parse_rows(bad)
+
+
+def test_matched_unet_width_has_the_closest_parameter_count():
+    from pandafine.models.mmntlsr import MMNTLSR
+    from pandafine.models.unet import UNet
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    for width, depth in [(8, 2), (24, 3)]:
+        w = A.matched_unet_width(width, depth)
+        goal = count(MMNTLSR(11, width, depth))
+        gaps = {v: abs(count(UNet(11, v, depth)) - goal) for v in (w - 1, w, w + 1)}
+        assert w >= width and gaps[w] == min(gaps.values()) and gaps[w] / goal < 0.1, (width, depth, gaps)
 
 
 def test_table_has_requested_rows_with_finite_metrics(ablation):
@@ -86,7 +101,8 @@ def test_overrides_reach_the_checkpoints(ablation):
         name, overrides = A.ABLATION_ROWS[row - 1]
         ck = T.read_checkpoint(out / A._ROWS[row - 1].slug / T.CHECKPOINT_NAME)
         mc = ck["model_config"]
-        assert mc["name"] == overrides["name"] and (mc["width"], mc["depth"]) == (4, 2)
+        width = A.matched_unet_width(4, 2) if overrides["name"] == "unet" else 4
+        assert mc["name"] == overrides["name"] and (mc["width"], mc["depth"]) == (width, 2)
         if mc["name"] == "mmntlsr":
             assert mc["modules"] == overrides["modules"], name
     base = T.read_checkpoint(out / "01-baseline" / T.CHECKPOINT_NAME)["model_config"]["modules"]

@@ -60,7 +60,7 @@ def test_output_shapes_eval_and_train(shape, depth):
     expected = {f: (b, 1, h // f, w // f) for f in (2, 4) if f <= 2**depth}
     assert {f: tuple(v.shape) for f, v in aux["multiscale"].items()} == expected
     assert aux["theta"].shape == (b, 2, 3) and aux["smoothness"].ndim == 0
-    assert len(aux["flows"]) == depth + 1
+    assert len(aux["flows"]) == depth  # local alignment at levels 1..depth
 
 
 def test_each_switch_changes_parameters_and_still_runs():
@@ -220,7 +220,8 @@ def test_losses_backprop_and_one_step_reduces_loss():
     mean = torch.nanmean(x.transpose(0, 1).reshape(C, -1), dim=1).view(1, C, 1, 1)
     std = x.transpose(0, 1).reshape(C, -1).nan_to_num(0).std(dim=1).clamp(min=1e-6).view(1, C, 1, 1)
     xn = ((x - mean) / std).nan_to_num(0.0)
-    model = tiny(width=4, depth=2).train()
+    # width 8: at width 4 the 1 km affine context of a 2x2-cell scene can be all dead ReLUs (zero gradient)
+    model = tiny(width=8, depth=2).train()
     perturb_alignment(model)  # non-zero flows: the smoothness term is active
 
     def total():
@@ -235,7 +236,7 @@ def test_losses_backprop_and_one_step_reduces_loss():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     opt.zero_grad()
     loss.backward()
-    for name in ("aux_head.1.weight", "ms_heads.2.weight", "ms_heads.4.weight", "panda_levels.0.field.flow.weight",
+    for name in ("aux_head.1.weight", "ms_heads.2.weight", "ms_heads.4.weight", "panda_levels.1.field.flow.weight",
                  "affine.fc.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name

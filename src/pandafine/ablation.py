@@ -4,7 +4,7 @@ Rows 1-5 reproduce the cumulative rows of the MMNTLSR paper's ablation
 (baseline, + deformable convolution, + affine transformation, + auxiliary
 supervision, + multi-scale prediction loss); rows 6-9 are our additions
 (+ multimodal fusion, + deformation field = full MMNTLSR, a concatenation UNet
-of the same width/depth, and the interpolation baseline of
+of the same depth and about the same parameter count, and the interpolation baseline of
 :mod:`pandafine.evaluate`, which needs no training). Each trained row is a copy
 of the config whose ``model`` section is replaced by the row's model (same
 ``width``/``depth``), trained with :func:`pandafine.train.train_model` and
@@ -130,10 +130,34 @@ def parse_rows(text: str | None) -> list[int] | None:
     return select_rows(rows)
 
 
+def matched_unet_width(width: int, depth: int, in_channels: int | None = None) -> int:
+    """The UNet width whose parameter count is closest to a full MMNTLSR of ``width`` and ``depth``.
+
+    The ablation's UNet row uses it, so that the concatenation baseline is
+    compared at (about) the same number of parameters, not at a smaller one.
+    """
+    from pandafine.channels import CHANNELS
+    from pandafine.models.mmntlsr import MMNTLSR
+    from pandafine.models.unet import UNet
+
+    c = len(CHANNELS) if in_channels is None else int(in_channels)
+
+    def count(m) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    goal = count(MMNTLSR(c, width, depth))
+    return min(range(width, 2 * width + 1), key=lambda w: (abs(count(UNet(c, w, depth)) - goal), w))
+
+
 def row_model_config(base_model: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The model section of one row: the base's ``width``/``depth`` (and that model's options), then ``overrides``."""
+    """The model section of one row: the base's ``width``/``depth`` (and that model's options), then ``overrides``.
+
+    The UNet row's width is :func:`matched_unet_width` of the base width (same parameter count as MMNTLSR).
+    """
     name = overrides["name"]
     carried = {k: copy.deepcopy(base_model[k]) for k in _CARRIED.get(name, ("width", "depth")) if k in base_model}
+    if name == "unet":
+        carried["width"] = matched_unet_width(int(base_model["width"]), int(base_model["depth"]))
     return {**carried, **copy.deepcopy(dict(overrides))}
 
 
@@ -199,7 +223,8 @@ def table_markdown(records: Sequence[Mapping[str, Any]], *, n_patches: int | Non
         "mean relative error of the brightest 1 % of pixels).",
         f"`{PAPER_LABEL}`: {PAPER_SOURCE}; other data, another PSNR definition; shown for rows 1-5 only "
         "and not comparable in absolute value with our columns.",
-        "Rows 1-7 add MMNTLSR switches cumulatively; row 8 is a concatenation UNet of the same width and depth; "
+        "Rows 1-7 add MMNTLSR switches cumulatively; row 8 is a concatenation UNet of the same depth, its width chosen for "
+        "the parameter count of full MMNTLSR; "
         "row 9 is the interpolation baseline (no training).",
     ]
     return "\n".join(lines + notes) + "\n"

@@ -158,12 +158,18 @@ class DeformableConv2d(nn.Module):
         Channels of the map the offsets are predicted from (0: from ``x`` itself).
     deformable : bool
         Learn offsets (True) or be a plain 3x3 convolution (False).
+    max_offset : float
+        Bound of every offset, in pixels (``max_offset * tanh(raw / max_offset)``:
+        the identity for small offsets, and no sampling far outside the taps,
+        which made training stall in our runs).
     """
 
     TAPS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # row-major, as conv weights
 
-    def __init__(self, in_channels: int, out_channels: int, guide_channels: int = 0, deformable: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, guide_channels: int = 0, deformable: bool = True,
+                 max_offset: float = 2.0) -> None:
         super().__init__()
+        self.max_offset = float(max_offset)
         ref = nn.Conv2d(in_channels, out_channels, 3, padding=1)  # default initialization of a conv
         self.weight = nn.Parameter(ref.weight.detach().clone())
         self.bias = nn.Parameter(ref.bias.detach().clone())
@@ -178,7 +184,7 @@ class DeformableConv2d(nn.Module):
         if not self.deformable:
             return F.conv2d(x, self.weight, self.bias, padding=1)
         offsets = self.offset(x if guide is None else torch.cat([x, guide], dim=1))
-        return self.deform(x, offsets)
+        return self.deform(x, self.max_offset * torch.tanh(offsets / self.max_offset))
 
     def deform(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """The deformable convolution with given ``offsets`` (B, 18, H, W): (dy, dx) per tap, in pixels."""
@@ -203,14 +209,17 @@ class DeformationField(nn.Module):
         Channels of the warped map.
     guide_channels : int
         Channels of the guide (reference geometry) map.
+    max_flow : float
+        Bound of the flow, in pixels (``max_flow * tanh(raw / max_flow)``).
     """
 
-    def __init__(self, in_channels: int, guide_channels: int) -> None:
+    def __init__(self, in_channels: int, guide_channels: int, max_flow: float = 2.0) -> None:
         super().__init__()
+        self.max_flow = float(max_flow)
         self.flow = nn.Conv2d(in_channels + guide_channels, 2, 3, padding=1)
         nn.init.zeros_(self.flow.weight)
         nn.init.zeros_(self.flow.bias)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flow = self.flow(torch.cat([x, guide], dim=1))
+        flow = self.max_flow * torch.tanh(self.flow(torch.cat([x, guide], dim=1)) / self.max_flow)
         return warp(x, flow), flow

@@ -64,7 +64,7 @@ from pandafine.models.blocks import ConvBlock, Down, Up
 DEFAULT_MODULES: dict[str, bool] = {"fusion": True, "affine": True, "deformable": True,
                                     "deformation_field": True, "auxiliary": True, "multiscale": True}
 #: Weights of the extra training loss terms (:func:`loss_terms`) added to the L1 on z.
-DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"saturation": 0.1, "bright": 0.5, "multiscale": 0.5, "smoothness": 0.01}
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"saturation": 0.1, "bright": 0.1, "multiscale": 0.25, "smoothness": 0.01}
 #: PANDA pixel size in working-grid pixels (1 km / 125 m).
 PANDA_FACTOR = 8
 #: Scales (downsampling factors) of the multi-scale outputs.
@@ -111,13 +111,17 @@ def _conv_relu(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
 
 
 class ModalityFusion(nn.Module):
-    """Fuse per-modality feature maps of one level into ``out_channels``.
+    """Fuse per-modality feature maps of one level into the main stream's ``out_channels``.
 
-    ``fusion=True``: each modality projected to ``out_channels`` (1x1; identity
-    when it already has them), a per-pixel softmax over modalities (gate from
-    the concatenated projections) weights their sum, then a local channel
-    attention (``x * sigmoid(1x1 -> ReLU -> 1x1)``). ``fusion=False``:
-    concatenation, 1x1 convolution, ReLU.
+    The first map is the main stream (Landsat at level 0, the fused features
+    carried down below it), the others are the modality features of the level.
+    ``fusion=True``: every map projected to ``out_channels`` (1x1; identity
+    when it already has them), a per-pixel softmax over the modalities (gate
+    from the concatenated projections) weights the non-main ones, their
+    gated sum is mixed with the main stream (1x1 on the concatenation, ReLU),
+    re-weighted by a local channel attention (``sigmoid(1x1 -> ReLU -> 1x1)``)
+    and *added* to the main stream (residual fusion: the main stream is never
+    averaged away). ``fusion=False``: concatenation, 1x1 convolution, ReLU.
     """
 
     def __init__(self, in_channels: Sequence[int], out_channels: int, fusion: bool = True) -> None:
@@ -125,8 +129,9 @@ class ModalityFusion(nn.Module):
         self.fusion = bool(fusion)
         if self.fusion:
             self.proj = nn.ModuleList(nn.Identity() if c == out_channels else nn.Conv2d(c, out_channels, 1)
-                                      for c in in_channels)
-            self.gate = nn.Conv2d(len(in_channels) * out_channels, len(in_channels), 1)
+                                      for c in in_channels[1:])
+            self.gate = nn.Conv2d(len(in_channels) * out_channels, len(in_channels) - 1, 1)
+            self.mix = nn.Sequential(nn.Conv2d(2 * out_channels, out_channels, 1), nn.ReLU(inplace=True))
             hidden = max(4, out_channels // 4)
             self.attention = nn.Sequential(nn.Conv2d(out_channels, hidden, 1), nn.ReLU(inplace=True),
                                            nn.Conv2d(hidden, out_channels, 1), nn.Sigmoid())
@@ -136,12 +141,13 @@ class ModalityFusion(nn.Module):
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         if not self.fusion:
             return self.mix(torch.cat(list(feats), dim=1))
-        proj = [p(f) for p, f in zip(self.proj, feats)]
-        weights = torch.softmax(self.gate(torch.cat(proj, dim=1)), dim=1)
-        fused = proj[0] * weights[:, 0:1]
-        for m in range(1, len(proj)):
-            fused = fused + proj[m] * weights[:, m:m + 1]
-        return fused * self.attention(fused)
+        main, others = feats[0], [p(f) for p, f in zip(self.proj, feats[1:])]
+        weights = torch.softmax(self.gate(torch.cat([main, *others], dim=1)), dim=1)
+        gated = others[0] * weights[:, 0:1]
+        for m in range(1, len(others)):
+            gated = gated + others[m] * weights[:, m:m + 1]
+        mixed = self.mix(torch.cat([main, gated], dim=1))
+        return main + mixed * self.attention(mixed)
 
 
 class PandaLevel(nn.Module):
@@ -181,17 +187,24 @@ class MMNTLSR(nn.Module):
         Channel names of the input, in order (default :data:`pandafine.channels.CHANNELS`).
     max_shift : float
         Largest translation of the affine alignment, in working-grid pixels.
+    aux_mode : {"features", "gate"}
+        How the auxiliary head reaches the output: as two extra input maps of
+        the super-resolution head (default), or by blending z towards the bright
+        map where the saturation probability is high.
     """
 
     def __init__(self, in_channels: int, width: int = 16, depth: int = 3, modules: Mapping[str, Any] | None = None,
-                 channels: Sequence[str] = CHANNELS, max_shift: float = 8.0) -> None:
+                 channels: Sequence[str] = CHANNELS, max_shift: float = 8.0, aux_mode: str = "features") -> None:
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"MMNTLSR needs width and depth >= 1, got width={width} depth={depth}")
         if in_channels != len(channels):
             raise ValueError(f"MMNTLSR: in_channels={in_channels} but {len(channels)} channel names {list(channels)}")
+        if aux_mode not in ("features", "gate"):
+            raise ValueError(f"MMNTLSR aux_mode {aux_mode!r}: expected 'features' or 'gate'")
         self.in_channels, self.width, self.depth = in_channels, width, depth
         self.switches = resolve_modules(modules)
+        self.aux_mode = aux_mode
         sw = self.switches
         self._panda = _channel_slice(channels, PANDA_CHANNELS)
         self._landsat = _channel_slice(channels, LANDSAT_CHANNELS)
@@ -200,32 +213,45 @@ class MMNTLSR(nn.Module):
         chans = [width * 2**k for k in range(depth + 1)]
         dem_chans = [max(4, c // 4) for c in chans]
         pc = width  # PANDA feature channels (1 km information is low-dimensional)
-        self.panda_level = min(3, depth)  # level the affine context is taken at (1/8 or the deepest)
 
-        # encoders
+        # encoders: the main stream starts from Landsat and, below level 0, carries the fused features down
         self.landsat_stem = ConvBlock(len(LANDSAT_CHANNELS), chans[0])
         self.landsat_downs = nn.ModuleList(Down(chans[k], chans[k + 1]) for k in range(depth))
         self.dem_stem = _conv_relu(len(DEM_CHANNELS), dem_chans[0])
         self.dem_downs = nn.ModuleList(_conv_relu(dem_chans[k], dem_chans[k + 1]) for k in range(depth))
+        # PANDA: a 1 km context encoder (wide receptive field on the cell means) and a full-resolution
+        # stem that sees the 8x8 cells as they lie on the grid (where a pixel sits within its cell)
         self.panda_encoder = nn.Sequential(_conv_relu(len(PANDA_CHANNELS), pc), _conv_relu(pc, pc),
                                            _conv_relu(pc, pc, dilation=2))
-        # alignment of PANDA
-        self.affine = (AffineAlign(pc + chans[self.panda_level], pc, max_shift=max_shift / PANDA_FACTOR)
-                       if sw["affine"] else None)
-        self.panda_levels = nn.ModuleList(PandaLevel(pc, chans[k], sw["deformable"], sw["deformation_field"])
+        self.panda_stem = ConvBlock(len(PANDA_CHANNELS), pc)
+        # alignment of PANDA: one affine transform per tile, predicted from PANDA and Landsat at 1 km by 3x3
+        # convolutions (a shift between the two is a spatial relation, which a 1x1 head cannot see) and
+        # applied to the full-resolution PANDA channels before both PANDA encoders
+        if sw["affine"]:
+            n_ctx = len(PANDA_CHANNELS) + len(LANDSAT_CHANNELS)
+            self.affine_context = nn.Sequential(_conv_relu(n_ctx, pc), _conv_relu(pc, pc),
+                                                _conv_relu(pc, pc, dilation=2))
+            self.affine = AffineAlign(pc, pc, max_shift=max_shift)
+        else:
+            self.affine_context, self.affine = None, None
+        # local alignment (deformable conv, deformation field) at levels 1.. (250 m and coarser: PANDA
+        # carries 1 km information, and level 0 would cost 4x level 1); level 0 gets a plain 3x3 conv
+        self.panda_levels = nn.ModuleList(PandaLevel(pc, chans[k], sw["deformable"] and k > 0,
+                                                     sw["deformation_field"] and k > 0)
                                           for k in range(depth + 1))
-        # fusion at every level
+        # fusion at every level, from high to low resolution
         self.fusions = nn.ModuleList(ModalityFusion((chans[k], pc, dem_chans[k]), chans[k], sw["fusion"])
                                      for k in range(depth + 1))
         # decoder and heads
         self.ups = nn.ModuleList(Up(chans[k + 1], chans[k]) for k in reversed(range(depth)))
-        self.sr_head = nn.Sequential(_conv_relu(chans[0], chans[0]), nn.Conv2d(chans[0], 1, 1))
         if sw["auxiliary"]:
             self.aux_head = nn.Sequential(_conv_relu(chans[0], chans[0]), nn.Conv2d(chans[0], 2, 1))
             with torch.no_grad():
                 self.aux_head[-1].bias[0] = -3.0  # start with a low saturation probability
         else:
             self.aux_head = None
+        head_in = chans[0] + (2 if sw["auxiliary"] and aux_mode == "features" else 0)
+        self.sr_head = nn.Sequential(_conv_relu(head_in, chans[0]), nn.Conv2d(chans[0], 1, 1))
         factors = [f for f in MULTISCALE_FACTORS if f <= 2**depth] if sw["multiscale"] else []
         self.ms_factors = tuple(factors)
         self.ms_heads = nn.ModuleDict({str(f): nn.Conv2d(chans[f.bit_length() - 1], 1, 1) for f in factors})
@@ -235,14 +261,22 @@ class MMNTLSR(nn.Module):
         """Input height and width must be multiples of this."""
         return max(PANDA_FACTOR, 2**self.depth)
 
-    def _panda_features(self, panda: torch.Tensor, landsat_feats: list[torch.Tensor]):
-        """PANDA encoded at 1/8 resolution, affinely aligned; returns ``(features, theta or None)``."""
-        p = self.panda_encoder(_halve(panda, 3))
+    def _panda_features(self, panda: torch.Tensor, landsat: torch.Tensor):
+        """Affinely aligned PANDA encoded at 1 km and at full resolution: ``(p8, p_full, theta or None)``."""
         theta = None
         if self.affine is not None:
-            ctx = _halve(landsat_feats[self.panda_level], 3 - self.panda_level)
-            p, theta = self.affine(p, torch.cat([p, ctx], dim=1))
-        return p, theta
+            ctx = self.affine_context(torch.cat([_halve(panda, 3), _halve(landsat, 3)], dim=1))
+            panda, theta = self.affine(panda, ctx)
+        return self.panda_encoder(_halve(panda, 3)), self.panda_stem(panda), theta
+
+    @staticmethod
+    def _panda_at(p8: torch.Tensor, p_full: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
+        """PANDA features of level ``k`` (the size of ``like``): 1 km context resampled + pooled full-resolution stem."""
+        if k < 3:
+            ctx = F.interpolate(p8, size=like.shape[-2:], mode="bilinear", align_corners=False)
+        else:
+            ctx = p8 if k == 3 else _halve(p8, k - 3)
+        return ctx + _halve(p_full, k)
 
     def forward(self, x: torch.Tensor):
         """z ``(B, 1, H, W)`` in eval mode; ``(z, aux)`` in training mode.
@@ -253,39 +287,36 @@ class MMNTLSR(nn.Module):
         ``theta`` (B, 2, 3).
         """
         panda, landsat, dem = x[:, self._panda], x[:, self._landsat], x[:, self._dem]
-        lf = [self.landsat_stem(landsat)]
-        for down in self.landsat_downs:
-            lf.append(down(lf[-1]))
-        df = [self.dem_stem(dem)]
-        for down in self.dem_downs:
-            df.append(down(F.avg_pool2d(df[-1], 2)))
-        p8, theta = self._panda_features(panda, lf)
-
+        p8, p_full, theta = self._panda_features(panda, landsat)
+        main = self.landsat_stem(landsat)
+        d = self.dem_stem(dem)
         fused, flows = [], []
         for k in range(self.depth + 1):
-            if k < 3:
-                pk = F.interpolate(p8, size=lf[k].shape[-2:], mode="bilinear", align_corners=False)
-            elif k == 3:
-                pk = p8
-            else:
-                pk = _halve(p8, k - 3)
-            pk, flow = self.panda_levels[k](pk, lf[k])
+            if k:
+                main = self.landsat_downs[k - 1](fused[-1])
+                d = self.dem_downs[k - 1](F.avg_pool2d(d, 2))
+            pk, flow = self.panda_levels[k](self._panda_at(p8, p_full, k, main), main)
             if flow is not None:
                 flows.append(flow)
-            fused.append(self.fusions[k]([lf[k], pk, df[k]]))
+            fused.append(self.fusions[k]([main, pk, d]))
 
         y = fused.pop()
         decoded = {self.depth: y}
         for up in self.ups:
             y = up(y, fused.pop())
             decoded[len(fused)] = y
-        z = self.sr_head(y)
         aux: dict[str, Any] = {}
         if self.aux_head is not None:
             a = self.aux_head(y)
             sat_logit, bright = a[:, 0:1], a[:, 1:2]
-            z = z + torch.sigmoid(sat_logit) * (bright - z)
             aux.update(sat_logit=sat_logit, bright=bright)
+            if self.aux_mode == "features":
+                z = self.sr_head(torch.cat([y, torch.sigmoid(sat_logit), bright], dim=1))
+            else:
+                z = self.sr_head(y)
+                z = z + torch.sigmoid(sat_logit) * (bright - z)
+        else:
+            z = self.sr_head(y)
         if not self.training:
             return z
         if self.ms_factors:
@@ -414,7 +445,7 @@ def weighted_extra_loss(aux: Mapping[str, Any], target: torch.Tensor, inputs: to
 def build_mmntlsr(model_cfg: Mapping[str, Any], in_channels: int) -> MMNTLSR:
     """:class:`MMNTLSR` from the ``model`` config section (``width``, ``depth``, optional ``modules``)."""
     return MMNTLSR(in_channels, width=int(model_cfg["width"]), depth=int(model_cfg["depth"]),
-                   modules=model_cfg.get("modules"))
+                   modules=model_cfg.get("modules"), aux_mode=str(model_cfg.get("aux_mode", "features")))
 
 
 __all__ = ["MMNTLSR", "DEFAULT_MODULES", "DEFAULT_LOSS_WEIGHTS", "resolve_modules", "auxiliary_losses",
