@@ -135,3 +135,26 @@ def test_rerun_does_not_retrain(ablation):
     A.run_ablation(cfg, zarr_path, out, rows=[1])
     assert cks[1].stat().st_mtime_ns != before[1]
     assert T.read_checkpoint(cks[1])["model_config"]["width"] == 6
+
+
+def test_seeds_give_mean_and_spread_and_the_unet_difference(ablation, tmp_path):
+    zarr_path, _, _ = ablation
+    out = tmp_path / "seeds"
+    path = A.run_ablation(_cfg(), zarr_path, out, rows=[1, 8, 9], seeds=[3, 4])
+    recs = {int(r["row"]): r for r in _read(path)}
+    per_seed = {s: json.loads((out / "01-baseline" / f"seed-{s}" / "metrics.json").read_text())
+                ["test_split"]["model"] for s in (3, 4)}
+    assert T.read_checkpoint(out / "01-baseline" / "seed-4" / T.CHECKPOINT_NAME)["fingerprint"]["spec"]["seed"] == 4
+    a, b = per_seed[3]["psnr_log_db"], per_seed[4]["psnr_log_db"]
+    assert a != b  # the seeds make different runs
+    assert float(recs[1]["psnr_log_db"]) == pytest.approx((a + b) / 2, rel=1e-5)
+    assert float(recs[1]["psnr_log_db_sd"]) == pytest.approx(abs(a - b) / math.sqrt(2), rel=1e-4)
+    assert recs[1]["n_seeds"] == recs[8]["n_seeds"] == "2" and recs[9]["n_seeds"] == ""
+    diff = float(recs[1]["psnr_log_db"]) - float(recs[8]["psnr_log_db"])
+    assert float(recs[1]["psnr_log_vs_unet_db"]) == pytest.approx(diff, abs=1e-3)  # CSV: 6 significant digits
+    assert recs[8]["psnr_log_vs_unet_db"] == ""
+    md = (out / A.MD_NAME).read_text()
+    assert "±" in md and "2 training seeds" in md
+    with pytest.raises(ValueError, match="seeds"):
+        A.parse_seeds("3,3")
+    assert A.parse_seeds("5, 6") == [5, 6] and A.parse_seeds("") is None

@@ -49,8 +49,11 @@ PAPER_SOURCE = "MMNTLSR paper, ablation on the Luojia-01 2018 test set (reported
 #: Test-split metrics collected from ``metrics.json`` (``test_split.model`` / ``test_split.interpolation``).
 METRIC_KEYS = ("psnr_log_db", "psnr_radiance_db", "ssim_log", "rmse_radiance", "total_light_error",
                "brightest_1pct_error")
+#: Metrics whose spread over seeds is reported (``<key>_sd`` columns).
+SPREAD_KEYS = ("psnr_log_db", "psnr_radiance_db", "brightest_1pct_error")
 CSV_COLUMNS = ("row", "name", "slug", "model", "modules_on", "paper_luojia01_2018_psnr_db", *METRIC_KEYS,
-               "n_params", "train_seconds", "epochs_run", "best_epoch")
+               "n_params", "train_seconds", "epochs_run", "best_epoch", "n_seeds",
+               *(f"{k}_sd" for k in SPREAD_KEYS), "psnr_log_vs_unet_db")
 
 _SWITCHES = ("fusion", "affine", "deformable", "deformation_field", "auxiliary", "multiscale")
 
@@ -161,8 +164,9 @@ def row_model_config(base_model: Mapping[str, Any], overrides: Mapping[str, Any]
     return {**carried, **copy.deepcopy(dict(overrides))}
 
 
-def row_config(cfg: Mapping[str, Any], row: int, *, epochs: int | None = None) -> dict[str, Any]:
-    """A deep copy of ``cfg`` for trained row ``row`` (1-based): its model, and ``train.epochs`` if given."""
+def row_config(cfg: Mapping[str, Any], row: int, *, epochs: int | None = None,
+               seed: int | None = None) -> dict[str, Any]:
+    """A deep copy of ``cfg`` for trained row ``row`` (1-based): its model, ``train.epochs`` and ``run.seed`` if given."""
     overrides = _ROWS[row - 1].overrides
     if overrides is None:
         raise ValueError(f"ablation row {row} ({_ROWS[row - 1].name}) has no model to train")
@@ -172,6 +176,47 @@ def row_config(cfg: Mapping[str, Any], row: int, *, epochs: int | None = None) -
         if int(epochs) < 1:
             raise ValueError(f"ablation epochs {epochs!r}: expected >= 1")
         out["train"] = {**out["train"], "epochs": int(epochs)}
+    if seed is not None:
+        out["run"] = {**out["run"], "seed": int(seed)}
+    return out
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``"42,43"`` -> ``[42, 43]`` (``None``/empty: the config's ``run.seed``); for the command line."""
+    if text is None or not text.strip():
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise ValueError(f"--seeds {text!r}: expected comma-separated integers") from exc
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds {text!r}: expected distinct non-negative integers")
+    return seeds
+
+
+def aggregate_seeds(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One table row from the records of one row trained with several seeds.
+
+    Metrics and ``train_seconds`` are means over the seeds; ``<key>_sd`` (for
+    :data:`SPREAD_KEYS`) the sample standard deviation (``None`` for one seed);
+    ``epochs_run``/``best_epoch`` those of the first seed; ``n_seeds`` the count.
+    """
+    if not recs:
+        raise ValueError("aggregate_seeds: no records")
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None and math.isfinite(v)]
+        return float(np.mean(vals)) if vals else None
+
+    out = {k: recs[0].get(k) for k in ("model_config", "n_params", "epochs_run", "best_epoch", "n_patches",
+                                       "n_pixels")}
+    out["metrics"] = {k: mean([r["metrics"].get(k) for r in recs]) for k in METRIC_KEYS}
+    times = [r.get("train_seconds") for r in recs]
+    out["train_seconds"] = mean(times) if all(v is not None for v in times) else None
+    out["n_seeds"] = len(recs)
+    for k in SPREAD_KEYS:
+        vals = [r["metrics"].get(k) for r in recs if r["metrics"].get(k) is not None]
+        out[f"{k}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
     return out
 
 
@@ -203,29 +248,38 @@ def table_markdown(records: Sequence[Mapping[str, Any]], *, n_patches: int | Non
     def num(v, spec):
         return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
-    head = ["#", "row", f"{PAPER_LABEL} PSNR dB", "PSNR log dB", "PSNR radiance dB", "SSIM log", "RMSE radiance",
-            "total light err", "brightest 1% err", "params", "train s", "epochs (best)"]
+    def spread(r, key, spec):
+        sd = r.get(f"{key}_sd")
+        return num(r.get(key), spec) + (f" ± {format(sd, spec)}" if sd is not None else "")
+
+    n_seeds = max((r.get("n_seeds") or 1) for r in records) if records else 1
+    head = ["#", "row", f"{PAPER_LABEL} PSNR dB", "PSNR log dB", "vs UNet dB", "PSNR radiance dB", "SSIM log",
+            "RMSE radiance", "total light err", "brightest 1% err", "params", "train s", "epochs (best)"]
     align = "|" + "|".join("---:" if i != 1 else ":---" for i in range(len(head))) + "|"
     lines = ["| " + " | ".join(head) + " |", align]
     for r in records:
         ep = f"{r['epochs_run']} ({r['best_epoch']})" if r.get("epochs_run") is not None else ""
         lines.append("| " + " | ".join([
             str(r["row"]), r["name"], num(r.get("paper_luojia01_2018_psnr_db"), ".2f"),
-            num(r.get("psnr_log_db"), ".2f"), num(r.get("psnr_radiance_db"), ".2f"), num(r.get("ssim_log"), ".3f"),
+            spread(r, "psnr_log_db", ".2f"), num(r.get("psnr_log_vs_unet_db"), "+.2f"),
+            spread(r, "psnr_radiance_db", ".2f"), num(r.get("ssim_log"), ".3f"),
             num(r.get("rmse_radiance"), ".3g"), num(r.get("total_light_error"), ".3f"),
-            num(r.get("brightest_1pct_error"), ".3f"), num(r.get("n_params"), ",d"),
+            spread(r, "brightest_1pct_error", ".3f"), num(r.get("n_params"), ",d"),
             num(r.get("train_seconds"), ".1f"), ep]) + " |")
     where = "" if n_patches is None else f" ({n_patches} test patches, {n_pixels} pixels)"
+    seeds = ("" if n_seeds == 1 else
+             f" Trained rows: mean ± sample standard deviation over {n_seeds} training seeds (`run.seed` values "
+             "of `ablation.seeds`); `epochs (best)` of the first seed.")
     notes = [
         "",
         f"Our columns: metrics on the test split of the training patches{where}, as in `metrics.json` "
         "(PSNR on z = log1p(L / L_ref) and on radiance, SSIM on z, RMSE of radiance, relative total-light error, "
-        "mean relative error of the brightest 1 % of pixels).",
+        "mean relative error of the brightest 1 % of pixels)." + seeds,
+        "`vs UNet dB`: PSNR log of the row minus that of the UNet row (when the UNet row was run).",
         f"`{PAPER_LABEL}`: {PAPER_SOURCE}; other data, another PSNR definition; shown for rows 1-5 only "
         "and not comparable in absolute value with our columns.",
         "Rows 1-7 add MMNTLSR switches cumulatively; row 8 is a concatenation UNet of the same depth, its width chosen for "
-        "the parameter count of full MMNTLSR; "
-        "row 9 is the interpolation baseline (no training).",
+        "the parameter count of full MMNTLSR; row 9 is the interpolation baseline (no training).",
     ]
     return "\n".join(lines + notes) + "\n"
 
@@ -251,11 +305,11 @@ def _n_params(model_dir: Path) -> int:
 
 
 def _trained_row(cfg: Mapping[str, Any], train_zarr: Path, row: int, row_dir: Path, data_fp: Mapping[str, Any],
-                 epochs: int | None) -> dict[str, Any]:
+                 epochs: int | None, seed: int | None = None) -> dict[str, Any]:
     from pandafine.evaluate import evaluate_model
     from pandafine.train import TrainSpec, read_checkpoint, train_model
 
-    rcfg = row_config(cfg, row, epochs=epochs)
+    rcfg = row_config(cfg, row, epochs=epochs, seed=seed)
     spec = TrainSpec.from_config(rcfg)
     key = _canonical({"row": _ROWS[row - 1].slug, "train": spec.as_dict(), "data": data_fp,
                       "factor": int(rcfg["grid"]["factor"]), "eval_batch_size": int(rcfg["train"]["batch_size"])})
@@ -336,7 +390,7 @@ def _modules_on(model_config: Mapping[str, Any] | None) -> str:
 
 
 def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[int] | None = None,
-                 epochs: int | None = None) -> Path:
+                 epochs: int | None = None, seeds: Sequence[int] | None = None) -> Path:
     """Train and evaluate the ablation rows; write ``ablation.csv`` and ``ablation.md`` into ``out_dir``.
 
     Parameters
@@ -352,6 +406,11 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
         1-based row numbers to run (default: all nine).
     epochs : int, optional
         Overrides ``train.epochs`` for every trained row.
+    seeds : sequence of int, optional
+        Train every trained row once per seed (as ``run.seed``) and report the
+        mean and spread (:func:`aggregate_seeds`); row ``k`` seed ``s`` lives in
+        ``out_dir/<slug>/seed-<s>/``. Default: one run with the config's seed
+        in ``out_dir/<slug>/``.
 
     Returns
     -------
@@ -361,6 +420,10 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
     from pandafine.train import PatchStore
 
     selected = select_rows(rows)
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"ablation seeds {seeds!r}: expected a non-empty list of distinct integers")
     train_zarr, out_dir = Path(train_zarr), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_fp = PatchStore(train_zarr).fingerprint()
@@ -371,9 +434,12 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
         row_dir = out_dir / spec.slug
         t0 = time.perf_counter()
         if spec.overrides is None:
-            rec = _interpolation_row(cfg, train_zarr, row_dir, data_fp)
+            rec = {**_interpolation_row(cfg, train_zarr, row_dir, data_fp), "n_seeds": None}
+        elif seeds is None:
+            rec = {**_trained_row(cfg, train_zarr, row, row_dir, data_fp, epochs), "n_seeds": 1}
         else:
-            rec = _trained_row(cfg, train_zarr, row, row_dir, data_fp, epochs)
+            rec = aggregate_seeds([_trained_row(cfg, train_zarr, row, row_dir / f"seed-{s}", data_fp, epochs, s)
+                                   for s in seeds])
         log.info("ablation row %d (%s): PSNR(log) %s dB (%.1f s)", row, spec.name,
                  _fmt(rec["metrics"]["psnr_log_db"]), time.perf_counter() - t0)
         n_patches, n_pixels = rec.get("n_patches"), rec.get("n_pixels")
@@ -381,7 +447,12 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
         records.append({"row": row, "name": spec.name, "slug": spec.slug,
                         "model": mc["name"] if mc else "interpolation", "modules_on": _modules_on(mc),
                         "paper_luojia01_2018_psnr_db": spec.paper_psnr_db, **rec["metrics"],
-                        **{k: rec.get(k) for k in ("n_params", "train_seconds", "epochs_run", "best_epoch")}})
+                        **{k: rec.get(k) for k in ("n_params", "train_seconds", "epochs_run", "best_epoch", "n_seeds",
+                                                   *(f"{s}_sd" for s in SPREAD_KEYS))}})
+    unet = next((r["psnr_log_db"] for r in records if r["model"] == "unet" and r["psnr_log_db"] is not None), None)
+    for r in records:
+        r["psnr_log_vs_unet_db"] = (r["psnr_log_db"] - unet if unet is not None and r["psnr_log_db"] is not None
+                                    and r["model"] != "unet" else None)
     csv_path = out_dir / CSV_NAME
     write_text_atomic(out_dir / MD_NAME, table_markdown(records, n_patches=n_patches, n_pixels=n_pixels))
     write_text_atomic(csv_path, table_csv(records))  # last: the workflow's target
@@ -389,4 +460,5 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
 
 
 __all__ = ["ABLATION_ROWS", "PAPER_PSNR_DB", "PAPER_LABEL", "AblationRow", "run_ablation", "row_config",
-           "row_model_config", "select_rows", "parse_rows", "evaluate_interpolation", "table_csv", "table_markdown"]
+           "row_model_config", "matched_unet_width", "select_rows", "parse_rows", "parse_seeds", "aggregate_seeds",
+           "evaluate_interpolation", "table_csv", "table_markdown"]

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="ablation directory (one sub-directory per row)")
     p.add_argument("--epochs", type=int, help="train.epochs of every trained row (default: the config's)")
     p.add_argument("--rows", help="comma-separated row numbers 1-9 (default: all)")
+    p.add_argument("--seeds", help="comma-separated training seeds: every trained row once per seed, mean and "
+                                   "spread in the table (default: one run with run.seed)")
 
     p = cmd("design-space", "train (or reuse) and evaluate models x samplers x steps x precisions; write "
                             "design_space.csv and design_space.md")
@@ -280,9 +282,10 @@ def run(args: argparse.Namespace) -> int:
                           args.metrics, args.output, panda=panda, factor=int(cfg["grid"]["factor"]),
                           train_years=cfg["run"]["target_years"])
     elif c == "ablation":
-        from .ablation import parse_rows, run_ablation
+        from .ablation import parse_rows, parse_seeds, run_ablation
 
-        run_ablation(cfg, args.tiles, args.out, rows=parse_rows(args.rows), epochs=args.epochs)
+        run_ablation(cfg, args.tiles, args.out, rows=parse_rows(args.rows), epochs=args.epochs,
+                     seeds=parse_seeds(args.seeds))
     elif c == "design-space":
         from .design_space import run_design_space
 

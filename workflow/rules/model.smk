@@ -104,14 +104,15 @@ rule precision:
 
 
 # Part of `rule all` and of the report when config `ablation.enabled` is true; otherwise run it
-# with `snakemake results/ablation/ablation.csv`. `ablation.epochs`/`ablation.rows` become
-# --epochs/--rows (params: changing them reruns the rule). The row directories are not declared
+# with `snakemake results/ablation/ablation.csv`. `ablation.epochs`/`ablation.rows`/`ablation.seeds` become
+# --epochs/--rows/--seeds (params: changing them reruns the rule). The row directories are not declared
 # outputs, so a failed or interrupted ablation resumes where it stopped.
 ABLATION = config.get("ablation", {})
 ABLATION_ENABLED = bool(ABLATION.get("enabled", False))
 ABLATION_ARGS = " ".join(
     ([f"--epochs {ABLATION['epochs']}"] if "epochs" in ABLATION else [])
     + ([f"--rows {','.join(str(r) for r in sorted(ABLATION['rows']))}"] if "rows" in ABLATION else [])
+    + ([f"--seeds {','.join(str(s) for s in ABLATION['seeds'])}"] if "seeds" in ABLATION else [])
 )
 
 
