@@ -249,6 +249,63 @@ def test_prefetch_keeps_order_and_forwards_errors():
         next(it)
 
 
+class _SlowWriter:
+    def __init__(self, delay=0.0, fail_at=None):
+        import threading
+
+        self.calls, self.closed, self.delay, self.fail_at = [], False, delay, fail_at
+        self.threads = set()
+        self._threading = threading
+
+    def write(self, first_row, block):
+        import time
+
+        self.threads.add(self._threading.current_thread().name)
+        if self.fail_at is not None and first_row == self.fail_at:
+            raise OSError(f"disk full at row {first_row}")
+        time.sleep(self.delay)
+        self.calls.append((first_row, block.copy()))
+
+    def close(self):
+        self.closed = True
+
+
+def test_write_behind_keeps_order_overlaps_and_forwards_errors():
+    import time
+
+    from pandafine.infer import WriteBehind
+
+    inner = _SlowWriter(delay=0.05)
+    blocks = [(8 * i, np.full((8, 4), i, np.float32)) for i in range(6)]
+    t0 = time.perf_counter()
+    with WriteBehind(inner, depth=8) as w:
+        for row, block in blocks:
+            w.write(row, block)
+        queued = time.perf_counter() - t0
+    assert queued < 0.05 * len(blocks) / 2  # the caller did not wait for the slow writes
+    assert [r for r, _ in inner.calls] == [r for r, _ in blocks] and inner.closed
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(inner.calls, blocks))
+    assert inner.threads == {"pandafine-write-behind"}
+    # a writer error surfaces in the caller, later rows are not written, the writer is not closed
+    inner = _SlowWriter(fail_at=8)
+    w = WriteBehind(inner, depth=1)
+    with pytest.raises(OSError, match="disk full at row 8"):
+        for row, block in blocks:
+            w.write(row, block)
+            time.sleep(0.01)
+        w.close()
+    w.abort()  # ends the thread
+    assert [r for r, _ in inner.calls] == [0] and not inner.closed
+    # leaving the block by an exception aborts: queued rows dropped, no close
+    inner = _SlowWriter(delay=0.05)
+    with pytest.raises(RuntimeError, match="model failed"):
+        with WriteBehind(inner, depth=8) as w:
+            for row, block in blocks:
+                w.write(row, block)
+            raise RuntimeError("model failed")
+    assert not inner.closed and len(inner.calls) < len(blocks)
+
+
 # --------------------------------------------------------------------------- end to end
 
 def test_infer_year_writes_masked_cog(tmp_path, cfg, models, sessions):

@@ -247,6 +247,83 @@ def output_blocksize(height: int, width: int) -> int | None:
     return None
 
 
+class WriteBehind:
+    """Hand ``write(*args)`` calls to a background thread, at most ``depth`` waiting.
+
+    The thread calls ``writer.write(*args)`` in order, then ``writer.close()``
+    when :meth:`close` is called, so that compressing and writing one block row
+    overlaps with computing the next. An exception raised by the writer is
+    re-raised by the next :meth:`write` or by :meth:`close`; after
+    :meth:`abort` (or an error) nothing more is written. Use it as a context
+    manager: leaving the block normally closes it, leaving by an exception
+    aborts it.
+
+    Parameters
+    ----------
+    writer : object
+        Has ``write(*args)`` and ``close()``; only the background thread uses it.
+    depth : int
+        Most calls queued (each holds its arguments, e.g. one block row).
+    """
+
+    _CLOSE = object()
+
+    def __init__(self, writer, depth: int = 2) -> None:
+        self._writer = writer
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+        self._error: BaseException | None = None
+        self._aborted = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pandafine-write-behind", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is self._CLOSE:
+                if self._error is None and not self._aborted.is_set():
+                    try:
+                        self._writer.close()
+                    except BaseException as exc:  # forwarded to the caller of close()
+                        self._error = exc
+                return
+            if self._error is not None or self._aborted.is_set():
+                continue  # drain without writing
+            try:
+                self._writer.write(*item)
+            except BaseException as exc:  # forwarded to the next write()/close()
+                self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, *args) -> None:
+        """Queue one ``writer.write(*args)`` (blocks while ``depth`` calls are waiting)."""
+        self._raise()
+        self._q.put(args)
+
+    def close(self) -> None:
+        """Write what is queued, close the writer, wait for the thread; re-raise a writer error."""
+        self._q.put(self._CLOSE)
+        self._thread.join()
+        self._raise()
+
+    def abort(self) -> None:
+        """Drop what is queued, do not close the writer, wait for the thread."""
+        self._aborted.set()
+        self._q.put(self._CLOSE)
+        self._thread.join()
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 class _BlockRowWriter:
     """Collect finished rows and write them to a tiled GeoTIFF one block row at a time.
 
@@ -378,15 +455,15 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
             dst.set_band_unit(1, RADIANCE_UNITS)
             dst.update_tags(1, units=RADIANCE_UNITS, quantity="radiance")
             dst.update_tags(**tags)
-            writer = _BlockRowWriter(dst, blocksize)
             batches = prefetch(iter_tile_batches(cube.inputs, layout, params.batch_size, source=str(cube.path)),
                                depth=2)
             stack.callback(batches.close)
             tiles = predict_tiles(session, batches, mask_channel=mask_index, source=str(model_path),
                                   on_row=lambda _row: bar.update(1))
-            for first_row, block in blend_tiles(tiles, layout):
-                writer.write(first_row, block)
-            writer.close()
+            # reading (prefetch), computing and writing (write-behind) overlap: three threads
+            with WriteBehind(_BlockRowWriter(dst, blocksize), depth=2) as writer:
+                for first_row, block in blend_tiles(tiles, layout):
+                    writer.write(first_row, block)
         write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
                   blocksize=int(cfg["product"]["blocksize"]), tags=tags)
     finally:
@@ -409,6 +486,6 @@ def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
     return out
 
 
-__all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "run_model",
+__all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "run_model",
            "check_model_io", "predict_tiles", "remove_stale_temporaries", "output_blocksize", "infer_year",
            "infer_array")
