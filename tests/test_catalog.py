@@ -173,8 +173,8 @@ def test_items_describe_the_cogs(built, products):
         assert asset["type"] == COG_MEDIA_TYPE and asset["roles"] == ["data"]
         assert asset["file:checksum"] == "1220" + file_sha256(cog)
         assert asset["file:size"] == cog.stat().st_size
-        assert asset["raster:bands"] == [{"data_type": "float32", "nodata": "nan", "unit": "W m-2 sr-1 um-1",
-                                          "spatial_resolution": 125.0}]
+        assert asset["raster:bands"] == [{"name": "radiance", "data_type": "float32", "nodata": "nan",
+                                          "unit": "W m-2 sr-1 um-1", "spatial_resolution": 125.0}]
         with rasterio.open(cog) as src:
             assert props["proj:shape"] == [src.height, src.width] == [48, 64]
             assert props["proj:transform"] == list(src.transform)[:6]

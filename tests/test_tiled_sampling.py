@@ -190,6 +190,7 @@ def trained(tmp_path_factory):
                                                                          else "euler", "steps": 6}}
         T.train_model(cfg, zarr, d / name, progress=False)
         out[name] = T.load_trained_model(d / name)[0]
+    out["dir"] = d  # checkpoints in dir/<name>/checkpoint.pt
     return out
 
 
@@ -219,3 +220,76 @@ def test_mask_channel_makes_nodata(trained):
     sample = TS.model_tile_sampler(trained["flow"])
     out = TS.sample_region(sample, inputs, tile=16, overlap=0.25, seed=1, mask_channel=0)
     assert np.isnan(out[:5, :7]).all() and np.isfinite(out[5:]).all()
+
+
+# --------------------------------------------------------------------------- yearly products of a generative model
+
+def _cube(path, inputs, year=2018):
+    import zarr
+    from affine import Affine
+
+    from pandafine.channels import CHANNELS
+    from pandafine.grid import Grid
+
+    c, h, w = inputs.shape
+    grid = Grid("EPSG:32649", Affine(125.0, 0, 300000.0, 0, -125.0, 3800000.0), w, h, 8)
+    group = zarr.open_group(str(path), mode="w")
+    arr = group.create_array("inputs", shape=inputs.shape, dtype="float32", chunks=(c, 32, 32), fill_value=np.nan)
+    arr[:] = inputs
+    group.attrs.update(channels=list(CHANNELS), year=year, grid=grid.to_dict())
+    return path
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_infer_year_samples_a_generative_checkpoint(trained, tmp_path, members):
+    """pandafine infer on a diffusion checkpoint: the product is sample_region (ensemble) of the cube."""
+    import rasterio
+    import yaml
+
+    from pandafine.catalog import read_product
+    from pandafine.infer import infer_year
+    from pandafine.product import validate_cog
+
+    inputs, _ = make_scene(96, seed=4)
+    inputs[0, :8, :16] = np.nan  # PANDA nodata
+    cube = _cube(tmp_path / "2018.zarr", inputs.astype(np.float32))
+    cfg = yaml.safe_load(open(__import__("pathlib").Path(__file__).parents[1] / "config.yaml"))
+    cfg["infer"].update(tile=32, overlap=0.25, window="hann", batch_size=4, ensemble=members)
+    cfg["product"]["blocksize"] = 256
+    ck = trained["dir"] / "diffusion" / "checkpoint.pt"
+    out = infer_year(cfg, cube, ck, tmp_path / "PANDA-FINE_2018.tif", progress=False)
+    ok, errors, _ = validate_cog(out)
+    assert ok, errors
+    sample = TS.model_tile_sampler(trained["diffusion"])
+    tiling = dict(tile=32, overlap=0.25, window="hann", batch_size=4, mask_channel=0)
+    with rasterio.open(out) as src:
+        arr = src.read()
+        assert src.count == (2 if members > 1 else 1) and src.tags()["ensemble_members"] == str(members)
+        assert src.descriptions[0] == "radiance" and (members == 1 or src.descriptions[1] == "radiance_spread")
+    if members == 1:
+        expected = TS.sample_region(sample, inputs, seed=0, **tiling)
+        assert np.allclose(arr[0], expected, rtol=1e-5, atol=1e-12, equal_nan=True)
+    else:
+        mean, spread = TS.sample_region_ensemble(sample, inputs, members, seed=0, **tiling)
+        assert np.allclose(arr[0], mean, rtol=1e-4, atol=1e-11, equal_nan=True)
+        ok = np.isfinite(spread)
+        diff = arr[1][ok].astype(np.float64) - spread[ok]
+        scale = float(spread[ok].mean())
+        print(f"ensemble product: spread - reference: median {np.median(np.abs(diff)) / scale:.2e}, "
+              f"99 % {np.quantile(np.abs(diff), 0.99) / scale:.2e}, min {diff.min() / scale:.2e} (x mean spread)")
+        # blended moments, then the spread: the reference where overlapping tiles agree, and never less than it
+        # (their disagreement adds to the spread), up to float32 rounding
+        assert np.median(np.abs(diff)) <= 1e-3 * scale and np.quantile(np.abs(diff), 0.99) <= 0.05 * scale
+        assert diff.min() >= -1e-3 * scale
+        assert float(np.nanmean(arr[1])) > 0
+        assert read_product(out).bands == ("radiance", "radiance_spread")
+    assert np.isnan(arr[:, :8, :16]).all() and np.isfinite(arr[:, 8:]).all()
+
+
+def test_ensemble_needs_a_generative_model(tmp_path):
+    from pandafine.infer import InferParams
+
+    with pytest.raises(ValueError, match="infer.ensemble"):
+        InferParams(32, 0.25, "hann", 4, ("CPUExecutionProvider",), 0)
+    sq = np.stack([np.full((2, 3), 2.0), np.full((2, 3), 5.0)]).astype(np.float32)  # E[x]=2, E[x^2]=5 -> sd 1
+    assert np.allclose(TS.spread_from_moments(sq), np.stack([np.full((2, 3), 2.0), np.ones((2, 3))]))

@@ -97,6 +97,25 @@ def test_dry_run_lists_every_stage(tmp_path, tiny_config_path):
         assert rule in proc.stdout, rule
 
 
+def test_generative_model_products_come_from_its_checkpoint(tmp_path, tiny_config_path):
+    """model.name: diffusion: infer samples checkpoint.pt (no ONNX export), infer.ensemble reaches the job."""
+    import yaml
+
+    cfg = yaml.safe_load(tiny_config_path.read_text())
+    cfg["model"] = {"name": "diffusion", "width": 8, "depth": 2}
+    cfg["infer"]["ensemble"] = 4
+    cfg["ablation"]["enabled"] = False
+    path = tmp_path / "diffusion.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _snakemake(tmp_path, "-n", "-p", "--forceall", config=path)
+    assert proc.returncode == 0, proc.stderr
+    import re
+
+    assert not re.search(r"^(local)?rule export:", proc.stdout, re.M), "a generative model is not exported"
+    infer = [line for line in proc.stdout.splitlines() if "pandafine infer" in line]
+    assert infer and all("--model results/models/diffusion/checkpoint.pt" in line for line in infer), infer
+
+
 @pytest.fixture(scope="module")
 def tiny_report(tiny_run, tiny_config_path) -> Path:
     """``snakemake --report`` of the tiny run (built once for the report tests)."""

@@ -56,6 +56,8 @@ class ProductInfo:
     tags: Mapping[str, str]
     size: int
     sha256: str
+    #: Band names (descriptions): ``("radiance",)``, or ``("radiance", "radiance_spread")`` for an ensemble.
+    bands: tuple[str, ...] = ("radiance",)
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -150,11 +152,14 @@ def make_item(info: ProductInfo, item_path: Path, collection_path: Path) -> dict
     nodata: Any = info.nodata
     if nodata is not None and nodata != nodata:  # NaN is not JSON; the raster extension spells it "nan"
         nodata = "nan"
-    band: dict[str, Any] = {"data_type": info.dtype, "spatial_resolution": abs(info.transform[0])}
-    if nodata is not None:
-        band["nodata"] = nodata
-    if info.units:
-        band["unit"] = info.units
+    raster_bands = []
+    for name in info.bands:
+        band: dict[str, Any] = {"name": name, "data_type": info.dtype, "spatial_resolution": abs(info.transform[0])}
+        if nodata is not None:
+            band["nodata"] = nodata
+        if info.units:
+            band["unit"] = info.units
+        raster_bands.append(band)
     props: dict[str, Any] = {
         "datetime": None,
         "start_datetime": start,
@@ -192,7 +197,7 @@ def make_item(info: ProductInfo, item_path: Path, collection_path: Path) -> dict
                 "type": COG_MEDIA_TYPE,
                 "title": f"Radiance ({info.units})" if info.units else "Radiance",
                 "roles": ["data"],
-                "raster:bands": [band],
+                "raster:bands": raster_bands,
                 "file:size": int(info.size),
                 "file:checksum": sha256_multihash(info.sha256),
             },
@@ -289,14 +294,19 @@ def read_product(path: str | os.PathLike) -> ProductInfo:
     with rasterio.open(path) as src:
         if src.crs is None:
             raise ValueError(f"{path}: product has no CRS; cannot describe it in STAC")
-        if src.count != 1:
-            raise ValueError(f"{path}: product has {src.count} bands; expected 1 (radiance)")
+        names = tuple(d or "" for d in src.descriptions)
+        if src.count == 2 and names != ("radiance", "radiance_spread"):
+            raise ValueError(f"{path}: product has 2 bands named {names}; expected ('radiance', 'radiance_spread')")
+        if src.count not in (1, 2):
+            raise ValueError(f"{path}: product has {src.count} bands; expected 1 (radiance) or 2 "
+                             "(radiance, radiance_spread of an ensemble)")
         crs = CRS.from_user_input(src.crs.to_wkt())
         tags = dict(src.tags())
         units = src.units[0] or src.tags(1).get("units") or tags.get("units")
         info = dict(crs_wkt=crs.to_wkt(), epsg=crs.to_epsg(), transform=tuple(src.transform)[:6],
                     width=src.width, height=src.height, dtype=src.dtypes[0], nodata=src.nodata,
-                    units=units or None, tags=tags)
+                    units=units or None, tags=tags,
+                    bands=names if src.count == 2 else ("radiance",))
     return ProductInfo(path=path, year=product_year(path, tags), size=path.stat().st_size,
                        sha256=sha256_file(path), **info)
 

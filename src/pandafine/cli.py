@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("infer", "tiled, blended inference of one year into a Cloud-Optimized GeoTIFF")
     p.add_argument("--year", type=int, required=True)
     p.add_argument("--cube", required=True, type=Path)
-    p.add_argument("--model", required=True, type=Path, help="model.onnx")
+    p.add_argument("--model", required=True, type=Path,
+                   help="model.onnx (or its fp16/int8 variant); for diffusion/flow models their checkpoint.pt, "
+                        "sampled tile by tile in PyTorch (infer.ensemble > 1: a second band with the spread)")
     p.add_argument("--output", required=True, type=Path)
     p = cmd("report", "figures and tables for `snakemake --report`: quicklooks, training curve, total light")
     p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")

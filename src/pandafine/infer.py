@@ -13,6 +13,7 @@ region, never by the region itself.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -46,6 +47,8 @@ class InferParams:
     window: str
     batch_size: int
     providers: tuple[str, ...]
+    #: Samples per tile of a generative model (>1: a second band with the per-pixel spread).
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         if self.tile < MODEL_MULTIPLE or self.tile % MODEL_MULTIPLE:
@@ -56,12 +59,14 @@ class InferParams:
             raise ValueError(f"infer.window: value {self.window!r} must be one of {', '.join(WINDOW_KINDS)}")
         if self.batch_size < 1:
             raise ValueError(f"infer.batch_size: value {self.batch_size} must be >= 1")
+        if self.ensemble < 1:
+            raise ValueError(f"infer.ensemble: value {self.ensemble} must be >= 1")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "InferParams":
         c = cfg["infer"]
         return cls(int(c["tile"]), float(c["overlap"]), str(c["window"]), int(c["batch_size"]),
-                   tuple(c["providers"]))
+                   tuple(c["providers"]), int(c.get("ensemble", 1)))
 
 
 def pad_block(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -190,7 +195,12 @@ def predict_tiles(session, batches: Iterable[tuple[int, list[int], np.ndarray]],
 
     Parameters
     ----------
-    session : onnxruntime.InferenceSession
+    session : onnxruntime.InferenceSession or callable
+        A session (anything with ``run(output_names, feeds)``), whose ``radiance``
+        output gives (tile, tile) predictions; or a tile predictor
+        ``predict(row, cols, batch) -> (B, bands, h, w)`` (e.g.
+        :func:`pandafine.tiled_sampling.ensemble_tile_predictor`), whose tiles are
+        ``(bands, tile, tile)`` when ``bands > 1``.
     batches : iterable of (row, cols, batch)
         As from :func:`iter_tile_batches`.
     mask_channel : int, optional
@@ -208,13 +218,41 @@ def predict_tiles(session, batches: Iterable[tuple[int, list[int], np.ndarray]],
             if current is not None and on_row is not None:
                 on_row(current)
             current = row
-        pred = run_model(session, batch, source=source)
+        if hasattr(session, "run"):
+            pred = run_model(session, batch, source=source)
+        else:
+            pred = np.asarray(session(row, cols, batch), dtype=np.float32)
+            if pred.ndim != 4 or pred.shape[0] != batch.shape[0] or pred.shape[2:] != batch.shape[2:]:
+                raise ValueError(f"{source}: tile predictor returned shape {pred.shape} for a batch of "
+                                 f"{batch.shape}; expected (B, bands, h, w)")
+            pred = pred[:, 0] if pred.shape[1] == 1 else pred
         if mask_channel is not None:
-            pred = np.where(np.isnan(batch[:, mask_channel]), np.float32(np.nan), pred)
+            nodata = np.isnan(batch[:, mask_channel])
+            pred = np.where(nodata if pred.ndim == 3 else nodata[:, None], np.float32(np.nan), pred)
         for k, col in enumerate(cols):
             yield row, col, pred[k]
     if current is not None and on_row is not None:
         on_row(current)
+
+
+def blend_band_tiles(tiles: Iterable[tuple[int, int, np.ndarray]], layout, bands: int) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`~pandafine.blending.blend_tiles` of (bands, tile, tile) tiles: yields ``(first row, (bands, rows, width))``.
+
+    One blend per band over the same tile stream, advanced in lockstep (the
+    streams are split with :func:`itertools.tee`, which holds at most one tile
+    row of tiles); ``bands == 1`` is :func:`blend_tiles` of (tile, tile) tiles.
+    """
+    if bands == 1:
+        yield from blend_tiles(tiles, layout)
+        return
+    def band(stream, b):  # a function, so that each generator keeps its own band index
+        return ((r, c, p[b]) for r, c, p in stream)
+
+    streams = itertools.tee(tiles, bands)
+    blends = [blend_tiles(band(s, b), layout) for b, s in enumerate(streams)]
+    for parts in zip(*blends):
+        first = parts[0][0]
+        yield first, np.stack([block for _, block in parts])
 
 
 def remove_stale_temporaries(out_path: str | os.PathLike) -> list[Path]:
@@ -334,20 +372,25 @@ class _BlockRowWriter:
     def __init__(self, dst, blocksize: int | None) -> None:
         self.dst = dst
         self.width = dst.width
+        self.bands = dst.count
         self.rows = blocksize or 256
         self.cols = blocksize or dst.width
-        self.buf = np.empty((self.rows, self.width), dtype=np.float32)
+        self.buf = np.empty((self.bands, self.rows, self.width), dtype=np.float32)
         self.fill = 0
         self.next_row = 0
 
     def write(self, first_row: int, block: np.ndarray) -> None:
+        """Add rows ``first_row..``: ``block`` is (rows, width), or (bands, rows, width) for several bands."""
         if first_row != self.next_row + self.fill:
             raise RuntimeError(f"rows arrived out of order: got row {first_row}, "
                                f"expected {self.next_row + self.fill}")
+        block = block[None] if block.ndim == 2 else block
+        if block.shape[0] != self.bands:
+            raise ValueError(f"block of {block.shape[0]} band(s) for a {self.bands}-band raster")
         i = 0
-        while i < block.shape[0]:
-            n = min(self.rows - self.fill, block.shape[0] - i)
-            self.buf[self.fill:self.fill + n] = block[i:i + n]
+        while i < block.shape[1]:
+            n = min(self.rows - self.fill, block.shape[1] - i)
+            self.buf[:, self.fill:self.fill + n] = block[:, i:i + n]
             self.fill += n
             i += n
             if self.fill == self.rows:
@@ -358,7 +401,7 @@ class _BlockRowWriter:
 
         for c0 in range(0, self.width, self.cols):
             c1 = min(c0 + self.cols, self.width)
-            self.dst.write(self.buf[:self.fill, c0:c1], 1, window=Window(c0, self.next_row, c1 - c0, self.fill))
+            self.dst.write(self.buf[:, :self.fill, c0:c1], window=Window(c0, self.next_row, c1 - c0, self.fill))
         self.next_row += self.fill
         self.fill = 0
 
@@ -420,16 +463,26 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     out_path = Path(out_path)
     model_path = Path(model_path)
 
-    session = make_session(model_path, params.providers, threads(), require_gpu=require_gpu)
-    check_model_io(session, len(cube.channels), source=str(model_path))
-    session = bind_io(session)  # IO binding on CUDA/TensorRT; the plain run on the CPU
-    tags = product_tags(cfg, year, model_path, input_path=cube_path)
+    bands, finalize, extra_tags = ("radiance",), None, {}
+    if model_path.suffix == ".pt":  # a generative model's checkpoint: tiled sampling in PyTorch
+        from .tiled_sampling import checkpoint_tile_predictor
+
+        session, bands, finalize, extra_tags = checkpoint_tile_predictor(model_path, params.ensemble,
+                                                                         n_channels=len(cube.channels))
+    else:
+        if params.ensemble > 1:
+            raise ValueError(f"infer.ensemble: value {params.ensemble} needs a generative model (diffusion, flow) "
+                             f"and its checkpoint.pt; {model_path} is a deterministic ONNX model")
+        session = make_session(model_path, params.providers, threads(), require_gpu=require_gpu)
+        check_model_io(session, len(cube.channels), source=str(model_path))
+        session = bind_io(session)  # IO binding on CUDA/TensorRT; the plain run on the CPU
+    tags = {**product_tags(cfg, year, model_path, input_path=cube_path), **extra_tags}
 
     grid = cube.grid
     height, width = grid.shape
     layout = TileLayout(height, width, params.tile, params.overlap, params.window)
     blocksize = output_blocksize(height, width)
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32",
+    profile = dict(driver="GTiff", width=width, height=height, count=len(bands), dtype="float32",
                    crs=CRS.from_user_input(grid.crs), transform=grid.transform, nodata=float("nan"),
                    compress="zstd", zstd_level=1, predictor=3, BIGTIFF="IF_SAFER", interleave="band")
     if blocksize:
@@ -451,9 +504,10 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
             bar = stack.enter_context(tqdm(total=n_rows, desc=f"infer {year}", unit="tile row",
                                            disable=not progress))
             dst = stack.enter_context(rasterio.open(tiled_tmp, "w", **profile))
-            dst.set_band_description(1, "radiance")
-            dst.set_band_unit(1, RADIANCE_UNITS)
-            dst.update_tags(1, units=RADIANCE_UNITS, quantity="radiance")
+            for b, name in enumerate(bands, start=1):
+                dst.set_band_description(b, name)
+                dst.set_band_unit(b, RADIANCE_UNITS)
+                dst.update_tags(b, units=RADIANCE_UNITS, quantity=name)
             dst.update_tags(**tags)
             batches = prefetch(iter_tile_batches(cube.inputs, layout, params.batch_size, source=str(cube.path)),
                                depth=2)
@@ -462,8 +516,8 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
                                   on_row=lambda _row: bar.update(1))
             # reading (prefetch), computing and writing (write-behind) overlap: three threads
             with WriteBehind(_BlockRowWriter(dst, blocksize), depth=2) as writer:
-                for first_row, block in blend_tiles(tiles, layout):
-                    writer.write(first_row, block)
+                for first_row, block in blend_band_tiles(tiles, layout, len(bands)):
+                    writer.write(first_row, block if finalize is None else finalize(block))
         write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
                   blocksize=int(cfg["product"]["blocksize"]), tags=tags)
     finally:
@@ -486,6 +540,6 @@ def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
     return out
 
 
-__all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "run_model",
+__all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "blend_band_tiles", "run_model",
            "check_model_io", "predict_tiles", "remove_stale_temporaries", "output_blocksize", "infer_year",
            "infer_array")

@@ -67,11 +67,13 @@ def model_tile_sampler(model, sampler: Mapping[str, Any] | None = None) -> TileS
         raise ValueError(f"{type(net).__name__} is not a generative model (diffusion, flow): it cannot be sampled")
     model.eval()
 
+    device = next(model.parameters()).device
+
     def sample(inputs: np.ndarray, noise_fn: Callable) -> np.ndarray:
         with torch.no_grad():
-            x = model.normalize(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)))
+            x = model.normalize(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device))
             z = net.sample(x, noise_fn, sampler)
-            return log_to_radiance(z[:, 0]).numpy().astype(np.float32, copy=False)
+            return log_to_radiance(z[:, 0]).float().cpu().numpy().astype(np.float32, copy=False)
 
     return sample
 
@@ -191,6 +193,97 @@ def sample_region_ensemble(sample: TileSampler, inputs, n: int, *, seed: int = 0
                            **tiling: Any) -> tuple[np.ndarray, np.ndarray]:
     """:func:`ensemble` of ``n`` :func:`sample_region` members: (mean product, per-pixel spread)."""
     return ensemble(lambda s: sample_region(sample, inputs, seed=s, **tiling), n, seeds=seeds, seed=seed)
+
+
+#: Band names of an ensemble product (mean radiance, per-pixel spread).
+ENSEMBLE_BANDS = ("radiance", "radiance_spread")
+
+
+def ensemble_tile_predictor(sample: TileSampler, members: int, seed: int = 0, *, row0: int = 0,
+                            col0: int = 0) -> Callable:
+    """A tile predictor for :func:`pandafine.infer.predict_tiles`: grid-noise samples of a batch of tiles.
+
+    ``predict(row, cols, batch)`` samples the tiles at grid rows/columns
+    ``(row0 + row, col0 + col)`` with :func:`make_batch_grid_noise_fn` and returns
+    ``(B, 1, h, w)`` radiance for ``members == 1``; otherwise member ``k`` uses
+    seed :func:`member_seed` ``(seed, k)`` and the prediction is
+    ``(B, 2, h, w)`` = (mean, mean of squares) over the members. Both are
+    linear in the members, so blending them across overlapping tiles gives
+    the mean of the blended members exactly, and :func:`spread_from_moments`
+    their population standard deviation where the overlapping tiles agree;
+    where they disagree (near tile edges) their disagreement adds to the spread,
+    which is never below that of the blended members (convexity).
+    """
+    if members < 1:
+        raise ValueError(f"ensemble size must be >= 1, got {members}")
+
+    def predict(row: int, cols: Sequence[int], batch: np.ndarray) -> np.ndarray:
+        origins = [(row0 + row, col0 + c) for c in cols]
+        if members == 1:
+            return sample(batch, make_batch_grid_noise_fn(seed, origins))[:, None]
+        s1 = s2 = None
+        for k in range(members):
+            x = np.asarray(sample(batch, make_batch_grid_noise_fn(member_seed(seed, k), origins)), np.float64)
+            s1 = x if s1 is None else s1 + x
+            s2 = x * x if s2 is None else s2 + x * x
+        return np.stack([s1 / members, s2 / members], axis=1).astype(np.float32)
+
+    return predict
+
+
+def spread_from_moments(block: np.ndarray) -> np.ndarray:
+    """(mean, mean of squares) bands -> (mean, spread = sqrt(max(E[x^2] - E[x]^2, 0))), float32."""
+    mean, sq = block[0].astype(np.float64), block[1].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        spread = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+    return np.stack([mean, np.where(np.isnan(mean), np.nan, spread)]).astype(np.float32)
+
+
+def checkpoint_tile_predictor(checkpoint_path, members: int = 1, *, n_channels: int | None = None):
+    """What :func:`pandafine.infer.infer_year` needs to sample a product from a generative checkpoint.
+
+    Parameters
+    ----------
+    checkpoint_path : path-like
+        ``results/models/{diffusion,flow}/checkpoint.pt``.
+    members : int
+        Ensemble size (``infer.ensemble``).
+    n_channels : int, optional
+        Channels of the cube, checked against the model's.
+
+    Returns
+    -------
+    (predict, bands, finalize, tags)
+        The tile predictor (:func:`ensemble_tile_predictor` of the model's
+        configured sampler, noise seed ``model.sample_seed``), the band names,
+        the block transform applied after blending (None, or
+        :func:`spread_from_moments`) and product tags (sampler, seed, members).
+    """
+    import json
+    from pathlib import Path
+
+    from .runtime import configure_torch
+    from .train import load_trained_model, read_checkpoint
+
+    configure_torch()
+    path = Path(checkpoint_path)
+    model, ck = load_trained_model(path.parent, checkpoint=read_checkpoint(path))
+    mc = ck["model_config"]
+    import torch
+
+    if torch.cuda.is_available():  # sampling is many network passes per tile: use the GPU when there is one
+        model = model.to("cuda")
+    if not hasattr(model.net, "sample"):
+        raise ValueError(f"{path}: a {mc.get('name')} checkpoint; only generative models (diffusion, flow) are "
+                         "sampled from checkpoints, deterministic models run from their exported model.onnx")
+    if n_channels is not None and len(ck["channels"]) != n_channels:
+        raise ValueError(f"{path}: model takes {len(ck['channels'])} channels, the cube has {n_channels}")
+    seed = int(mc.get("sample_seed", 0))
+    predict = ensemble_tile_predictor(model_tile_sampler(model), members, seed)
+    bands = ENSEMBLE_BANDS if members > 1 else ENSEMBLE_BANDS[:1]
+    tags = {"sampler": json.dumps(mc.get("sampler"), sort_keys=True), "sample_seed": str(seed),
+            "ensemble_members": str(members)}
+    return predict, bands, (spread_from_moments if members > 1 else None), tags
 
 
 def tile_border_pairs(length: int, tile: int, overlap: float) -> np.ndarray:

@@ -56,7 +56,10 @@ rule export:
 
 # infer.precision: the infer rule runs model.onnx (fp32) or the fp16/int8 model made from it.
 PRECISION = config["infer"].get("precision", "fp32")
-MODEL_ONNX = f"results/models/{MODEL}/" + ("model.onnx" if PRECISION == "fp32" else f"model.{PRECISION}.onnx")
+# Generative models (diffusion, flow) are sampled from their checkpoint in PyTorch (no ONNX export).
+GENERATIVE = MODEL in ("diffusion", "flow")
+MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else
+              f"results/models/{MODEL}/" + ("model.onnx" if PRECISION == "fp32" else f"model.{PRECISION}.onnx"))
 
 
 rule quantize:
