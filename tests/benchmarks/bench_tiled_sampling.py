@@ -148,7 +148,6 @@ def main() -> None:
                 tiled = TS.sample_region(sample, inputs, tile=tile, overlap=0.25, seed=5, row0=1000, col0=2000,
                                          batch_size=4)
                 seams = TS.seam_statistics(tiled, tile, 0.25)
-    content = TS.seam_statistics(one, tile, 0.25)  # the same pixel pairs in the one-pass product: no tiles there
                 print(f"{name:10s} {label:21s} {tile:4d}  {TS.relative_rmse(tiled, one):22.4f}  "
                       f"{seams['ratio']:10.3f}  {TS.relative_rmse(other, one):14.3f}  "
                       f"{TS.relative_rmse(one, truth):14.3f}")
