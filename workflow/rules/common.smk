@@ -31,7 +31,9 @@ _write_effective_config()
 
 # This checkout, for envs/pandafine.yaml (`-e ${PANDAFINE_REPO}`): conda runs pip from the copy of the
 # env file under .snakemake/conda/, so the env file cannot name the checkout by a relative path.
-os.environ["PANDAFINE_REPO"] = str(Path(workflow.basedir).resolve())
+# (Set here, not read: the envvars directive, which snakemake --lint asks for when a workflow reads
+# os.environ[...], is for variables the user must provide.)
+os.environ.update(PANDAFINE_REPO=str(Path(workflow.basedir).resolve()))
 
 # The pandafine executable of the environment running Snakemake, appended to PATH so that a
 # per-rule conda environment (--software-deployment-method conda) still takes precedence.
