@@ -122,15 +122,28 @@ def select_rows(rows: Sequence[int] | None) -> list[int]:
     return sorted({int(r) for r in rows})
 
 
-def parse_rows(text: str | None) -> list[int] | None:
-    """``"1,2,5"`` -> ``[1, 2, 5]`` (``None``/empty: all rows); for the command line."""
+def _int_list(text: str | None, option: str, expected: str) -> list[int] | None:
+    """Comma-separated integers of a command-line option (``None`` for ``None``/empty text)."""
     if text is None or not text.strip():
         return None
     try:
-        rows = [int(t) for t in text.split(",") if t.strip()]
+        return [int(t) for t in text.split(",") if t.strip()]
     except ValueError as exc:
-        raise ValueError(f"--rows {text!r}: expected comma-separated row numbers 1..{len(_ROWS)}") from exc
-    return select_rows(rows)
+        raise ValueError(f"{option} {text!r}: expected {expected}") from exc
+
+
+def parse_rows(text: str | None) -> list[int] | None:
+    """``"1,2,5"`` -> ``[1, 2, 5]`` (``None``/empty: all rows); for the command line."""
+    rows = _int_list(text, "--rows", f"comma-separated row numbers 1..{len(_ROWS)}")
+    return None if rows is None else select_rows(rows)
+
+
+def select_seeds(seeds: Sequence[int]) -> list[int]:
+    """Validated training seeds: a non-empty list of distinct non-negative integers, in the given order."""
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"ablation seeds {seeds!r}: expected a non-empty list of distinct non-negative integers")
+    return seeds
 
 
 def matched_unet_width(width: int, depth: int, in_channels: int | None = None) -> int:
@@ -183,15 +196,8 @@ def row_config(cfg: Mapping[str, Any], row: int, *, epochs: int | None = None,
 
 def parse_seeds(text: str | None) -> list[int] | None:
     """``"42,43"`` -> ``[42, 43]`` (``None``/empty: the config's ``run.seed``); for the command line."""
-    if text is None or not text.strip():
-        return None
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as exc:
-        raise ValueError(f"--seeds {text!r}: expected comma-separated integers") from exc
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"--seeds {text!r}: expected distinct non-negative integers")
-    return seeds
+    seeds = _int_list(text, "--seeds", "comma-separated integers")
+    return None if seeds is None else select_seeds(seeds)
 
 
 def aggregate_seeds(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -421,9 +427,7 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
 
     selected = select_rows(rows)
     if seeds is not None:
-        seeds = [int(s) for s in seeds]
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"ablation seeds {seeds!r}: expected a non-empty list of distinct integers")
+        seeds = select_seeds(seeds)
     train_zarr, out_dir = Path(train_zarr), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_fp = PatchStore(train_zarr).fingerprint()
@@ -460,5 +464,6 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
 
 
 __all__ = ["ABLATION_ROWS", "PAPER_PSNR_DB", "PAPER_LABEL", "AblationRow", "run_ablation", "row_config",
-           "row_model_config", "matched_unet_width", "select_rows", "parse_rows", "parse_seeds", "aggregate_seeds",
+           "row_model_config", "matched_unet_width", "select_rows", "parse_rows", "select_seeds", "parse_seeds",
+           "aggregate_seeds",
            "evaluate_interpolation", "table_csv", "table_markdown"]
