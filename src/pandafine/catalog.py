@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .product import PRODUCT_BANDS
+
 STAC_VERSION = "1.1.0"
 PROJECTION_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -57,7 +59,7 @@ class ProductInfo:
     size: int
     sha256: str
     #: Band names (descriptions): ``("radiance",)``, or ``("radiance", "radiance_spread")`` for an ensemble.
-    bands: tuple[str, ...] = ("radiance",)
+    bands: tuple[str, ...] = PRODUCT_BANDS[:1]
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -295,8 +297,8 @@ def read_product(path: str | os.PathLike) -> ProductInfo:
         if src.crs is None:
             raise ValueError(f"{path}: product has no CRS; cannot describe it in STAC")
         names = tuple(d or "" for d in src.descriptions)
-        if src.count == 2 and names != ("radiance", "radiance_spread"):
-            raise ValueError(f"{path}: product has 2 bands named {names}; expected ('radiance', 'radiance_spread')")
+        if src.count == 2 and names != PRODUCT_BANDS:
+            raise ValueError(f"{path}: product has 2 bands named {names}; expected {PRODUCT_BANDS}")
         if src.count not in (1, 2):
             raise ValueError(f"{path}: product has {src.count} bands; expected 1 (radiance) or 2 "
                              "(radiance, radiance_spread of an ensemble)")
@@ -306,7 +308,7 @@ def read_product(path: str | os.PathLike) -> ProductInfo:
         info = dict(crs_wkt=crs.to_wkt(), epsg=crs.to_epsg(), transform=tuple(src.transform)[:6],
                     width=src.width, height=src.height, dtype=src.dtypes[0], nodata=src.nodata,
                     units=units or None, tags=tags,
-                    bands=names if src.count == 2 else ("radiance",))
+                    bands=PRODUCT_BANDS[:src.count])
     return ProductInfo(path=path, year=product_year(path, tags), size=path.stat().st_size,
                        sha256=sha256_file(path), **info)
 

@@ -444,7 +444,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     from tqdm import tqdm
 
     from .ort_run import bind_io
-    from .product import product_tags, write_cog
+    from .product import PRODUCT_BANDS, product_tags, write_cog
     from .providers import make_session
     from .runtime import threads
     from .scaling import RADIANCE_UNITS
@@ -463,7 +463,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     out_path = Path(out_path)
     model_path = Path(model_path)
 
-    bands, finalize, extra_tags = ("radiance",), None, {}
+    bands, finalize, extra_tags = PRODUCT_BANDS[:1], None, {}
     if model_path.suffix == ".pt":  # a generative model's checkpoint: tiled sampling in PyTorch
         from .tiled_sampling import checkpoint_tile_predictor
 

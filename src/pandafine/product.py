@@ -19,6 +19,9 @@ from .checksums import sha256_file
 #: Compression names accepted by :func:`write_cog` (config ``product.compress``).
 COMPRESSIONS = {"zstd": "ZSTD", "deflate": "DEFLATE"}
 
+#: Band names of a yearly product: radiance, and for an ensemble of a generative model the per-pixel spread.
+PRODUCT_BANDS = ("radiance", "radiance_spread")
+
 #: Rasters up to this many bytes are assembled in memory by rio-cogeo; larger ones on disk.
 IN_MEMORY_BYTES = 256 * 2**20
 

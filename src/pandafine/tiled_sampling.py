@@ -27,6 +27,7 @@ import numpy as np
 from .blending import TileLayout, blend_tiles
 from .infer import iter_tile_batches, pad_block
 from .models.noise import grid_noise
+from .product import PRODUCT_BANDS
 
 #: ``sample(inputs (B, C, h, w) float32 ndarray, noise_fn) -> radiance (B, h, w) float32 ndarray``.
 TileSampler = Callable[[np.ndarray, Callable], np.ndarray]
@@ -195,10 +196,6 @@ def sample_region_ensemble(sample: TileSampler, inputs, n: int, *, seed: int = 0
     return ensemble(lambda s: sample_region(sample, inputs, seed=s, **tiling), n, seeds=seeds, seed=seed)
 
 
-#: Band names of an ensemble product (mean radiance, per-pixel spread).
-ENSEMBLE_BANDS = ("radiance", "radiance_spread")
-
-
 def ensemble_tile_predictor(sample: TileSampler, members: int, seed: int = 0, *, row0: int = 0,
                             col0: int = 0) -> Callable:
     """A tile predictor for :func:`pandafine.infer.predict_tiles`: grid-noise samples of a batch of tiles.
@@ -262,6 +259,8 @@ def checkpoint_tile_predictor(checkpoint_path, members: int = 1, *, n_channels: 
     import json
     from pathlib import Path
 
+    import torch
+
     from .runtime import configure_torch
     from .train import load_trained_model, read_checkpoint
 
@@ -269,18 +268,16 @@ def checkpoint_tile_predictor(checkpoint_path, members: int = 1, *, n_channels: 
     path = Path(checkpoint_path)
     model, ck = load_trained_model(path.parent, checkpoint=read_checkpoint(path))
     mc = ck["model_config"]
-    import torch
-
-    if torch.cuda.is_available():  # sampling is many network passes per tile: use the GPU when there is one
-        model = model.to("cuda")
     if not hasattr(model.net, "sample"):
         raise ValueError(f"{path}: a {mc.get('name')} checkpoint; only generative models (diffusion, flow) are "
                          "sampled from checkpoints, deterministic models run from their exported model.onnx")
     if n_channels is not None and len(ck["channels"]) != n_channels:
         raise ValueError(f"{path}: model takes {len(ck['channels'])} channels, the cube has {n_channels}")
+    if torch.cuda.is_available():  # sampling is many network passes per tile: use the GPU when there is one
+        model = model.to("cuda")
     seed = int(mc.get("sample_seed", 0))
     predict = ensemble_tile_predictor(model_tile_sampler(model), members, seed)
-    bands = ENSEMBLE_BANDS if members > 1 else ENSEMBLE_BANDS[:1]
+    bands = PRODUCT_BANDS if members > 1 else PRODUCT_BANDS[:1]
     tags = {"sampler": json.dumps(mc.get("sampler"), sort_keys=True), "sample_seed": str(seed),
             "ensemble_members": str(members)}
     return predict, bands, (spread_from_moments if members > 1 else None), tags
