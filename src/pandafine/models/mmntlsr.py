@@ -5,36 +5,41 @@ grid (channel order :data:`pandafine.channels.CHANNELS`) and splits it into
 modalities, each with its own encoder suited to its resolution:
 
 * **Landsat** (``coastal .. swir2, landsat_clear_count``; 30 m resampled to the
-  grid): a UNet-like encoder at full resolution, ``depth`` 2x downsamplings,
-  ``width * 2**k`` channels at level ``k``;
+  grid): the stem of the main stream at full resolution; below level 0 the
+  main stream is the *fused* features of the level above, downsampled
+  (``depth`` 2x levels, ``width * 2**k`` channels at level ``k``);
 * **DEM**: a light encoder (one 3x3 convolution per level, ``width * 2**k / 4``
   channels);
 * **PANDA** (``panda, panda_saturated``; 1 km, 8x8-blocky on the grid): average
-  pooled by 8 and encoded at 1/8 resolution by three 3x3 convolutions (the
-  last dilated: a receptive field of 9 blocks), then resampled to every level.
+  pooled by 8 and encoded at 1 km by three 3x3 convolutions (the last dilated:
+  a receptive field of 9 cells), resampled to every level and added to a
+  full-resolution stem of the raw channels, average pooled to the level (the
+  stem sees where a pixel sits within its cell).
 
 Switchable parts (``modules`` dict, all default on; see :data:`DEFAULT_MODULES`):
 
 ``fusion``
-    Per-level multimodality fusion, from high to low resolution: projected
-    modality features combined by a per-pixel softmax gate over modalities and
-    a local channel attention. Off: the modality features are concatenated and
-    mixed by a 1x1 convolution.
+    Per-level multimodality fusion, from high to low resolution
+    (:class:`ModalityFusion`): a per-pixel softmax gate over the PANDA and DEM
+    features, mixed with the main stream, re-weighted by a local channel
+    attention and added to the main stream. Off: the level's features are
+    concatenated and mixed by a 1x1 convolution.
 ``affine``
-    :class:`~pandafine.models.alignment.AffineAlign` on the 1/8-resolution PANDA
-    features, predicted from the fused coarse (PANDA + Landsat) features.
+    :class:`~pandafine.models.alignment.AffineAlign` of the raw PANDA channels
+    (before both PANDA encoders), predicted by 3x3 convolutions from PANDA and
+    Landsat at 1 km.
 ``deformable``
-    The per-level PANDA convolution is a
-    :class:`~pandafine.models.alignment.DeformableConv2d` guided by Landsat
-    (off: the plain 3x3 convolution with the same weights).
+    The per-level PANDA convolution at levels 1.. is a
+    :class:`~pandafine.models.alignment.DeformableConv2d` guided by the main
+    stream (off, and at level 0: the plain 3x3 convolution).
 ``deformation_field``
-    A dense per-level flow warping the PANDA features
+    A dense flow warping the PANDA features at levels 1..
     (:class:`~pandafine.models.alignment.DeformationField`), with a total
     variation penalty returned in the auxiliary outputs.
 ``auxiliary``
     A head predicting where PANDA saturates (logit) and how bright the scene
-    truly is there (a z map); the output is blended towards that map where the
-    saturation probability is high. Losses: :func:`auxiliary_losses`.
+    truly is there (a z map); both maps are extra inputs of the
+    super-resolution head. Losses: :func:`auxiliary_losses`.
 ``multiscale``
     z predictions at 1/2 and 1/4 resolution from the decoder (training only);
     loss: :func:`multiscale_loss`.
@@ -187,24 +192,17 @@ class MMNTLSR(nn.Module):
         Channel names of the input, in order (default :data:`pandafine.channels.CHANNELS`).
     max_shift : float
         Largest translation of the affine alignment, in working-grid pixels.
-    aux_mode : {"features", "gate"}
-        How the auxiliary head reaches the output: as two extra input maps of
-        the super-resolution head (default), or by blending z towards the bright
-        map where the saturation probability is high.
     """
 
     def __init__(self, in_channels: int, width: int = 16, depth: int = 3, modules: Mapping[str, Any] | None = None,
-                 channels: Sequence[str] = CHANNELS, max_shift: float = 8.0, aux_mode: str = "features") -> None:
+                 channels: Sequence[str] = CHANNELS, max_shift: float = 8.0) -> None:
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"MMNTLSR needs width and depth >= 1, got width={width} depth={depth}")
         if in_channels != len(channels):
             raise ValueError(f"MMNTLSR: in_channels={in_channels} but {len(channels)} channel names {list(channels)}")
-        if aux_mode not in ("features", "gate"):
-            raise ValueError(f"MMNTLSR aux_mode {aux_mode!r}: expected 'features' or 'gate'")
         self.in_channels, self.width, self.depth = in_channels, width, depth
         self.switches = resolve_modules(modules)
-        self.aux_mode = aux_mode
         sw = self.switches
         self._panda = _channel_slice(channels, PANDA_CHANNELS)
         self._landsat = _channel_slice(channels, LANDSAT_CHANNELS)
@@ -250,7 +248,7 @@ class MMNTLSR(nn.Module):
                 self.aux_head[-1].bias[0] = -3.0  # start with a low saturation probability
         else:
             self.aux_head = None
-        head_in = chans[0] + (2 if sw["auxiliary"] and aux_mode == "features" else 0)
+        head_in = chans[0] + (2 if sw["auxiliary"] else 0)  # the auxiliary maps are inputs of the SR head
         self.sr_head = nn.Sequential(_conv_relu(head_in, chans[0]), nn.Conv2d(chans[0], 1, 1))
         factors = [f for f in MULTISCALE_FACTORS if f <= 2**depth] if sw["multiscale"] else []
         self.ms_factors = tuple(factors)
@@ -310,11 +308,7 @@ class MMNTLSR(nn.Module):
             a = self.aux_head(y)
             sat_logit, bright = a[:, 0:1], a[:, 1:2]
             aux.update(sat_logit=sat_logit, bright=bright)
-            if self.aux_mode == "features":
-                z = self.sr_head(torch.cat([y, torch.sigmoid(sat_logit), bright], dim=1))
-            else:
-                z = self.sr_head(y)
-                z = z + torch.sigmoid(sat_logit) * (bright - z)
+            z = self.sr_head(torch.cat([y, torch.sigmoid(sat_logit), bright], dim=1))
         else:
             z = self.sr_head(y)
         if not self.training:
@@ -445,7 +439,7 @@ def weighted_extra_loss(aux: Mapping[str, Any], target: torch.Tensor, inputs: to
 def build_mmntlsr(model_cfg: Mapping[str, Any], in_channels: int) -> MMNTLSR:
     """:class:`MMNTLSR` from the ``model`` config section (``width``, ``depth``, optional ``modules``)."""
     return MMNTLSR(in_channels, width=int(model_cfg["width"]), depth=int(model_cfg["depth"]),
-                   modules=model_cfg.get("modules"), aux_mode=str(model_cfg.get("aux_mode", "features")))
+                   modules=model_cfg.get("modules"))
 
 
 __all__ = ["MMNTLSR", "DEFAULT_MODULES", "DEFAULT_LOSS_WEIGHTS", "resolve_modules", "auxiliary_losses",
