@@ -68,10 +68,13 @@ def test_each_switch_changes_parameters_and_still_runs():
     names_full = {n for n, _ in full.named_parameters()}
     x = torch.randn(1, C, 16, 16)
     counts = {}
-    for switch in M.DEFAULT_MODULES:
-        model = tiny({switch: False})
+    for switch, default in M.DEFAULT_MODULES.items():
+        model = tiny({switch: not default})
         counts[switch] = n_params(model)
         assert n_params(model) != n_params(full), switch
+        if not default:  # an opt-in part adds to the full model
+            assert n_params(model) > n_params(full), switch
+            continue
         assert {n for n, _ in model.named_parameters()} != names_full, switch
         z, aux = model.train()(x)
         assert z.shape == (1, 1, 16, 16) and torch.isfinite(z).all()
@@ -82,6 +85,20 @@ def test_each_switch_changes_parameters_and_still_runs():
     assert aux == {} and z.shape == (1, 1, 16, 16)
     assert base.eval()(x).shape == (1, 1, 16, 16)
     assert n_params(base) < min(counts.values())
+
+
+def test_modulation_is_softplus_of_intensity_plus_pattern():
+    """z = softplus(a + b): with the intensity head at 0 the output is softplus of the plain model's."""
+    x = blocky_input(2, 32, 32)
+    plain = tiny().eval()
+    mod = tiny({"modulation": True}).eval()
+    with torch.no_grad():
+        mod.intensity_head.weight.zero_()
+        mod.intensity_head.bias.zero_()
+        assert torch.allclose(mod(x), F.softplus(plain(x)), atol=1e-6)
+        mod.intensity_head.bias.fill_(1.5)  # a constant log-intensity multiplies radiance / ref by e**1.5
+        assert torch.allclose(mod(x), F.softplus(plain(x) + 1.5), atol=1e-6)
+        assert (mod(x) >= 0).all()
 
 
 def test_alignment_is_a_no_op_at_initialization():
@@ -260,7 +277,7 @@ def test_onnx_export_parity(tmp_path):
     from pandafine.models.wrapper import PandaFineNet
 
     torch.manual_seed(0)
-    net = perturb_alignment(tiny(width=4, depth=3, seed=3), scale=0.5)
+    net = perturb_alignment(tiny({"modulation": True}, width=4, depth=3, seed=3), scale=0.5)  # every part
     with torch.no_grad():
         net.sr_head[-1].bias.fill_(2.0)  # z > 0 mostly: the radiance (expm1(max(z, 0))) is not clamped to 0
     model = PandaFineNet(net, [0.0] * C, [1.0] * C).eval()

@@ -16,7 +16,7 @@ modalities, each with its own encoder suited to its resolution:
   full-resolution stem of the raw channels, average pooled to the level (the
   stem sees where a pixel sits within its cell).
 
-Switchable parts (``modules`` dict, all default on; see :data:`DEFAULT_MODULES`):
+Switchable parts (``modules`` dict, all default on except ``modulation``; see :data:`DEFAULT_MODULES`):
 
 ``fusion``
     Per-level multimodality fusion, from high to low resolution
@@ -43,6 +43,12 @@ Switchable parts (``modules`` dict, all default on; see :data:`DEFAULT_MODULES`)
 ``multiscale``
     z predictions at 1/2 and 1/4 resolution from the decoder (training only);
     loss: :func:`multiscale_loss`.
+``modulation`` (default off)
+    Global intensity x local pattern: a 1x1 head on the deepest fused level
+    (1/2**depth resolution) gives a log-intensity map ``a``, upsampled
+    bilinearly; the output is ``z = softplus(a + b)`` with ``b`` the
+    super-resolution head's full-resolution map, i.e. radiance / RADIANCE_REF
+    = exp(a) * exp(b): a smooth brightness level times a fine pattern.
 
 No part uses statistics over the whole tile except the 6 affine parameters
 (a tile mean of context features), so overlapping inference tiles agree
@@ -67,7 +73,8 @@ from pandafine.models.blocks import ConvBlock, Down, Up
 
 #: The switches of :class:`MMNTLSR` and their defaults.
 DEFAULT_MODULES: dict[str, bool] = {"fusion": True, "affine": True, "deformable": True,
-                                    "deformation_field": True, "auxiliary": True, "multiscale": True}
+                                    "deformation_field": True, "auxiliary": True, "multiscale": True,
+                                    "modulation": False}
 #: Weights of the extra training loss terms (:func:`loss_terms`) added to the L1 on z.
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"saturation": 0.1, "bright": 0.1, "multiscale": 0.25, "smoothness": 0.01}
 #: PANDA pixel size in working-grid pixels (1 km / 125 m).
@@ -187,7 +194,7 @@ class MMNTLSR(nn.Module):
     depth : int
         Number of 2x downsamplings (>= 1).
     modules : mapping of str to bool, optional
-        Switches (:data:`DEFAULT_MODULES`); missing ones default to on.
+        Switches (:data:`DEFAULT_MODULES`); missing ones take their defaults.
     channels : sequence of str
         Channel names of the input, in order (default :data:`pandafine.channels.CHANNELS`).
     max_shift : float
@@ -250,6 +257,8 @@ class MMNTLSR(nn.Module):
             self.aux_head = None
         head_in = chans[0] + (2 if sw["auxiliary"] else 0)  # the auxiliary maps are inputs of the SR head
         self.sr_head = nn.Sequential(_conv_relu(head_in, chans[0]), nn.Conv2d(chans[0], 1, 1))
+        # global intensity x local pattern: a log-intensity map at the deepest level added to the head's map
+        self.intensity_head = nn.Conv2d(chans[depth], 1, 1) if sw["modulation"] else None
         factors = [f for f in MULTISCALE_FACTORS if f <= 2**depth] if sw["multiscale"] else []
         self.ms_factors = tuple(factors)
         self.ms_heads = nn.ModuleDict({str(f): nn.Conv2d(chans[f.bit_length() - 1], 1, 1) for f in factors})
@@ -311,6 +320,10 @@ class MMNTLSR(nn.Module):
             z = self.sr_head(torch.cat([y, torch.sigmoid(sat_logit), bright], dim=1))
         else:
             z = self.sr_head(y)
+        if self.intensity_head is not None:
+            a = F.interpolate(self.intensity_head(decoded[self.depth]), size=z.shape[-2:], mode="bilinear",
+                              align_corners=False)
+            z = F.softplus(a + z)
         if not self.training:
             return z
         if self.ms_factors:
