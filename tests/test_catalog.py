@@ -132,6 +132,7 @@ def test_catalog_validates_against_official_extension_schemas(built):
     for path, value in ((("properties", "proj:shape"), [48]), (("properties", "proj:transform"), [1.0, 2.0]),
                         (("properties", "proj:code"), 4326),
                         (("assets", "radiance", "raster:bands", 0, "data_type"), "float33"),
+                        (("assets", "radiance", "raster:bands", 0, "nodata"), None),
                         (("assets", "radiance", "raster:bands", 0, "spatial_resolution"), "125 m")):
         bad = json.loads(json.dumps(item))
         node = bad

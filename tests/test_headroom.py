@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pandafine.headroom import band_swap_psnr, blurred_truth_psnr, offset_oracle_psnr, psnr_z, truth_patches
+from pandafine.headroom import band_swap_psnr, blurred_truth_psnr, offset_oracle_psnr, truth_patches
+from pandafine.metrics import psnr
 from pandafine.scaling import log_to_radiance
 
 
@@ -13,17 +14,6 @@ def smooth_scene(n=3, size=32, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size
     return np.stack([3.0 + 0.5 * np.sin(2 * np.pi * (xx + rng.random())) + 0.5 * np.cos(2 * np.pi * yy) for _ in range(n)])
-
-
-def test_psnr_z_known_value_and_mask():
-    t = np.zeros((1, 4, 4))
-    assert psnr_z(t + 0.1, t, 1.0) == pytest.approx(20.0)
-    p = t + 0.1
-    p[0, 0, 0] = np.nan  # ignored
-    assert psnr_z(p, t, 1.0) == pytest.approx(20.0)
-    assert psnr_z(t, t, 1.0) == float("inf")
-    with pytest.raises(ValueError):
-        psnr_z(np.full_like(t, np.nan), t, 1.0)
 
 
 def test_band_swap_puts_a_constant_offset_in_the_low_band():
@@ -45,10 +35,10 @@ def test_offset_oracle_removes_a_blockwise_brightness_error():
     t = smooth_scene()
     p = t.copy()
     p[:, :8, :8] -= 0.5  # one 8x8 block too dark
-    assert psnr_z(p, t, 4.0) == pytest.approx(20 * np.log10(4.0 / (0.5 / 4)))  # 1/16 of pixels off by 0.5
+    assert psnr(p, t, 4.0) == pytest.approx(20 * np.log10(4.0 / (0.5 / 4)))  # 1/16 of pixels off by 0.5
     assert offset_oracle_psnr(p, t, 4.0, block=8) == float("inf")
     # in a 32 px block the dark pixels are 1/16: the median error is 0, nothing moves
-    assert offset_oracle_psnr(p, t, 4.0, block=32) == pytest.approx(psnr_z(p, t, 4.0))
+    assert offset_oracle_psnr(p, t, 4.0, block=32) == pytest.approx(psnr(p, t, 4.0))
 
 
 def test_blurred_truth_of_the_target_itself_is_perfect_unblurred():

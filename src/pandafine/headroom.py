@@ -1,6 +1,7 @@
 """Where a model's test error lies, and how far a target is from the scene it shows (synthetic scenes).
 
-Pure functions over test-split arrays in z = log1p(L / RADIANCE_REF), shape ``(N, H, W)``:
+Pure functions over test-split arrays in z = log1p(L / RADIANCE_REF), shape ``(N, H, W)``; PSNR is
+:func:`pandafine.metrics.psnr` over the pixels where both arrays are finite (and ``mask``):
 
 * :func:`blurred_truth_psnr` -- the hidden truth (synthetic sources) Gaussian-blurred in radiance
   and scored against the Luojia-01 target: a reference for what a predictor of the truth, smoothed
@@ -22,18 +23,8 @@ from typing import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from pandafine.metrics import psnr
 from pandafine.scaling import radiance_to_log
-
-
-def psnr_z(z_pred: np.ndarray, z_true: np.ndarray, data_range: float, mask: np.ndarray | None = None) -> float:
-    """PSNR (dB) of ``z_pred`` against ``z_true`` over ``mask`` (default: where both are finite)."""
-    if mask is None:
-        mask = np.isfinite(z_pred) & np.isfinite(z_true)
-    err = (np.asarray(z_pred) - np.asarray(z_true))[mask]
-    if err.size == 0:
-        raise ValueError("psnr_z: no pixel to compare")
-    mse = float(np.mean(err ** 2))
-    return float("inf") if mse == 0 else float(20 * np.log10(data_range) - 10 * np.log10(mse))
 
 
 def _lowpass(z: np.ndarray, sigma: float) -> np.ndarray:
@@ -49,8 +40,8 @@ def band_swap_psnr(z_pred: np.ndarray, z_true: np.ndarray, data_range: float, si
     ``true_high`` = prediction low-pass + target high-pass: what is left is the coarse-scale error.
     """
     lo_p, lo_t = _lowpass(z_pred, sigma), _lowpass(z_true, sigma)
-    return {"true_low": psnr_z(lo_t + (z_pred - lo_p), z_true, data_range, mask),
-            "true_high": psnr_z(lo_p + (z_true - lo_t), z_true, data_range, mask)}
+    return {"true_low": psnr(lo_t + (z_pred - lo_p), z_true, data_range, mask),
+            "true_high": psnr(lo_p + (z_true - lo_t), z_true, data_range, mask)}
 
 
 def offset_oracle_psnr(z_pred: np.ndarray, z_true: np.ndarray, data_range: float, block: int,
@@ -69,7 +60,7 @@ def offset_oracle_psnr(z_pred: np.ndarray, z_true: np.ndarray, data_range: float
                 sel = np.isfinite(t) & (t > lit)
                 if sel.sum() >= 4:
                     p += np.where(p > lit, np.median((t - p)[sel]), 0.0)
-    return psnr_z(out, z_true, data_range, mask)
+    return psnr(out, z_true, data_range, mask)
 
 
 def truth_patches(truth: dict[int, np.ndarray], years: Sequence[int], rows: Sequence[int], cols: Sequence[int],
@@ -90,7 +81,7 @@ def blurred_truth_psnr(truth: dict[int, np.ndarray], years, rows, cols, patch: i
     out = {}
     for s in sigmas:
         blurred = {y: (gaussian_filter(np.nan_to_num(a), s) if s > 0 else a) for y, a in truth.items()}
-        out[float(s)] = psnr_z(radiance_to_log(truth_patches(blurred, years, rows, cols, patch)), z_true, data_range)
+        out[float(s)] = psnr(radiance_to_log(truth_patches(blurred, years, rows, cols, patch)), z_true, data_range)
     return out
 
 

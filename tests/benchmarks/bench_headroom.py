@@ -31,20 +31,17 @@ def main(argv=None) -> None:
     ap.add_argument("models", nargs="*", type=Path, help="model directories with checkpoint.pt")
     args = ap.parse_args(argv)
 
-    import zarr
-
     from pandafine import headroom as H
     from pandafine.evaluate import data_ranges
+    from pandafine.metrics import psnr
     from pandafine.raster_io import read_raster
     from pandafine.scaling import log_to_radiance
     from pandafine.train import PatchStore, load_trained_model, predict_log, true_log
 
     store = PatchStore(args.tiles)
     idx = store.indices("test")
-    group = zarr.open_group(str(args.tiles), mode="r")
-    years, rows, cols = (group[k][:][idx] for k in ("year", "row", "col"))
+    years, rows, cols = (store.extra[k][idx] for k in ("year", "row", "col"))
     zt = true_log(store, idx)
-    zt = zt[:, 0] if zt.ndim == 4 else zt
     mask = np.isfinite(zt)
     range_log, _ = data_ranges(log_to_radiance(np.nan_to_num(zt)), mask, args.tiles)
     patch = zt.shape[-1]
@@ -58,8 +55,7 @@ def main(argv=None) -> None:
     for model_dir in args.models:
         model, _ = load_trained_model(model_dir)
         zp = predict_log(model, store, idx, 16)
-        zp = zp[:, 0] if zp.ndim == 4 else zp
-        print(f"{model_dir}: PSNR(log) {H.psnr_z(zp, zt, range_log, mask):.2f} dB")
+        print(f"{model_dir}: PSNR(log) {psnr(zp, zt, range_log, mask):.2f} dB")
         offs = {b: H.offset_oracle_psnr(zp, zt, range_log, b, mask=mask) for b in (8, 16, patch)}
         print("  perfect brightness offset per 1 km cell / 2 km / patch: "
               + " / ".join(f"{v:.2f}" for v in offs.values()) + " dB")
@@ -67,7 +63,7 @@ def main(argv=None) -> None:
             r = H.band_swap_psnr(zp, zt, range_log, s, mask)
             print(f"  sigma {s:.0f} px: target's low band put in {r['true_low']:.2f} dB (fine error left), "
                   f"target's high band put in {r['true_high']:.2f} dB (coarse error left)")
-        per = [H.psnr_z(zp[i], zt[i], range_log) for i in range(len(idx))]
+        per = [psnr(zp[i], zt[i], range_log) for i in range(len(idx))]
         print("  per patch: " + " ".join(f"{v:.1f}" for v in per))
 
 
