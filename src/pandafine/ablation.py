@@ -2,10 +2,11 @@
 
 Rows 1-5 reproduce the cumulative rows of the MMNTLSR paper's ablation
 (baseline, + deformable convolution, + affine transformation, + auxiliary
-supervision, + multi-scale prediction loss); rows 6-9 are our additions
+supervision, + multi-scale prediction loss); rows 6-10 are our additions
 (+ multimodal fusion, + deformation field = full MMNTLSR, a concatenation UNet
-of the same depth and about the same parameter count, and the interpolation baseline of
-:mod:`pandafine.evaluate`, which needs no training). Each trained row is a copy
+of the same depth and about the same parameter count, the interpolation baseline of
+:mod:`pandafine.evaluate`, which needs no training, and full MMNTLSR with the
+opt-in ``modulation`` part). Each trained row is a copy
 of the config whose ``model`` section is replaced by the row's model (same
 ``width``/``depth``), trained with :func:`pandafine.train.train_model` and
 evaluated with :func:`pandafine.evaluate.evaluate_model` in ``out_dir/<slug>/``.
@@ -55,11 +56,14 @@ CSV_COLUMNS = ("row", "name", "slug", "model", "modules_on", "paper_luojia01_201
                "n_params", "train_seconds", "epochs_run", "best_epoch", "n_seeds",
                *(f"{k}_sd" for k in SPREAD_KEYS), "psnr_log_vs_unet_db")
 
+#: The switches rows 1-7 add cumulatively; row 10 adds the opt-in ``modulation`` part to row 7.
 _SWITCHES = ("fusion", "affine", "deformable", "deformation_field", "auxiliary", "multiscale")
+_ALL_SWITCHES = (*_SWITCHES, "modulation")
 
 
 def _modules(*on: str) -> dict[str, bool]:
-    return {k: k in on for k in _SWITCHES}
+    """Every switch spelled out (those not named off), so a row does not change when a default does."""
+    return {k: k in on for k in _ALL_SWITCHES}
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ _ROWS = (
     AblationRow("+ deformation field", "07-full", {"name": "mmntlsr", "modules": _modules(*_SWITCHES)}),
     AblationRow("UNet (concatenation)", "08-unet", {"name": "unet"}),
     AblationRow("interpolation", "09-interpolation", None),
+    AblationRow("full MMNTLSR + modulation", "10-modulation", {"name": "mmntlsr", "modules": _modules(*_ALL_SWITCHES)}),
 )
 
 #: The table's rows in order, as ``(row name, model config overrides)``; row numbers are 1-based positions.
@@ -106,6 +111,7 @@ _ROWS = (
 ABLATION_ROWS: list[tuple[str, Mapping[str, Any] | None]] = [(r.name, r.overrides) for r in _ROWS]
 #: The authors' reported PSNR (dB) of rows 1-5, by row number (see :data:`PAPER_LABEL`).
 PAPER_PSNR_DB: dict[int, float] = {i + 1: r.paper_psnr_db for i, r in enumerate(_ROWS) if r.paper_psnr_db is not None}
+_INTERPOLATION = next(r for r in _ROWS if r.overrides is None)
 #: Model keys carried over from the config's ``model`` section into each row, by model name.
 _CARRIED = {"mmntlsr": ("width", "depth", "loss_weights"), "unet": ("width", "depth", "norm")}
 
@@ -285,7 +291,8 @@ def table_markdown(records: Sequence[Mapping[str, Any]], *, n_patches: int | Non
         f"`{PAPER_LABEL}`: {PAPER_SOURCE}; other data, another PSNR definition; shown for rows 1-5 only "
         "and not comparable in absolute value with our columns.",
         "Rows 1-7 add MMNTLSR switches cumulatively; row 8 is a concatenation UNet of the same depth, its width chosen for "
-        "the parameter count of full MMNTLSR; row 9 is the interpolation baseline (no training).",
+        "the parameter count of full MMNTLSR; row 9 is the interpolation baseline (no training); row 10 is full MMNTLSR "
+        "with the opt-in modulation part (global intensity x local pattern).",
     ]
     return "\n".join(lines + notes) + "\n"
 
@@ -373,7 +380,7 @@ def _interpolation_row(cfg: Mapping[str, Any], train_zarr: Path, row_dir: Path,
                        data_fp: Mapping[str, Any]) -> dict[str, Any]:
     from pandafine.evaluate import _json_safe
 
-    key = _canonical({"row": _ROWS[-1].slug, "data": data_fp, "factor": int(cfg["grid"]["factor"])})
+    key = _canonical({"row": _INTERPOLATION.slug, "data": data_fp, "factor": int(cfg["grid"]["factor"])})
     rec = _read_row(row_dir, key)
     if rec is not None:
         return rec
@@ -391,7 +398,7 @@ def _interpolation_row(cfg: Mapping[str, Any], train_zarr: Path, row_dir: Path,
 def _modules_on(model_config: Mapping[str, Any] | None) -> str:
     if not model_config or model_config.get("name") != "mmntlsr":
         return ""
-    on = [k for k in _SWITCHES if model_config.get("modules", {}).get(k)]
+    on = [k for k in _ALL_SWITCHES if model_config.get("modules", {}).get(k)]
     return "+".join(on) if on else "none"
 
 
@@ -409,7 +416,7 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
     out_dir : path-like
         ``results/ablation``; row ``k`` lives in ``out_dir/<slug>/`` (see :data:`ABLATION_ROWS`).
     rows : sequence of int, optional
-        1-based row numbers to run (default: all nine).
+        1-based row numbers to run (default: all ten).
     epochs : int, optional
         Overrides ``train.epochs`` for every trained row.
     seeds : sequence of int, optional
