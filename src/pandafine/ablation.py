@@ -38,6 +38,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pandafine.atomic import write_text_atomic
+from pandafine.models import MODEL_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ CSV_COLUMNS = ("row", "name", "slug", "model", "modules_on", "paper_luojia01_201
 
 #: The switches rows 1-7 add cumulatively; row 10 adds the opt-in ``modulation`` part to row 7.
 _SWITCHES = ("fusion", "affine", "deformable", "deformation_field", "auxiliary", "multiscale")
-_ALL_SWITCHES = (*_SWITCHES, "modulation")
+#: Every MMNTLSR switch (those of the model's defaults), each spelled out in every row.
+_ALL_SWITCHES = tuple(MODEL_DEFAULTS["mmntlsr"]["modules"])
 
 
 def _modules(*on: str) -> dict[str, bool]:

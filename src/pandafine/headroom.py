@@ -85,4 +85,4 @@ def blurred_truth_psnr(truth: dict[int, np.ndarray], years, rows, cols, patch: i
     return out
 
 
-__all__ = ["psnr_z", "band_swap_psnr", "offset_oracle_psnr", "truth_patches", "blurred_truth_psnr"]
+__all__ = ["band_swap_psnr", "offset_oracle_psnr", "truth_patches", "blurred_truth_psnr"]

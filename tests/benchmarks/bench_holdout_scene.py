@@ -4,11 +4,12 @@ The benchmark's own test split is 16 patches (8 places, 2 years), two of which
 (one city core) decide the mean; a scene drawn with another ``synthetic.seed``
 gives 112 patches no model has seen, from cities, roads and a river laid out
 anew. Usage, from a workdir where the benchmark ablation has run, after
-building the other scene's tiles in a second clone (``synthetic.seed: 8`` in
-its ``workflow/configs/benchmark.yaml``)::
+building the other scene's tiles in a second clone
+(``workflow/configs/holdout_scene.yaml``: the benchmark with ``synthetic.seed: 8``)::
 
-    snakemake --cores 2 results/tiles/train.zarr --configfile workflow/configs/benchmark.yaml   # in the clone
-    python tests/benchmarks/bench_holdout_scene.py --tiles ../holdout/results/tiles/train.zarr \
+    snakemake --cores 2 results/tiles/train.zarr \
+        --configfile workflow/configs/benchmark.yaml workflow/configs/holdout_scene.yaml   # in the clone
+    python tests/benchmarks/bench_holdout_scene.py --tiles ../pandafine-holdout/results/tiles/train.zarr \
         --ablation results/ablation
 
 Prints, per trained row, PSNR on z (data range: max - min of the held-out
@@ -55,8 +56,9 @@ def main(argv=None) -> None:
 
     store = PatchStore(args.tiles)
     idx = np.arange(len(store)) if args.split == "all" else store.indices("test")
-    true = log_to_radiance(np.nan_to_num(true_log(store, idx)))
-    mask = np.isfinite(true_log(store, idx))
+    z_true = true_log(store, idx)
+    mask = np.isfinite(z_true)
+    true = log_to_radiance(np.nan_to_num(z_true))
     range_log, range_rad = data_ranges(true, mask, args.tiles)
     print(f"{args.tiles}: {len(idx)} patches ({args.split}), {int(mask.sum())} target pixels, "
           f"PSNR data range (log) {range_log:.3f}")
