@@ -21,19 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def model_dirs(paths: list[Path]) -> list[Path]:
-    """The model directories named by ``paths``: each path itself, or its ``seed-*`` sub-directories."""
-    out: list[Path] = []
-    for p in paths:
-        if (p / "checkpoint.pt").is_file():
-            out.append(p)
-            continue
-        seeds = sorted(d for d in p.glob("seed-*") if (d / "checkpoint.pt").is_file())
-        if not seeds:
-            raise SystemExit(f"{p}: no checkpoint.pt in it or in a seed-*/ sub-directory")
-        out.extend(seeds)
-    return out
+from bench_holdout_scene import model_dirs  # this folder is sys.path[0] when run as a script
 
 
 def main(argv=None) -> None:
@@ -57,12 +45,19 @@ def main(argv=None) -> None:
 
     summary = {}
     for label, paths in (("a", args.a), ("b", args.b)):
-        zs = []
-        for d in model_dirs(paths):
+        dirs = []
+        for p in paths:
+            found = model_dirs(p)
+            if not found:
+                raise SystemExit(f"{p}: no checkpoint.pt in it or in a seed-*/ sub-directory")
+            dirs.extend(found.values())
+        zs, single = [], []
+        for d in dirs:
             model, _ = load_trained_model(d)
             zs.append(predict_log(model, store, idx, 16).astype(np.float64))
-            print(f"  {label} {d}: {psnr(zs[-1], zt, range_log, mask):.3f} dB")
-        single = np.array([psnr(z, zt, range_log, mask) for z in zs])
+            single.append(psnr(zs[-1], zt, range_log, mask))
+            print(f"  {label} {d}: {single[-1]:.3f} dB")
+        single = np.array(single)
         ens = psnr(np.mean(zs, axis=0), zt, range_log, mask)
         summary[label] = (single.mean(), ens)
         print(f"{label}: {len(zs)} models, mean {single.mean():.3f} ± {single.std(ddof=1) if len(zs) > 1 else 0:.3f} dB, "
