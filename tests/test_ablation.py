@@ -37,16 +37,22 @@ def test_row_list_is_cumulative_and_ordered():
     names = [n for n, _ in A.ABLATION_ROWS]
     assert names[:5] == ["baseline", "+ deformable conv", "+ affine", "+ auxiliary supervision",
                          "+ multi-scale loss"]
-    assert len(names) == 10 and names[8] == "interpolation" and A.ABLATION_ROWS[8][1] is None
+    assert len(names) == 11 and names[8] == "interpolation" and A.ABLATION_ROWS[8][1] is None
+    assert names[7] == "UNet (concatenation)" and A.ABLATION_ROWS[7][1] == {"name": "unet"}
     assert [o is None for _, o in A.ABLATION_ROWS].count(True) == 1
-    on = [{k for k, v in o["modules"].items() if v} for _, o in A.ABLATION_ROWS[:7]]
+    mm = [0, 1, 2, 3, 4, 5, 6, 9, 10]  # the MMNTLSR rows, in the order they add switches
+    on = [{k for k, v in A.ABLATION_ROWS[i][1]["modules"].items() if v} for i in mm]
     # every row spells out every switch, so a changed default cannot change a row
     assert all(set(o["modules"]) == set(A._ALL_SWITCHES) for _, o in A.ABLATION_ROWS if o and o["name"] == "mmntlsr")
-    assert {k for k, v in A.ABLATION_ROWS[9][1]["modules"].items() if v} == on[6] | {"modulation"}
     assert on[0] == set() and on[6] == set(A._SWITCHES)
     assert all(a < b and len(b - a) == 1 for a, b in zip(on, on[1:]))  # one switch added per row
-    assert [on[i + 1] - on[i] for i in range(6)] == [{"deformable"}, {"affine"}, {"auxiliary"}, {"multiscale"},
-                                                     {"fusion"}, {"deformation_field"}]
+    assert [on[i + 1] - on[i] for i in range(8)] == [{"deformable"}, {"affine"}, {"auxiliary"}, {"multiscale"},
+                                                     {"fusion"}, {"deformation_field"}, {"modulation"},
+                                                     {"local_pattern"}]
+    # the last row is full MMNTLSR: every switch on, i.e. the model's defaults
+    from pandafine.models import MODEL_DEFAULTS
+    assert on[-1] == set(A._ALL_SWITCHES) and all(MODEL_DEFAULTS["mmntlsr"]["modules"].values())
+    assert "full MMNTLSR" in names[10] and not any("full" in n for n in names[:10])
     assert A.PAPER_PSNR_DB == {1: 15.66, 2: 19.31, 3: 24.07, 4: 29.20, 5: 32.40}
 
 
@@ -56,12 +62,12 @@ def test_row_config_keeps_size_and_overrides_model():
     # no mmntlsr-only keys; the width gives about the parameters of full MMNTLSR at width 4
     assert unet["model"] == {"name": "unet", "width": A.matched_unet_width(4, 2), "depth": 2}
     assert unet["train"]["epochs"] == 3 and cfg["train"]["epochs"] == 1  # the input is not modified
-    full = A.row_config(cfg, 7)["model"]
-    assert full["loss_weights"] == {"bright": 0.25} and full["modules"] == {**dict.fromkeys(A._SWITCHES, True), "modulation": False}
+    full = A.row_config(cfg, 11)["model"]
+    assert full["loss_weights"] == {"bright": 0.25} and full["modules"] == dict.fromkeys(A._ALL_SWITCHES, True)
     with pytest.raises(ValueError, match="no model"):
         A.row_config(cfg, 9)
     assert A.parse_rows("5, 1,5") == [1, 5] and A.parse_rows(None) is None
-    for bad in ("0", "11", "a"):
+    for bad in ("0", "12", "a"):
         with pytest.raises(ValueError, match="rows"):
             A.parse_rows(bad)
 

@@ -90,7 +90,7 @@ def test_each_switch_changes_parameters_and_still_runs():
 def test_modulation_is_softplus_of_intensity_plus_pattern():
     """z = softplus(a + b): with the intensity head at 0 the output is softplus of the plain model's."""
     x = blocky_input(2, 32, 32)
-    plain = tiny().eval()
+    plain = tiny({"modulation": False}).eval()
     mod = tiny({"modulation": True}).eval()
     with torch.no_grad():
         mod.intensity_head.weight.zero_()
@@ -99,6 +99,32 @@ def test_modulation_is_softplus_of_intensity_plus_pattern():
         mod.intensity_head.bias.fill_(1.5)  # a constant log-intensity multiplies radiance / ref by e**1.5
         assert torch.allclose(mod(x), F.softplus(plain(x) + 1.5), atol=1e-6)
         assert (mod(x) >= 0).all()
+
+
+def test_local_pattern_is_a_3x3_term_of_the_log_pattern():
+    """The local pattern adds a 3x3-neighbourhood network of the Landsat and DEM values to b (before the softplus)."""
+    x = blocky_input(2, 32, 32)
+    off = tiny({"local_pattern": False}).eval()
+    on = tiny().eval()
+    assert on.switches["local_pattern"] and on.switches["modulation"]
+    result = off.load_state_dict(on.state_dict(), strict=False)
+    assert result.missing_keys == [] and all(k.startswith("local_pattern.") for k in result.unexpected_keys)
+    sl = M._channel_slice(CHANNELS, M.LANDSAT_CHANNELS)
+    px = torch.cat([x[:, sl], x[:, list(CHANNELS).index("dem")][:, None]], dim=1)
+    with torch.no_grad():
+        # z_on = softplus(a + b + p) and z_off = softplus(a + b): undo the softplus to compare the sums
+        term = on.local_pattern(px)
+        inv = lambda z: z + torch.log(-torch.expm1(-z))  # softplus^-1
+        assert torch.allclose(inv(on(x)) - inv(off(x)), term, atol=1e-4)
+        # local: changing one pixel's Landsat values changes the term of that pixel and its 8 neighbours only
+        y = px.clone()
+        y[0, :, 5, 7] += 3.0
+        changed = (on.local_pattern(y) - term).abs()[0, 0] > 0
+        # ... and the PANDA channels do not reach it at all
+        x2 = x.clone()
+        x2[:, :2] += 5.0
+        assert torch.equal(on.local_pattern(torch.cat([x2[:, sl], x2[:, -1:]], dim=1)), term)
+    assert changed[4:7, 6:9].all() and changed.sum() == 9
 
 
 def test_alignment_is_a_no_op_at_initialization():
@@ -277,7 +303,8 @@ def test_onnx_export_parity(tmp_path):
     from pandafine.models.wrapper import PandaFineNet
 
     torch.manual_seed(0)
-    net = perturb_alignment(tiny({"modulation": True}, width=4, depth=3, seed=3), scale=0.5)  # every part
+    net = perturb_alignment(tiny(width=4, depth=3, seed=3), scale=0.5)  # every part (all on by default)
+    assert all(net.switches.values())
     with torch.no_grad():
         net.sr_head[-1].bias.fill_(2.0)  # z > 0 mostly: the radiance (expm1(max(z, 0))) is not clamped to 0
     model = PandaFineNet(net, [0.0] * C, [1.0] * C).eval()

@@ -2,11 +2,12 @@
 
 Rows 1-5 reproduce the cumulative rows of the MMNTLSR paper's ablation
 (baseline, + deformable convolution, + affine transformation, + auxiliary
-supervision, + multi-scale prediction loss); rows 6-10 are our additions
-(+ multimodal fusion, + deformation field = full MMNTLSR, a concatenation UNet
-of the same depth and about the same parameter count, the interpolation baseline of
-:mod:`pandafine.evaluate`, which needs no training, and full MMNTLSR with the
-opt-in ``modulation`` part). Each trained row is a copy
+supervision, + multi-scale prediction loss); rows 6-11 are our additions
+(+ multimodal fusion, + deformation field, a concatenation UNet of the same
+depth and about the same parameter count as full MMNTLSR, the interpolation
+baseline of :mod:`pandafine.evaluate`, which needs no training, + modulation
+(global intensity x local pattern) and + local pattern = full MMNTLSR). The
+row numbers of rows 1-9 are those of earlier versions of the table. Each trained row is a copy
 of the config whose ``model`` section is replaced by the row's model (same
 ``width``/``depth``), trained with :func:`pandafine.train.train_model` and
 evaluated with :func:`pandafine.evaluate.evaluate_model` in ``out_dir/<slug>/``.
@@ -57,7 +58,7 @@ CSV_COLUMNS = ("row", "name", "slug", "model", "modules_on", "paper_luojia01_201
                "n_params", "train_seconds", "epochs_run", "best_epoch", "n_seeds",
                *(f"{k}_sd" for k in SPREAD_KEYS), "psnr_log_vs_unet_db")
 
-#: The switches rows 1-7 add cumulatively; row 10 adds the opt-in ``modulation`` part to row 7.
+#: The switches rows 1-7 add cumulatively; rows 10 and 11 then add ``modulation`` and ``local_pattern``.
 _SWITCHES = ("fusion", "affine", "deformable", "deformation_field", "auxiliary", "multiscale")
 #: Every MMNTLSR switch (those of the model's defaults), each spelled out in every row.
 _ALL_SWITCHES = tuple(MODEL_DEFAULTS["mmntlsr"]["modules"])
@@ -102,10 +103,12 @@ _ROWS = (
                 {"name": "mmntlsr", "modules": _modules("deformable", "affine", "auxiliary", "multiscale")}, 32.40),
     AblationRow("+ multimodal fusion", "06-fusion",
                 {"name": "mmntlsr", "modules": _modules("deformable", "affine", "auxiliary", "multiscale", "fusion")}),
-    AblationRow("+ deformation field", "07-full", {"name": "mmntlsr", "modules": _modules(*_SWITCHES)}),
+    AblationRow("+ deformation field", "07-deformation-field", {"name": "mmntlsr", "modules": _modules(*_SWITCHES)}),
     AblationRow("UNet (concatenation)", "08-unet", {"name": "unet"}),
     AblationRow("interpolation", "09-interpolation", None),
-    AblationRow("full MMNTLSR + modulation", "10-modulation", {"name": "mmntlsr", "modules": _modules(*_ALL_SWITCHES)}),
+    AblationRow("+ modulation", "10-modulation", {"name": "mmntlsr", "modules": _modules(*_SWITCHES, "modulation")}),
+    AblationRow("+ local pattern (full MMNTLSR)", "11-full",
+                {"name": "mmntlsr", "modules": _modules(*_SWITCHES, "modulation", "local_pattern")}),
 )
 
 #: The table's rows in order, as ``(row name, model config overrides)``; row numbers are 1-based positions.
@@ -292,9 +295,10 @@ def table_markdown(records: Sequence[Mapping[str, Any]], *, n_patches: int | Non
         "`vs UNet dB`: PSNR log of the row minus that of the UNet row (when the UNet row was run).",
         f"`{PAPER_LABEL}`: {PAPER_SOURCE}; other data, another PSNR definition; shown for rows 1-5 only "
         "and not comparable in absolute value with our columns.",
-        "Rows 1-7 add MMNTLSR switches cumulatively; row 8 is a concatenation UNet of the same depth, its width chosen for "
-        "the parameter count of full MMNTLSR; row 9 is the interpolation baseline (no training); row 10 is full MMNTLSR "
-        "with the opt-in modulation part (global intensity x local pattern).",
+        "Rows 1-7, 10 and 11 add MMNTLSR switches cumulatively (row 10 adds modulation, global intensity x local "
+        "pattern, to row 7; row 11, full MMNTLSR, adds the local pattern); row 8 is a concatenation UNet of the "
+        "same depth, its width chosen for the parameter count of full MMNTLSR; row 9 is the interpolation baseline "
+        "(no training).",
     ]
     return "\n".join(lines + notes) + "\n"
 
@@ -418,7 +422,7 @@ def run_ablation(cfg: Mapping[str, Any], train_zarr, out_dir, *, rows: Sequence[
     out_dir : path-like
         ``results/ablation``; row ``k`` lives in ``out_dir/<slug>/`` (see :data:`ABLATION_ROWS`).
     rows : sequence of int, optional
-        1-based row numbers to run (default: all ten).
+        1-based row numbers to run (default: all of them).
     epochs : int, optional
         Overrides ``train.epochs`` for every trained row.
     seeds : sequence of int, optional

@@ -3,7 +3,7 @@
 Usage (in a workdir where the benchmark or demo config has run; synthetic sources only)::
 
     python tests/benchmarks/bench_headroom.py --tiles results/tiles/train.zarr \
-        --truth resources/synthetic/truth results/ablation/08-unet/seed-42 results/ablation/07-full/seed-42
+        --truth resources/synthetic/truth results/ablation/08-unet/seed-42 results/ablation/11-full/seed-42
 
 ``--truth`` needs ``radiance_{year}.tif`` of the target years (``snakemake resources/synthetic/manifest.json``).
 On the test split, with the data range of ``pandafine evaluate`` (PSNR on z = log1p(L / 1e-5)), it prints:

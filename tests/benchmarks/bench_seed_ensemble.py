@@ -3,7 +3,7 @@
 Usage (in a workdir where the benchmark ablation has run)::
 
     python tests/benchmarks/bench_seed_ensemble.py --tiles results/tiles/train.zarr \
-        --a results/ablation/07-full --b results/ablation/08-unet
+        --a results/ablation/11-full --b results/ablation/08-unet
 
 ``--a`` and ``--b`` are ablation row directories holding ``seed-<n>/checkpoint.pt`` (or lists of
 model directories). On the test split, with the data range of ``pandafine evaluate`` (PSNR on

@@ -17,7 +17,8 @@ MODEL_KEYS: dict[str, tuple[str, ...]] = {"unet": ("width", "depth"), "mmntlsr":
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "unet": {"norm": "none"},
     "mmntlsr": {"modules": {"fusion": True, "affine": True, "deformable": True, "deformation_field": True,
-                            "auxiliary": True, "multiscale": True, "modulation": False}},
+                            "auxiliary": True, "multiscale": True, "modulation": True,
+                            "local_pattern": True}},
     # generative models (pandafine.models.diffusion / flow); ``base_model`` (a trained model dir) is optional
     "diffusion": {"prediction": "v", "schedule": "cosine", "timesteps": 1000, "data_scale": 1.0, "sample_seed": 0,
                   "sampler": {"kind": "ddim", "steps": 10, "eta": 0.0}},

@@ -16,7 +16,7 @@ modalities, each with its own encoder suited to its resolution:
   full-resolution stem of the raw channels, average pooled to the level (the
   stem sees where a pixel sits within its cell).
 
-Switchable parts (``modules`` dict, all default on except ``modulation``; see :data:`DEFAULT_MODULES`):
+Switchable parts (``modules`` dict, all on by default; see :data:`DEFAULT_MODULES`):
 
 ``fusion``
     Per-level multimodality fusion, from high to low resolution
@@ -43,12 +43,21 @@ Switchable parts (``modules`` dict, all default on except ``modulation``; see :d
 ``multiscale``
     z predictions at 1/2 and 1/4 resolution from the decoder (training only);
     loss: :func:`multiscale_loss`.
-``modulation`` (default off)
+``modulation``
     Global intensity x local pattern: a 1x1 head on the deepest fused level
     (1/2**depth resolution) gives a log-intensity map ``a``, upsampled
-    bilinearly; the output is ``z = softplus(a + b)`` with ``b`` the
-    super-resolution head's full-resolution map, i.e. radiance / RADIANCE_REF
-    = exp(a) * exp(b): a smooth brightness level times a fine pattern.
+    bilinearly; the output is ``z = softplus(a + b)`` with ``b`` the local
+    log-pattern, i.e. radiance / RADIANCE_REF = exp(a) * exp(b): a smooth
+    brightness level times a fine pattern. Off: ``z = b``.
+``local_pattern``
+    A term of the local pattern ``b`` read straight from the surface: a small
+    network over the Landsat and DEM channels of each pixel and its eight
+    neighbours (:class:`LocalPattern`: one 3x3 convolution, then 1x1), added to
+    the super-resolution head's map. With ``modulation`` it scales the radiance
+    multiplicatively, as the impervious / vegetation / soil / water mix of a
+    pixel does: a 1-2 px river through a saturated city core stays dark whatever
+    PANDA says, which the deep decoder alone blurs away. Without ``modulation``
+    it is only an additive term on z (measured: no gain on the benchmark).
 
 No part uses statistics over the whole tile except the 6 affine parameters
 (a tile mean of context features), so overlapping inference tiles agree
@@ -74,9 +83,11 @@ from pandafine.models.blocks import ConvBlock, Down, Up
 #: The switches of :class:`MMNTLSR` and their defaults.
 DEFAULT_MODULES: dict[str, bool] = {"fusion": True, "affine": True, "deformable": True,
                                     "deformation_field": True, "auxiliary": True, "multiscale": True,
-                                    "modulation": False}
+                                    "modulation": True, "local_pattern": True}
 #: Weights of the extra training loss terms (:func:`loss_terms`) added to the L1 on z.
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"saturation": 0.1, "bright": 0.1, "multiscale": 0.25, "smoothness": 0.01}
+#: Hidden channels of :class:`LocalPattern`.
+LOCAL_PATTERN_HIDDEN = 32
 #: PANDA pixel size in working-grid pixels (1 km / 125 m).
 PANDA_FACTOR = 8
 #: Scales (downsampling factors) of the multi-scale outputs.
@@ -160,6 +171,26 @@ class ModalityFusion(nn.Module):
             gated = gated + others[m] * weights[:, m:m + 1]
         mixed = self.mix(torch.cat([main, gated], dim=1))
         return main + mixed * self.attention(mixed)
+
+
+class LocalPattern(nn.Module):
+    """Log-brightness term of each pixel from the Landsat and DEM values of its 3x3 neighbourhood.
+
+    One 3x3 convolution and two 1x1 convolutions (ReLU between them) map the
+    normalized channels to one value, so the term sees only what the surface
+    within 375 m of the pixel is made of (impervious surface, vegetation, soil,
+    water): a strong prior that needs few training pixels, cannot blur a 1-2 px
+    river or road away, and absorbs the sub-pixel blur and shift of the ~130 m
+    Luojia-01 target.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = LOCAL_PATTERN_HIDDEN) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
 
 
 class PandaLevel(nn.Module):
@@ -257,7 +288,10 @@ class MMNTLSR(nn.Module):
             self.aux_head = None
         head_in = chans[0] + (2 if sw["auxiliary"] else 0)  # the auxiliary maps are inputs of the SR head
         self.sr_head = nn.Sequential(_conv_relu(head_in, chans[0]), nn.Conv2d(chans[0], 1, 1))
-        # global intensity x local pattern: a log-intensity map at the deepest level added to the head's map
+        # the local pattern: the head's map plus a term from the Landsat and DEM values of each 3x3 neighbourhood
+        n_px = len(LANDSAT_CHANNELS) + len(DEM_CHANNELS)
+        self.local_pattern = LocalPattern(n_px) if sw["local_pattern"] else None
+        # global intensity x local pattern: a log-intensity map at the deepest level added to the local pattern
         self.intensity_head = nn.Conv2d(chans[depth], 1, 1) if sw["modulation"] else None
         factors = [f for f in MULTISCALE_FACTORS if f <= 2**depth] if sw["multiscale"] else []
         self.ms_factors = tuple(factors)
@@ -320,6 +354,8 @@ class MMNTLSR(nn.Module):
             z = self.sr_head(torch.cat([y, torch.sigmoid(sat_logit), bright], dim=1))
         else:
             z = self.sr_head(y)
+        if self.local_pattern is not None:
+            z = z + self.local_pattern(torch.cat([landsat, dem], dim=1))
         if self.intensity_head is not None:
             a = F.interpolate(self.intensity_head(decoded[self.depth]), size=z.shape[-2:], mode="bilinear",
                               align_corners=False)
