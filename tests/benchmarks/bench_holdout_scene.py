@@ -73,12 +73,12 @@ def main(argv=None) -> None:
             m = method_metrics(pred, true, mask, range_log, range_rad)
             results.setdefault(row_dir.name, {})[seed] = {k: m[k] for k in KEYS}
     unet = next((v for k, v in results.items() if k.endswith("-unet")), None)
-    print(f"{'row':<18} {'PSNR log dB':>14} {'PSNR rad dB':>14} {'bright 1% err':>14}  vs UNet per seed (dB)")
+    print(f"{'row':<22} {'PSNR log dB':>14} {'PSNR rad dB':>14} {'bright 1% err':>14}  vs UNet per seed (dB)")
     for row, by_seed in results.items():
         cols = [_spread([r[k] for r in by_seed.values()]) for k in KEYS]
         diffs = "" if unet is None or row.endswith("-unet") else " ".join(
             f"{s}: {r['psnr_log_db'] - unet[s]['psnr_log_db']:+.2f}" for s, r in by_seed.items() if s in unet)
-        print(f"{row:<18} {cols[0]:>14} {cols[1]:>14} {cols[2]:>14}  {diffs}")
+        print(f"{row:<22} {cols[0]:>14} {cols[1]:>14} {cols[2]:>14}  {diffs}")
 
 
 if __name__ == "__main__":
