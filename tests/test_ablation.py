@@ -168,3 +168,25 @@ def test_seeds_give_mean_and_spread_and_the_unet_difference(ablation, tmp_path):
     with pytest.raises(ValueError, match="seeds"):
         A.parse_seeds("3,3")
     assert A.parse_seeds("5, 6") == [5, 6] and A.parse_seeds("") is None
+
+
+@pytest.mark.parametrize("overlays, rows", [((), list(range(1, 12))), (("holdout_scene.yaml",), list(range(1, 12))),
+                                            (("benchmark_headline.yaml",), [8, 9, 11])])
+def test_benchmark_configs_merge_and_validate(overlays, rows):
+    """benchmark.yaml (over config.yaml) and its overlays, merged key by key as Snakemake merges config files."""
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import update_config
+
+    from pandafine.config import validate_config
+
+    configs = Path(__file__).resolve().parents[1] / "workflow" / "configs"
+    cfg = yaml.safe_load((configs.parents[1] / "config.yaml").read_text())
+    for name in ("benchmark.yaml", *overlays):
+        update_config(cfg, yaml.safe_load((configs / name).read_text()))
+    validate_config(cfg, source="+".join(("benchmark.yaml", *overlays)))
+    ab = cfg["ablation"]
+    assert ab["rows"] == rows and ab["seeds"] == [42, 43, 44] and ab["epochs"] == cfg["train"]["epochs"] == 30
+    assert cfg["model"]["name"] == "mmntlsr" and "modules" not in cfg["model"]  # full MMNTLSR: every default part
+    assert A.select_rows(ab["rows"]) == rows

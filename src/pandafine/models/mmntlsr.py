@@ -57,7 +57,8 @@ Switchable parts (``modules`` dict, all on by default; see :data:`DEFAULT_MODULE
     multiplicatively, as the impervious / vegetation / soil / water mix of a
     pixel does: a 1-2 px river through a saturated city core stays dark whatever
     PANDA says, which the deep decoder alone blurs away. Without ``modulation``
-    it is only an additive term on z (measured: no gain on the benchmark).
+    it is only an additive term on z (on the benchmark, seed 42, a per-pixel version
+    gained a third of what it gains with ``modulation``).
 
 No part uses statistics over the whole tile except the 6 affine parameters
 (a tile mean of context features), so overlapping inference tiles agree
