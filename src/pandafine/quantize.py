@@ -157,9 +157,9 @@ def input_layers(graph, layer_ops: Sequence[str] = LAYER_OPS) -> list[str]:
     """Names of the model layers with no other layer upstream (the layers reading the normalized inputs).
 
     int8 keeps them in float32: an 8-bit input puts every normalized channel on a
-    grid of 1/255 of its calibrated range, and the range of the Landsat and DEM
-    channels is set by rare extremes (clouds, peaks), so the step is coarse where
-    the data are. On the benchmark tiles (``workflow/configs/benchmark_headline.yaml``,
+    grid of 1/255 of its calibrated range, too coarse for the small band
+    differences the first layers read (calibrating the range on the 99.99th
+    percentile instead of min/max did not help). On the benchmark tiles (``workflow/configs/benchmark_headline.yaml``,
     seed 42) quantizing them cost the UNet 1.80 dB PSNR(log) and the full MMNTLSR
     0.76 dB; kept in float32, 0.01 and 0.06 dB.
     """
