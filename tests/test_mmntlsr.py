@@ -109,8 +109,9 @@ def test_local_pattern_is_a_3x3_term_of_the_log_pattern():
     assert on.switches["local_pattern"] and on.switches["modulation"]
     result = off.load_state_dict(on.state_dict(), strict=False)
     assert result.missing_keys == [] and all(k.startswith("local_pattern.") for k in result.unexpected_keys)
-    sl = M._channel_slice(CHANNELS, M.LANDSAT_CHANNELS)
-    px = torch.cat([x[:, sl], x[:, list(CHANNELS).index("dem")][:, None]], dim=1)
+    landsat, dem = (M._channel_slice(CHANNELS, names) for names in (M.LANDSAT_CHANNELS, M.DEM_CHANNELS))
+    surface = lambda t: torch.cat([t[:, landsat], t[:, dem]], dim=1)  # the local pattern's input
+    px = surface(x)
     with torch.no_grad():
         # z_on = softplus(a + b + p) and z_off = softplus(a + b): undo the softplus to compare the sums
         term = on.local_pattern(px)
@@ -122,8 +123,8 @@ def test_local_pattern_is_a_3x3_term_of_the_log_pattern():
         changed = (on.local_pattern(y) - term).abs()[0, 0] > 0
         # ... and the PANDA channels do not reach it at all
         x2 = x.clone()
-        x2[:, :2] += 5.0
-        assert torch.equal(on.local_pattern(torch.cat([x2[:, sl], x2[:, -1:]], dim=1)), term)
+        x2[:, M._channel_slice(CHANNELS, M.PANDA_CHANNELS)] += 5.0
+        assert torch.equal(on.local_pattern(surface(x2)), term)
     assert changed[4:7, 6:9].all() and changed.sum() == 9
 
 
