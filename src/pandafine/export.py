@@ -29,6 +29,38 @@ EXPORT_JSON = "export.json"
 PARITY_RTOL = 1e-4
 #: At most this many test patches go through the parity check.
 PARITY_MAX_PATCHES = 64
+#: Node metadata in which the dynamo exporter records the Python source of each op: file paths of this
+#: checkout and line numbers of the model code. Dropped, so that ``model.onnx`` (and every product's
+#: ``model_sha256`` tag) depends on the weights and the graph only, not on where the repository lives or on
+#: an edit to a comment in the model code.
+SOURCE_LOCATION_KEYS = frozenset({"pkg.torch.onnx.stack_trace"})
+
+
+def drop_source_locations(proto) -> int:
+    """Remove :data:`SOURCE_LOCATION_KEYS` from the metadata of every node (graph, subgraphs, functions).
+
+    Returns the number of entries removed.
+    """
+    def graphs(g):
+        yield g
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    yield from graphs(attr.g)
+                for sub in attr.graphs:
+                    yield from graphs(sub)
+
+    nodes = [n for g in graphs(proto.graph) for n in g.node] + [n for f in proto.functions for n in f.node]
+    removed = 0
+    for node in nodes:
+        keep = [(p.key, p.value) for p in node.metadata_props if p.key not in SOURCE_LOCATION_KEYS]
+        removed += len(node.metadata_props) - len(keep)
+        if len(keep) != len(node.metadata_props):
+            del node.metadata_props[:]
+            for key, value in keep:
+                entry = node.metadata_props.add()
+                entry.key, entry.value = key, value
+    return removed
 
 
 def parity_inputs(patches: np.ndarray, batch_size: int, tile: int, multiple: int) -> list[np.ndarray]:
@@ -130,6 +162,7 @@ def export_onnx(cfg: Mapping[str, Any], model_dir, train_zarr, out_path, *, opse
         example = np.concatenate([patches[:2], patches[:2]])[:2]  # batch 2: a size-1 dim would be specialized
         exporter = _export_graph(model, example, tmp, opset)
         proto = onnx.load(str(tmp))
+        drop_source_locations(proto)
         meta = {
             "pandafine.channels": json.dumps(list(ck["channels"])),
             "pandafine.normalization": json.dumps(ck["normalization"]),
