@@ -9,7 +9,7 @@ import pytest
 import yaml
 from affine import Affine
 
-from pandafine.grid import CHINA_ALBERS, Grid
+from pandafine.core.grid import CHINA_ALBERS, Grid
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from pandafine.channels import CHANNELS
+from pandafine.core.channels import CHANNELS
 
 
 def make_scene(size: int, *, factor: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from fake_tiles import tiny_config, write_fake_train_zarr
-from pandafine import ablation as A
-from pandafine import train as T
+from pandafine.models.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from pandafine.studies import ablation as A
 
 ROWS = [1, 5, 8, 9]
 
@@ -109,14 +109,14 @@ def test_overrides_reach_the_checkpoints(ablation):
     _, out, _ = ablation
     for row in ROWS[:-1]:
         name, overrides = A.ABLATION_ROWS[row - 1]
-        ck = T.read_checkpoint(out / A._ROWS[row - 1].slug / T.CHECKPOINT_NAME)
+        ck = read_checkpoint(out / A._ROWS[row - 1].slug / CHECKPOINT_NAME)
         mc = ck["model_config"]
         width = A.matched_unet_width(4, 2) if overrides["name"] == "unet" else 4
         assert mc["name"] == overrides["name"] and (mc["width"], mc["depth"]) == (width, 2)
         if mc["name"] == "mmntlsr":
             assert mc["modules"] == overrides["modules"], name
-    base = T.read_checkpoint(out / "01-baseline" / T.CHECKPOINT_NAME)["model_config"]["modules"]
-    ms = T.read_checkpoint(out / "05-multiscale" / T.CHECKPOINT_NAME)["model_config"]["modules"]
+    base = read_checkpoint(out / "01-baseline" / CHECKPOINT_NAME)["model_config"]["modules"]
+    ms = read_checkpoint(out / "05-multiscale" / CHECKPOINT_NAME)["model_config"]["modules"]
     assert not any(base.values())
     assert {k for k, v in ms.items() if v} == {"deformable", "affine", "auxiliary", "multiscale"}
 
@@ -131,7 +131,7 @@ def test_interpolation_row_matches_evaluate(ablation):
 
 def test_rerun_does_not_retrain(ablation):
     zarr_path, out, path = ablation
-    cks = {row: out / A._ROWS[row - 1].slug / T.CHECKPOINT_NAME for row in ROWS[:-1]}
+    cks = {row: out / A._ROWS[row - 1].slug / CHECKPOINT_NAME for row in ROWS[:-1]}
     before = {row: p.stat().st_mtime_ns for row, p in cks.items()}
     metrics_before = (out / "05-multiscale" / "metrics.json").stat().st_mtime_ns
     text = path.read_text()
@@ -144,7 +144,7 @@ def test_rerun_does_not_retrain(ablation):
     cfg["model"]["width"] = 6
     A.run_ablation(cfg, zarr_path, out, rows=[1])
     assert cks[1].stat().st_mtime_ns != before[1]
-    assert T.read_checkpoint(cks[1])["model_config"]["width"] == 6
+    assert read_checkpoint(cks[1])["model_config"]["width"] == 6
 
 
 def test_seeds_give_mean_and_spread_and_the_unet_difference(ablation, tmp_path):
@@ -154,7 +154,7 @@ def test_seeds_give_mean_and_spread_and_the_unet_difference(ablation, tmp_path):
     recs = {int(r["row"]): r for r in _read(path)}
     per_seed = {s: json.loads((out / "01-baseline" / f"seed-{s}" / "metrics.json").read_text())
                 ["test_split"]["model"] for s in (3, 4)}
-    assert T.read_checkpoint(out / "01-baseline" / "seed-4" / T.CHECKPOINT_NAME)["fingerprint"]["spec"]["seed"] == 4
+    assert read_checkpoint(out / "01-baseline" / "seed-4" / CHECKPOINT_NAME)["fingerprint"]["spec"]["seed"] == 4
     a, b = per_seed[3]["psnr_log_db"], per_seed[4]["psnr_log_db"]
     assert a != b  # the seeds make different runs
     assert float(recs[1]["psnr_log_db"]) == pytest.approx((a + b) / 2, rel=1e-5)

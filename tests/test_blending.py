@@ -7,9 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from pandafine.blending import (WINDOW_KINDS, BlendAccumulator, TileLayout, blend_tiles,
-                                border_adjusted_window, tile_origins, window)
-
+from pandafine.inference.blending import (
+    WINDOW_KINDS,
+    BlendAccumulator,
+    TileLayout,
+    blend_tiles,
+    border_adjusted_window,
+    tile_origins,
+    window,
+)
 
 # --------------------------------------------------------------------------- windows
 

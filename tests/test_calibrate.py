@@ -12,11 +12,11 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from pandafine import calibrate as cal
-from pandafine import landsat as ls
-from pandafine import luojia as lj
-from pandafine.channels import LANDSAT_BANDS
-from pandafine.grid import CHINA_ALBERS, grid_from_bbox
+from pandafine.core.channels import LANDSAT_BANDS
+from pandafine.core.grid import CHINA_ALBERS, grid_from_bbox
+from pandafine.preprocess import calibrate as cal
+from pandafine.sensors import landsat as ls
+from pandafine.sensors import luojia as lj
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 

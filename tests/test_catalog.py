@@ -10,12 +10,21 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from pandafine.catalog import (COG_MEDIA_TYPE, FILE_EXT, PROJECTION_EXT, RASTER_EXT, build_catalog,
-                               find_products, footprint_wgs84, native_bbox, outline, product_year, sha256_multihash,
-                               year_interval)
-from pandafine.grid import CHINA_ALBERS, Grid
-from pandafine.checksums import sha256_file as file_sha256
-from pandafine.product import write_cog
+from pandafine.core.checksums import sha256_file as file_sha256
+from pandafine.core.grid import CHINA_ALBERS, Grid
+from pandafine.product.catalog import (
+    COG_MEDIA_TYPE,
+    FILE_EXT,
+    build_catalog,
+    find_products,
+    footprint_wgs84,
+    native_bbox,
+    outline,
+    product_year,
+    sha256_multihash,
+    year_interval,
+)
+from pandafine.product.cog import write_cog
 from stac_schemas import SCHEMA_WHEEL_ENV, CatalogValidator, extension_schemas, validate_catalog
 
 ALBERS_GRID = Grid(CHINA_ALBERS, Affine(125.0, 0, -300_000.0, 0, -125.0, 3_800_000.0), 64, 48, 8)

@@ -37,14 +37,14 @@ def test_check_config_reports_the_key(tmp_path, tiny_config, capsys):
 def test_check_config_writes_grid(tmp_path, tiny_config_path):
     out = tmp_path / "grid.json"
     assert main(["check-config", "--config", str(tiny_config_path), "--grid-out", str(out)]) == 0
-    from pandafine.grid import Grid
+    from pandafine.core.grid import Grid
 
     assert Grid.read_json(out).pixel_size == 125
 
 
 def test_threads_cap_reaches_the_libraries(tmp_path, tiny_config_path):
     """--threads sets every thread pool of the process (env vars are set before numpy loads)."""
-    code = ("import os, sys; from pandafine.cli import main; from pandafine import runtime;"
+    code = ("import os, sys; from pandafine.cli import main; from pandafine.core import runtime;"
             "main(['check-config', '--config', sys.argv[1], '--threads', '1']);"
             "import torch; runtime.configure_torch();"
             "print(os.environ['OMP_NUM_THREADS'], os.environ['GDAL_NUM_THREADS'], torch.get_num_threads())")

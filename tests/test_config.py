@@ -54,10 +54,10 @@ def test_config_hash_ignores_key_order(demo_config):
 
 
 def test_workflow_schema_is_the_package_schema():
+    import json
     from pathlib import Path
 
     from pandafine.config import schema
-    import json
 
     wf = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.json"
     assert json.loads(wf.read_text()) == schema()

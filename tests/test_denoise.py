@@ -10,10 +10,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-from pandafine import denoise as dn
-from pandafine.channels import LANDSAT_BANDS
-from pandafine.grid import CHINA_ALBERS, Grid, grid_from_bbox
-from pandafine.raster_io import write_raster
+from pandafine.core.channels import LANDSAT_BANDS
+from pandafine.core.grid import CHINA_ALBERS, Grid, grid_from_bbox
+from pandafine.core.raster_io import write_raster
+from pandafine.preprocess import denoise as dn
 
 ANCHOR = (-2643772.86, 5926896.53)
 BG = 2.0e-6
@@ -159,7 +159,8 @@ UTM49 = "EPSG:32649"
 def composite_setup(tmp_path):
     """Working grid near Xi'an and a writer of calibrated 7-band scenes (UTM 30 m) covering it."""
     grid = grid_from_bbox((108.90, 34.20, 108.94, 34.23), CHINA_ALBERS, 125.0, 8, ANCHOR)
-    from rasterio.warp import transform as warp_xy, transform_bounds
+    from rasterio.warp import transform as warp_xy
+    from rasterio.warp import transform_bounds
 
     left, bottom, right, top = transform_bounds(grid.crs, UTM49, *grid.bounds, densify_pts=21)
     x0, y0 = np.floor(left / 30) * 30 - 600, np.ceil(top / 30) * 30 + 600

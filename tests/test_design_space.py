@@ -9,8 +9,9 @@ import json
 import pytest
 
 from fake_tiles import tiny_config, write_fake_train_zarr
-from pandafine import design_space as D
-from pandafine import train as T
+from pandafine.models.registry import load_trained_model
+from pandafine.studies import design_space as D
+from pandafine.training import train as T
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def trained(tmp_path_factory):
 
 
 def test_deterministic_model_matches_evaluate(trained, tmp_path):
-    from pandafine.evaluate import evaluate_model
+    from pandafine.training.evaluate import evaluate_model
 
     zarr, dirs, cfg = trained
     res = D.evaluate_sampling(cfg, zarr, dirs["unet"])
@@ -62,7 +63,7 @@ def test_table(trained):
     rows = list(csv.DictReader(io.StringIO(D.table_csv(recs))))
     assert [r["model"] for r in rows] == ["unet", "flow"] and rows[1]["sampler"] == "euler x4"
     assert float(rows[0]["psnr_log_db"]) == pytest.approx(recs[0]["psnr_log_db"], rel=1e-5)
-    n, mb = D.model_size(T.load_trained_model(dirs["unet"])[0])
+    n, mb = D.model_size(load_trained_model(dirs["unet"])[0])
     assert int(rows[0]["n_params"]) == n and mb > 0
     md = D.table_markdown(recs)
     assert md.count("\n") == 4 and "euler x4" in md

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fake_tiles import tiny_config, write_fake_train_zarr
-from pandafine import design_space as D
+from pandafine.studies import design_space as D
 
 SPEC = {
     "epochs": 1,
@@ -80,7 +80,6 @@ def test_table_has_every_point_with_finite_metrics(first_run):
 
 
 def test_rerun_reuses_models_and_evaluations(first_run, monkeypatch):
-    from pandafine import train as T
 
     d, zarr, cfg, spec = first_run
     out = d / "out"
@@ -92,7 +91,7 @@ def test_rerun_reuses_models_and_evaluations(first_run, monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("rerun trained or evaluated again")
 
-    monkeypatch.setattr(T, "train_model", refuse)
+    monkeypatch.setattr(D, "train_model", refuse)
     monkeypatch.setattr(D, "evaluate_sampling", refuse)
     monkeypatch.setattr(D, "evaluate_onnx", refuse)
     again = _rows(_run(cfg, zarr, out, spec))
@@ -106,7 +105,7 @@ def test_rerun_reuses_models_and_evaluations(first_run, monkeypatch):
     spec2.write_text(yaml.safe_dump(more))
     calls = []
     monkeypatch.undo()
-    monkeypatch.setattr(T, "train_model", refuse)
+    monkeypatch.setattr(D, "train_model", refuse)
     real = D.evaluate_sampling
     monkeypatch.setattr(D, "evaluate_sampling", lambda *a, **k: calls.append(k["sampler"]) or real(*a, **k))
     rows = _rows(_run(cfg, zarr, out, spec2))

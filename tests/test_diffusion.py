@@ -14,12 +14,15 @@ import torch
 from torch import nn
 
 from fake_tiles import tiny_config, write_fake_train_zarr
-from pandafine import train as T
-from pandafine.models import build_model, input_multiple, resolve_model_config
+from pandafine.core.scaling import radiance_to_log
+from pandafine.models import input_multiple, resolve_model_config
+from pandafine.models.checkpoint import read_checkpoint
 from pandafine.models.conditional_unet import ConditionalUNet, SamplerSpec
 from pandafine.models.diffusion import ConditionalDiffusion
 from pandafine.models.noise import diffuse, make_torch_noise_fn, v_from_x0_eps
-from pandafine.scaling import radiance_to_log
+from pandafine.models.registry import build_model, load_trained_model
+from pandafine.tiles.store import PatchStore
+from pandafine.training import train as T
 
 C = 0.8
 
@@ -126,11 +129,11 @@ def test_training_is_deterministic_and_forward_samples(zarr, tmp_path):
                     "sampler": {"kind": "ddim", "steps": 3}}
     T.train_model(cfg, zarr, tmp_path / "a", progress=False)
     T.train_model(cfg, zarr, tmp_path / "b", progress=False)
-    a, b = T.read_checkpoint(tmp_path / "a" / "checkpoint.pt"), T.read_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    a, b = read_checkpoint(tmp_path / "a" / "checkpoint.pt"), read_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_psnr_log"]) for r in a["history"])
-    model, ck = T.load_trained_model(tmp_path / "a")
-    x = torch.from_numpy(T.PatchStore(zarr).read([0, 1])[0])
+    model, ck = load_trained_model(tmp_path / "a")
+    x = torch.from_numpy(PatchStore(zarr).read([0, 1])[0])
     out1, out2 = model(x), model(x)
     assert out1.shape == (2, 1, 16, 16) and torch.equal(out1, out2) and bool((out1 >= 0).all())
 
@@ -139,7 +142,7 @@ def test_residual_on_a_trained_base_model(zarr, tmp_path):
     """With an oracle for x0 = 0 the diffusion sample is the frozen base model's prediction."""
     base_cfg = tiny_config(epochs=1)
     T.train_model(base_cfg, zarr, tmp_path / "unet", progress=False)
-    base, _ = T.load_trained_model(tmp_path / "unet")
+    base, _ = load_trained_model(tmp_path / "unet")
     model = build_model({"name": "diffusion", "width": 4, "depth": 2, "timesteps": 100,
                          "base_model": str(tmp_path / "unet")}, 11)
     assert model.backbone.cond_channels == 12  # inputs + z_base
@@ -148,7 +151,7 @@ def test_residual_on_a_trained_base_model(zarr, tmp_path):
     old, C = C, 0.0
     try:
         model.backbone = PointMassOracle(model.schedule, model.prediction)
-        x = torch.from_numpy(T.PatchStore(zarr).read([0, 1])[0])
+        x = torch.from_numpy(PatchStore(zarr).read([0, 1])[0])
         xn = base.normalize(x)
         z = model.sample(xn, make_torch_noise_fn(0))
     finally:
@@ -156,7 +159,7 @@ def test_residual_on_a_trained_base_model(zarr, tmp_path):
     with torch.no_grad():
         assert torch.allclose(z, base.net(xn), atol=1e-4)
     # and the training target is the residual
-    target = torch.from_numpy(T.PatchStore(zarr).read([0, 1])[1])
+    target = torch.from_numpy(PatchStore(zarr).read([0, 1])[1])
     x0, valid, cond = model.data_target(xn, target)
     with torch.no_grad():
         zb = base.net(xn)

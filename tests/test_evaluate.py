@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from fake_tiles import tiny_config, write_fake_train_zarr
-from pandafine import evaluate as E
-from pandafine import train as T
+from pandafine.tiles.store import PatchStore
+from pandafine.training import evaluate as E
+from pandafine.training import train as T
 
 
 def test_upsample_cells_constant_and_ramp():
@@ -57,7 +58,7 @@ def test_evaluate_writes_metrics_for_both_methods(trained, tmp_path):
     path = E.evaluate_model(tiny_config(), zarr_path, model_dir, tmp_path)
     m = json.loads(path.read_text())
     split = m["test_split"]
-    store = T.PatchStore(zarr_path)
+    store = PatchStore(zarr_path)
     assert split["n_patches"] == len(store.indices("test"))
     assert 0 < split["n_pixels"] <= split["n_patches"] * 16 * 16
     assert split["data_range"]["log"] > 0 and split["data_range"]["radiance"] > 0
@@ -72,7 +73,7 @@ def test_evaluate_writes_metrics_for_both_methods(trained, tmp_path):
 
 def test_evaluate_perfect_model_scores_perfectly(trained, tmp_path, monkeypatch):
     zarr_path, model_dir = trained
-    monkeypatch.setattr(T, "predict_log", lambda model, store, idx, bs: np.nan_to_num(T.true_log(store, idx)))
+    monkeypatch.setattr(E, "predict_log", lambda model, store, idx, bs: np.nan_to_num(T.true_log(store, idx)))
     m = json.loads(E.evaluate_model(tiny_config(), zarr_path, model_dir, tmp_path).read_text())
     res = m["test_split"]["model"]
     assert res["psnr_log_db"] > 100  # float32 round trip of z only

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from fake_tiles import tiny_config, write_fake_train_zarr
-from pandafine import export as X
-from pandafine import train as T
+from pandafine.models.registry import load_trained_model
+from pandafine.tiles.store import PatchStore
+from pandafine.training import export as X
+from pandafine.training import train as T
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +72,9 @@ def test_onnxruntime_matches_torch_on_new_shape_with_nan(exported):
     import onnxruntime as ort
 
     _, model_dir, _ = exported
-    model, _ = T.load_trained_model(model_dir)
+    model, _ = load_trained_model(model_dir)
     rng = np.random.default_rng(0)
-    store = T.PatchStore(exported[0])
+    store = PatchStore(exported[0])
     x, _ = store.read([0, 1, 2])
     x = np.concatenate([x, x[:, :, :8]], axis=2)[:, :, :24]  # (3, 11, 24, 16)
     x[rng.random(x.shape) < 0.1] = np.nan

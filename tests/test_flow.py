@@ -11,11 +11,13 @@ import torch
 from torch import nn
 
 from fake_tiles import tiny_config, write_fake_train_zarr
-from pandafine import train as T
-from pandafine.models import build_model
+from pandafine.core.scaling import radiance_to_log
+from pandafine.models.checkpoint import read_checkpoint
 from pandafine.models.flow import TIME_SCALE, ConditionalFlow
 from pandafine.models.noise import flow_interpolate, flow_velocity, make_torch_noise_fn, x0_from_velocity
-from pandafine.scaling import radiance_to_log
+from pandafine.models.registry import build_model, load_trained_model
+from pandafine.tiles.store import PatchStore
+from pandafine.training import train as T
 
 
 def test_convention_endpoints_and_velocity():
@@ -96,9 +98,9 @@ def test_training_lowers_the_velocity_loss(tmp_path):
     cfg = tiny_config(epochs=4)
     cfg["model"] = {"name": "flow", "width": 6, "depth": 2, "sampler": {"kind": "heun", "steps": 2}}
     T.train_model(cfg, zarr, tmp_path / "flow", progress=False)
-    ck = T.read_checkpoint(tmp_path / "flow" / "checkpoint.pt")
+    ck = read_checkpoint(tmp_path / "flow" / "checkpoint.pt")
     losses = [r["train_loss"] for r in ck["history"]]
     assert ck["finished"] and losses[-1] < losses[0]
-    model, _ = T.load_trained_model(tmp_path / "flow")
-    out = model(torch.from_numpy(T.PatchStore(zarr).read([0])[0]))
+    model, _ = load_trained_model(tmp_path / "flow")
+    out = model(torch.from_numpy(PatchStore(zarr).read([0])[0]))
     assert out.shape == (1, 1, 16, 16) and bool(torch.isfinite(out).all())

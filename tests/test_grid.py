@@ -1,7 +1,7 @@
 import pytest
 from affine import Affine
 
-from pandafine.grid import CHINA_ALBERS, Grid, grid_from_bbox, grid_from_config, snap_bounds
+from pandafine.core.grid import CHINA_ALBERS, Grid, grid_from_bbox, grid_from_config, snap_bounds
 
 ANCHOR = (-2643772.86, 5926896.53)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pandafine.headroom import band_swap_psnr, blurred_truth_psnr, offset_oracle_psnr, truth_patches
-from pandafine.metrics import psnr
-from pandafine.scaling import log_to_radiance
+from pandafine.core.metrics import psnr
+from pandafine.core.scaling import log_to_radiance
+from pandafine.studies.headroom import band_swap_psnr, blurred_truth_psnr, offset_oracle_psnr, truth_patches
 
 
 def smooth_scene(n=3, size=32, seed=0):

@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from pandafine.config import schema
-from pandafine.sources import dem, http
-from pandafine.sources.http import DownloadError, DownloadItem, HttpPolicy, NotFoundError, fetch, fetch_many
+from pandafine.sources import dem
+from pandafine.sources import fetch as http
+from pandafine.sources.fetch import DownloadError, DownloadItem, HttpPolicy, NotFoundError, fetch, fetch_many
+from pandafine.sources.http import check_http_source, dem_items, download_http, panda_items
 from pandafine.sources.manifest import read_manifest, verify_manifest
-from pandafine.sources.remote import check_http_source, dem_items, download_http, panda_items
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = HttpPolicy(retries=2, backoff=0.001, timeout=2.0, concurrency=2, allow_http=True, progress=False)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import yaml
 
-import pandafine.blending as blending
-from pandafine.grid import Grid
-from pandafine.blending import TileLayout
-from pandafine.infer import InferParams, infer_array, infer_year, iter_tile_batches, open_cube, prefetch
-from pandafine.providers import ProviderWarning, make_session, select_providers
+import pandafine.inference.blending as blending
+from pandafine.core.grid import Grid
+from pandafine.inference.blending import TileLayout
+from pandafine.inference.infer import InferParams, infer_array, infer_year, open_cube, prefetch
+from pandafine.inference.providers import ProviderWarning, make_session, select_providers
+from pandafine.inference.tiling import iter_tile_batches
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = ["panda", "red", "dem"]
@@ -50,7 +51,7 @@ def identity_model(path: Path, n_channels: int = 3) -> Path:
 
 def smooth_model(path: Path, n_channels: int = 3, seed: int = 0) -> Path:
     """A small UNet-like net: NaN->0, conv3x3+relu, avgpool, conv3x3+relu, bilinear up, concat, conv1x1, softplus."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     x, y = _io(n_channels)
@@ -130,7 +131,7 @@ def params(tile=64, overlap=0.25, kind="hann", batch=4):
 
 @pytest.fixture
 def no_gpu(monkeypatch):
-    import pandafine.providers as prov
+    import pandafine.inference.providers as prov
 
     monkeypatch.setattr(prov, "gpu_available", lambda: False)
 
@@ -146,7 +147,7 @@ def test_cuda_request_falls_back_to_cpu_loudly(no_gpu):
 
 
 def test_make_session_reports_providers_not_in_use(models, no_gpu, monkeypatch):
-    import pandafine.providers as prov
+    import pandafine.inference.providers as prov
 
     with pytest.warns(ProviderWarning) as record:
         s = make_session(models["identity"], ["CUDAExecutionProvider", "CPUExecutionProvider"], 1)
@@ -273,7 +274,7 @@ class _SlowWriter:
 def test_write_behind_keeps_order_overlaps_and_forwards_errors():
     import time
 
-    from pandafine.infer import WriteBehind
+    from pandafine.inference.infer import WriteBehind
 
     inner = _SlowWriter(delay=0.05)
     blocks = [(8 * i, np.full((8, 4), i, np.float32)) for i in range(6)]
@@ -311,7 +312,7 @@ def test_write_behind_keeps_order_overlaps_and_forwards_errors():
 def test_infer_year_writes_masked_cog(tmp_path, cfg, models, sessions):
     import rasterio
 
-    from pandafine.product import validate_cog
+    from pandafine.product.cog import validate_cog
 
     data = smooth_field((3, 200, 232))
     data[0, 10:30, 40:90] = np.nan          # PANDA nodata -> product nodata
@@ -378,7 +379,7 @@ def test_failed_job_leaves_no_output(tmp_path, cfg, models, monkeypatch):
         infer_year(cfg, cube, bad_path, out, progress=False)
     assert not out.exists()
     # a failure in the middle of the run (reading the cube) leaves nothing either
-    import pandafine.infer as inf
+    import pandafine.inference.infer as inf
 
     def failing_batches(*args, **kwargs):
         yield from list(iter_tile_batches(*args, **kwargs))[:2]
@@ -395,7 +396,7 @@ def test_infer_year_streams_in_bounded_bands(tmp_path, cfg, models, monkeypatch)
     """1024 x 1024 region, 128 px tiles: the accumulator holds one tile row, not the region."""
     import rasterio
 
-    import pandafine.infer as inf
+    import pandafine.inference.infer as inf
 
     buffers, blocks = [], []
 

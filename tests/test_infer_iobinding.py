@@ -1,4 +1,4 @@
-"""IO binding (pandafine.ort_run): the bound path gives what ``session.run`` gives, and is used on GPUs only.
+"""IO binding (pandafine.inference.ort_run): the bound path gives what ``session.run`` gives, and is used on GPUs only.
 
 onnxruntime supports IO binding on the CPU device too, so the bound code path
 (device buffers reused across batches, outputs copied back) runs here without a GPU.
@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-import pandafine.ort_run as ort_run
-from pandafine.infer import InferParams, infer_array, infer_year
-from pandafine.ort_run import BoundSession, bind_io, binding_device
-from pandafine.providers import make_session
-
+import pandafine.inference.ort_run as ort_run
+from pandafine.inference.infer import InferParams, infer_array, infer_year
+from pandafine.inference.ort_run import BoundSession, bind_io, binding_device
+from pandafine.inference.providers import make_session
 from test_infer import CHANNELS, REPO, smooth_model, write_cube
 
 

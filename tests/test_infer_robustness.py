@@ -64,7 +64,7 @@ def setup(tmp_path_factory):
 
 
 def test_killed_run_leaves_no_product_and_rerun_is_identical(tmp_path, setup):
-    from pandafine.product import validate_cog
+    from pandafine.product.cog import validate_cog
 
     cfg, model, cube = setup["config"], setup["model"], setup["big"]
     ref = tmp_path / "ref" / f"PANDA-FINE_{YEAR}.tif"
@@ -99,7 +99,7 @@ def test_killed_run_leaves_no_product_and_rerun_is_identical(tmp_path, setup):
     assert again.returncode == 0, again.stderr
     assert out.read_bytes() == ref.read_bytes()
     assert temporaries(out) <= left  # the rerun leaves nothing new behind
-    import pandafine.infer as infer
+    import pandafine.inference.infer as infer
 
     if hasattr(infer, "remove_stale_temporaries"):  # stale temporaries are cleaned when a run starts
         assert temporaries(out) == set()

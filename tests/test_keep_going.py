@@ -52,7 +52,7 @@ def garble(path: Path, seed: int = 0) -> None:
 
 @pytest.mark.slow
 def test_corrupt_cube_fails_its_year_and_keep_going_finishes_the_others(built, tiny_config_path):
-    from pandafine.product import validate_cog
+    from pandafine.product.cog import validate_cog
 
     chunks = sorted((built / cube(BAD) / "inputs" / "c").rglob("*"))
     chunks = [p for p in chunks if p.is_file()]

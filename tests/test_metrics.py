@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pandafine import metrics as M
+from pandafine.core import metrics as M
 
 
 def test_psnr_known_mse():

@@ -6,10 +6,11 @@ import torch
 from torch.nn import functional as F
 
 from fake_tiles import make_scene
-from pandafine.channels import CHANNELS
-from pandafine.models import MODEL_DEFAULTS, build_model, input_multiple, resolve_model_config
+from pandafine.core.channels import CHANNELS
+from pandafine.models import MODEL_DEFAULTS, input_multiple, resolve_model_config
 from pandafine.models import alignment as A
 from pandafine.models import mmntlsr as M
+from pandafine.models.registry import build_model
 from pandafine.models.unet import UNet
 
 C = len(CHANNELS)
@@ -254,7 +255,7 @@ def test_auxiliary_losses_known_answers():
 
 
 def test_losses_backprop_and_one_step_reduces_loss():
-    from pandafine.train import masked_l1
+    from pandafine.training.train import masked_l1
 
     scenes = [make_scene(16, seed=s) for s in (0, 1)]
     x = torch.from_numpy(np.stack([s[0] for s in scenes]))
@@ -300,8 +301,8 @@ def test_onnx_export_parity(tmp_path):
     """
     import onnxruntime as ort
 
-    from pandafine.export import _export_graph
     from pandafine.models.wrapper import PandaFineNet
+    from pandafine.training.export import _export_graph
 
     torch.manual_seed(0)
     net = perturb_alignment(tiny(width=4, depth=3, seed=3), scale=0.5)  # every part (all on by default)

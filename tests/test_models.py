@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from pandafine.models import build_model, input_multiple, resolve_model_config
+from pandafine.core.scaling import RADIANCE_REF, log_to_radiance
+from pandafine.models import input_multiple, resolve_model_config
+from pandafine.models.registry import build_model
 from pandafine.models.unet import UNet
 from pandafine.models.wrapper import PandaFineNet
-from pandafine.scaling import RADIANCE_REF, log_to_radiance
 
 
 @pytest.mark.parametrize("shape, depth, norm", [((2, 11, 32, 48), 3, "none"), ((1, 5, 16, 16), 1, "none"),

@@ -8,10 +8,10 @@ import rasterio
 from affine import Affine
 from scipy.ndimage import binary_dilation, binary_erosion
 
-from pandafine.calibrate import reproject_to_block
-from pandafine.grid import CHINA_ALBERS, Grid, grid_from_bbox
-from pandafine.mosaic import feather_weights, mosaic_frames
-from pandafine.raster_io import write_raster
+from pandafine.core.grid import CHINA_ALBERS, Grid, grid_from_bbox
+from pandafine.core.raster_io import write_raster
+from pandafine.core.windows import reproject_to_block
+from pandafine.preprocess.mosaic import feather_weights, mosaic_frames
 
 ANCHOR = (-2643772.86, 5926896.53)
 PIX = 0.00125

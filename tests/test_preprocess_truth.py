@@ -1,7 +1,7 @@
 """Issue 4 acceptance: preprocessing measured against the synthetic scene whose truth is known.
 
 A ~0.15 degree region (about 14 x 17 km, 144 x 120 working pixels) is written by the real
-synthetic source (:func:`pandafine.sources.synthetic_writers.download_synthetic`) and run
+synthetic source (:func:`pandafine.sources.synthetic.download_synthetic`) and run
 through the real stage functions:
 
 (a) Luojia-01 inter-calibration recovers every frame's gain (relative to the reference frame)
@@ -9,7 +9,7 @@ through the real stage functions:
 (b) the harmonized, composited Landsat matches the OLI-equivalent truth within 0.01 RMSE on
     clear pixels for a TM year, an ETM+ SLC-off year and an OLI year;
 (c) denoising removes >= 95 % of the injected hot pixels and changes true-lit pixels by < 1 %;
-(e) a cube built by :func:`pandafine.tiles.build_cube` is readable by rioxarray (CRS, transform).
+(e) a cube built by :func:`pandafine.tiles.cube.build_cube` is readable by rioxarray (CRS, transform).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import numpy as np
 import pytest
 import yaml
 
-from pandafine import calibrate as cal
-from pandafine import denoise as dn
-from pandafine.channels import LANDSAT_BANDS
 from pandafine.config import validate_config
-from pandafine.grid import Grid, grid_from_config
-from pandafine.mosaic import mosaic_frames
-from pandafine.raster_io import read_raster
-from pandafine.sources import synthetic as syn
-from pandafine.sources.synthetic_writers import download_synthetic
+from pandafine.core.channels import LANDSAT_BANDS
+from pandafine.core.grid import Grid, grid_from_config
+from pandafine.core.raster_io import read_raster
+from pandafine.preprocess import calibrate as cal
+from pandafine.preprocess import denoise as dn
+from pandafine.preprocess.mosaic import mosaic_frames
+from pandafine.sources.synthetic import download_synthetic
+from pandafine.synthetic import scene as syn
 
 REPO = Path(__file__).resolve().parents[1]
 #: ~0.15 degree square inside the demo region (a city edge, roads, dark country).
@@ -181,7 +181,7 @@ LANDSAT_YEARS = {1990: {"TM"}, 2012: {"ETM+"}, 2018: {"OLI", "ETM+"}}
 @pytest.mark.parametrize("year", sorted(LANDSAT_YEARS))
 def test_harmonized_composite_matches_truth(tmp_path, year):
     """Calibrate + harmonize + composite; RMSE vs the OLI-equivalent truth on clear pixels < 0.01."""
-    from pandafine.landsat import sensor_of
+    from pandafine.sensors.landsat import sensor_of
 
     cfg = scene_config([year], [year])
     grid = grid_from_config(cfg)
@@ -216,9 +216,9 @@ def test_cube_is_readable_by_rioxarray(tmp_path, small_grid):
     import xarray as xr
     from pyproj import CRS
 
-    from pandafine.channels import CHANNELS
-    from pandafine.raster_io import write_raster
-    from pandafine.tiles import build_cube, open_cube
+    from pandafine.core.channels import CHANNELS
+    from pandafine.core.raster_io import write_raster
+    from pandafine.tiles.cube import build_cube, open_cube
 
     grid = small_grid
     rng = np.random.default_rng(0)

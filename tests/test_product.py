@@ -13,7 +13,7 @@ from affine import Affine
 
 from pandafine import __version__
 from pandafine.config import config_hash
-from pandafine.product import overview_levels, product_tags, validate_cog, write_cog
+from pandafine.product.cog import overview_levels, product_tags, validate_cog, write_cog
 
 REPO = Path(__file__).resolve().parents[1]
 CRS = "EPSG:32649"

@@ -20,12 +20,13 @@ from onnx import TensorProto, helper
 
 from fake_tiles import tiny_config as stage_config
 from fake_tiles import write_fake_train_zarr
-from pandafine import precision as P
-from pandafine import quantize as Q
 from pandafine.config import ConfigError, validate_config
-from pandafine.export import _export_graph
-from pandafine.scaling import radiance_to_log
-from pandafine.train import PatchStore, build_wrapper
+from pandafine.core.scaling import radiance_to_log
+from pandafine.models.registry import build_wrapper
+from pandafine.studies import precision as P
+from pandafine.tiles.store import PatchStore
+from pandafine.training import quantize as Q
+from pandafine.training.export import _export_graph
 
 TOL = {"fp16": 1e-3, "fp16-rounded": 5e-3, "int8": 2e-2}
 MMNTLSR_SMALL = {"name": "mmntlsr", "width": 4, "depth": 1,

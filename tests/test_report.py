@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from pandafine.raster_io import write_raster
-from pandafine.report import build_report, metrics_rows, raster_total, year_map, yearly_totals
+from pandafine.core.raster_io import write_raster
+from pandafine.product.report import build_report, metrics_rows, raster_total, year_map, yearly_totals
 
 
 def test_raster_total_ignores_nodata(tmp_path, small_grid):
@@ -53,7 +53,7 @@ def test_build_report_writes_every_figure(tmp_path, small_grid):
 def test_html_table_escapes_cells_and_aligns_numbers(tmp_path):
     from html.parser import HTMLParser
 
-    from pandafine.report import csv_to_html, html_table
+    from pandafine.product.report import csv_to_html, html_table
 
     page = html_table(["name", "psnr"], [["<b>UNet</b> & co", "31.5"], ["interp", ""]], title="T <1>",
                       notes=["a < b"])

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from pandafine.raster_io import read_raster, write_raster
-from pandafine.resample import resample_layer, resample_to_grid, row_bands
+from pandafine.core.raster_io import read_raster, write_raster
+from pandafine.core.windows import row_bands
+from pandafine.preprocess.resample import resample_layer, resample_to_grid
 
 
 def test_row_bands_cover_exactly():
@@ -41,8 +42,9 @@ def test_missing_crs_is_a_clear_error(tmp_path):
     p = tmp_path / "nocrs.tif"
     with rasterio.open(p, "w", driver="GTiff", width=4, height=4, count=1, dtype="float32") as dst:
         dst.write(np.ones((1, 4, 4), np.float32))
-    from pandafine.grid import CHINA_ALBERS, Grid
     from affine import Affine
+
+    from pandafine.core.grid import CHINA_ALBERS, Grid
 
     grid = Grid(CHINA_ALBERS, Affine(125, 0, 0, 0, -125, 0), 8, 8, 8)
     with pytest.raises(ValueError, match="nocrs.tif.*no CRS"):
@@ -53,7 +55,7 @@ def test_missing_crs_is_a_clear_error(tmp_path):
 def test_real_china_dmsplike_year_on_working_grid(tmp_path, realdata):
     """A real China-wide DMSP-like file (Albers, int8) resamples onto a grid snapped to its origin
     with every DN preserved (nearest, exact 8x8 blocks)."""
-    from pandafine.grid import grid_from_bbox
+    from pandafine.core.grid import grid_from_bbox
 
     src = realdata / "kingsley_china_dmsplike" / "DMSP-like2018.tif"
     with rasterio.open(src) as ds:

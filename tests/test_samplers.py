@@ -16,13 +16,35 @@ import pytest
 import torch
 
 from pandafine.models.noise import (
-    DiffusionSchedule, alpha_bar_from_sigma, cosine_alpha_bar, denoiser_from_vp_model, diffuse, eps_from_v,
-    eps_from_x0, flow_interpolate, flow_velocity, grid_noise, karras_sigmas, linear_alpha_bar, loglinear_sigmas,
-    make_grid_noise_fn, make_torch_noise_fn, sigma_from_alpha_bar, v_from_x0_eps, x0_from_eps, x0_from_v,
+    DiffusionSchedule,
+    alpha_bar_from_sigma,
+    cosine_alpha_bar,
+    denoiser_from_vp_model,
+    diffuse,
+    eps_from_v,
+    eps_from_x0,
+    flow_interpolate,
+    flow_velocity,
+    grid_noise,
+    karras_sigmas,
+    linear_alpha_bar,
+    loglinear_sigmas,
+    make_grid_noise_fn,
+    make_torch_noise_fn,
+    sigma_from_alpha_bar,
+    v_from_x0_eps,
+    x0_from_eps,
+    x0_from_v,
     x0_from_velocity,
 )
 from pandafine.models.samplers import (
-    sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler, sample_flow_euler, sample_flow_heun, sample_staged,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+    sample_euler,
+    sample_flow_euler,
+    sample_flow_heun,
+    sample_staged,
 )
 
 MU, S = 0.7, 0.5

@@ -25,14 +25,23 @@ import rasterio
 from affine import Affine
 from pyproj import Transformer
 
-from pandafine.calibrate import calibrate_landsat_scene
 from pandafine.config import ConfigError, validate_config
-from pandafine.grid import grid_from_config
-from pandafine.landsat import ROY2016_OLS, SR_OFFSET, SR_SCALE, band_numbers
-from pandafine.sources.http import DownloadError
+from pandafine.core.grid import grid_from_config
+from pandafine.preprocess.calibrate import calibrate_landsat_scene
+from pandafine.sensors.landsat import ROY2016_OLS, SR_OFFSET, SR_SCALE, band_numbers
+from pandafine.sources.fetch import DownloadError
 from pandafine.sources.manifest import read_manifest, sha256_file
-from pandafine.sources.stac import (ASSET_KEYS, StacParams, download_stac, keep_scenes, plan_scene,
-                                    resolve_assets, scene_grid, scene_id_of, subpixels_for)
+from pandafine.sources.stac import (
+    ASSET_KEYS,
+    StacParams,
+    download_stac,
+    keep_scenes,
+    plan_scene,
+    resolve_assets,
+    scene_grid,
+    scene_id_of,
+    subpixels_for,
+)
 
 # odc-geo 0.5.3 still calls shapely.ops.transform, deprecated in shapely 2.2
 pytestmark = pytest.mark.filterwarnings("ignore:The 'shapely.ops.transform:DeprecationWarning")

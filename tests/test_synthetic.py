@@ -21,10 +21,10 @@ import yaml
 from pyproj import Transformer
 
 from pandafine.config import validate_config
-from pandafine.grid import Grid, grid_from_config
-from pandafine.sources import synthetic as syn
+from pandafine.core.grid import Grid, grid_from_config
 from pandafine.sources.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
-from pandafine.sources.synthetic_writers import download_synthetic
+from pandafine.sources.synthetic import download_synthetic
+from pandafine.synthetic import scene as syn
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 
@@ -125,7 +125,7 @@ def test_every_layer_file_is_in_its_manifest(world):
 
 
 def test_same_seed_gives_identical_files_in_any_thread_count(world, tmp_path):
-    from pandafine.runtime import limit_threads, threads
+    from pandafine.core.runtime import limit_threads, threads
 
     before = threads()
     limit_threads(2)

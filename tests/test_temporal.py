@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from pandafine.evaluate import apply_poly
-from pandafine.grid import Grid
-from pandafine.raster_io import write_raster
-from pandafine.scaling import log_to_radiance
-from pandafine.temporal import baseline_radiance, evaluate_temporal, files_by_year
+from pandafine.core.grid import Grid
+from pandafine.core.raster_io import write_raster
+from pandafine.core.scaling import log_to_radiance
+from pandafine.studies.temporal import baseline_radiance, evaluate_temporal, files_by_year
+from pandafine.training.evaluate import apply_poly
 
 
 def _truth(small_grid, year):

@@ -20,8 +20,9 @@ import torch
 from torch.nn import functional as F
 
 from fake_tiles import make_scene, tiny_config, write_fake_train_zarr
-from pandafine import tiled_sampling as TS
+from pandafine.inference import sampling as TS
 from pandafine.models.noise import DiffusionSchedule, karras_sigmas, make_torch_noise_fn
+from pandafine.models.registry import load_trained_model
 from pandafine.models.samplers import sample_ddim, sample_dpmpp_2m
 
 S, ELL, R, GRID = 1.0, 2.0, 8, 64
@@ -179,7 +180,7 @@ def test_ensemble_members_accumulate_exactly():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Diffusion and flow models trained for a few epochs on the fake tiles."""
-    from pandafine import train as T
+    from pandafine.training import train as T
 
     d = tmp_path_factory.mktemp("gen")
     zarr = write_fake_train_zarr(d / "train.zarr")
@@ -189,7 +190,7 @@ def trained(tmp_path_factory):
         cfg["model"] = {"name": name, "width": 8, "depth": 2, "sampler": {"kind": "ddim" if name == "diffusion"
                                                                          else "euler", "steps": 6}}
         T.train_model(cfg, zarr, d / name, progress=False)
-        out[name] = T.load_trained_model(d / name)[0]
+        out[name] = load_trained_model(d / name)[0]
     out["dir"] = d  # checkpoints in dir/<name>/checkpoint.pt
     return out
 
@@ -228,8 +229,8 @@ def _cube(path, inputs, year=2018):
     import zarr
     from affine import Affine
 
-    from pandafine.channels import CHANNELS
-    from pandafine.grid import Grid
+    from pandafine.core.channels import CHANNELS
+    from pandafine.core.grid import Grid
 
     c, h, w = inputs.shape
     grid = Grid("EPSG:32649", Affine(125.0, 0, 300000.0, 0, -125.0, 3800000.0), w, h, 8)
@@ -246,9 +247,9 @@ def test_infer_year_samples_a_generative_checkpoint(trained, tmp_path, members):
     import rasterio
     import yaml
 
-    from pandafine.catalog import read_product
-    from pandafine.infer import infer_year
-    from pandafine.product import validate_cog
+    from pandafine.inference.infer import infer_year
+    from pandafine.product.catalog import read_product
+    from pandafine.product.cog import validate_cog
 
     inputs, _ = make_scene(96, seed=4)
     inputs[0, :8, :16] = np.nan  # PANDA nodata
@@ -287,7 +288,7 @@ def test_infer_year_samples_a_generative_checkpoint(trained, tmp_path, members):
 
 
 def test_ensemble_needs_a_generative_model(tmp_path):
-    from pandafine.infer import InferParams
+    from pandafine.inference.infer import InferParams
 
     with pytest.raises(ValueError, match="infer.ensemble"):
         InferParams(32, 0.25, "hann", 4, ("CPUExecutionProvider",), 0)

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import zarr
 
-from pandafine.channels import CHANNELS
-from pandafine.raster_io import write_raster
-from pandafine.tiles import (SplitParams, assign_splits, build_cube, build_training_set, open_cube,
-                             patch_origins)
+from pandafine.core.channels import CHANNELS
+from pandafine.core.raster_io import write_raster
+from pandafine.tiles.cube import build_cube, open_cube
+from pandafine.tiles.patches import SplitParams, assign_splits, build_training_set, patch_origins
 
 
 def _layers(tmp_path, grid, seed=0):

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from fake_tiles import tiny_config, write_fake_train_zarr
-from pandafine import train as T
+from pandafine.models.checkpoint import read_checkpoint
+from pandafine.models.registry import build_wrapper, load_trained_model
+from pandafine.tiles.store import PatchStore
+from pandafine.training import train as T
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def _states_equal(a, b):
 
 
 def test_training_lowers_loss_and_writes_history(reference):
-    ck = T.read_checkpoint(reference / "checkpoint.pt")
+    ck = read_checkpoint(reference / "checkpoint.pt")
     assert ck["finished"] and ck["stop_reason"] == "epochs" and ck["epoch"] == 4
     assert ck["channels"][0] == "panda" and len(ck["normalization"]["mean"]) == 11
     with open(reference / "history.csv") as f:
@@ -42,14 +45,14 @@ def test_training_lowers_loss_and_writes_history(reference):
     assert psnrs[ck["best_epoch"] - 1] == pytest.approx(max(psnrs), abs=1e-4)
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[0] == pytest.approx(3e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine decay
-    model, _ = T.load_trained_model(reference)
+    model, _ = load_trained_model(reference)
     assert not model.training
 
 
 def test_same_seed_same_weights(train_zarr, reference, tmp_path):
     T.train_model(tiny_config(epochs=4), train_zarr, tmp_path, progress=False)
-    a = T.read_checkpoint(reference / "checkpoint.pt")
-    b = T.read_checkpoint(tmp_path / "checkpoint.pt")
+    a = read_checkpoint(reference / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "checkpoint.pt")
     assert _states_equal(a["model_state"], b["model_state"])
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
 
@@ -58,14 +61,14 @@ def test_resume_after_interruption_matches_uninterrupted(train_zarr, reference, 
     cfg = tiny_config(epochs=4)
     T.train_model(cfg, train_zarr, tmp_path, stop_after=2, progress=False)
     assert not (tmp_path / "checkpoint.pt").exists()  # the workflow output appears only when finished
-    mid = T.read_checkpoint(tmp_path / "resume.pt")
+    mid = read_checkpoint(tmp_path / "resume.pt")
     assert not mid["finished"] and mid["epoch"] == 2 and mid["stop_reason"] == "interrupted"
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 3
     (tmp_path / "history.csv").unlink()  # Snakemake deletes a failed job's outputs; resume.pt is not one
     T.train_model(cfg, train_zarr, tmp_path, progress=False)
     assert not (tmp_path / "resume.pt").exists()
-    a = T.read_checkpoint(reference / "checkpoint.pt")
-    b = T.read_checkpoint(tmp_path / "checkpoint.pt")
+    a = read_checkpoint(reference / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "checkpoint.pt")
     assert b["finished"] and b["epoch"] == 4
     assert _states_equal(a["model_state"], b["model_state"])
     assert _states_equal(a["resume"]["model_state"], b["resume"]["model_state"])
@@ -76,10 +79,11 @@ _KILL_MID_EPOCH = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from fake_tiles import tiny_config
-from pandafine import train as T
+from pandafine.tiles.store import PatchStore
+from pandafine.training import train as T
 
 calls = {{"n": 0}}
-real = T.PatchStore.iter_batches
+real = PatchStore.iter_batches
 
 def iter_batches(self, idx, batch_size):
     for i, item in enumerate(real(self, idx, batch_size)):
@@ -89,7 +93,7 @@ def iter_batches(self, idx, batch_size):
                 os.kill(os.getpid(), signal.SIGKILL)
         yield item
 
-T.PatchStore.iter_batches = iter_batches
+PatchStore.iter_batches = iter_batches
 T.train_model(tiny_config(epochs=4), {zarr!r}, {out!r}, progress=False)
 """
 
@@ -101,7 +105,7 @@ def test_killed_mid_epoch_then_resumed_matches_uninterrupted(train_zarr, referen
     import sys
     from pathlib import Path
 
-    store = T.PatchStore(train_zarr)
+    store = PatchStore(train_zarr)
     n_train = int(store.with_target(store.indices("train")).size)
     assert n_train > 2 * tiny_config()["train"]["batch_size"]  # epoch 3 has a third batch to die in
     code = _KILL_MID_EPOCH.format(tests=str(Path(__file__).parent), n_train=n_train, zarr=str(train_zarr),
@@ -109,11 +113,11 @@ def test_killed_mid_epoch_then_resumed_matches_uninterrupted(train_zarr, referen
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (tmp_path / "checkpoint.pt").exists()
-    mid = T.read_checkpoint(tmp_path / "resume.pt")
+    mid = read_checkpoint(tmp_path / "resume.pt")
     assert mid["epoch"] == 2 and not mid["finished"]
     T.train_model(tiny_config(epochs=4), train_zarr, tmp_path, progress=False)
-    a = T.read_checkpoint(reference / "checkpoint.pt")
-    b = T.read_checkpoint(tmp_path / "checkpoint.pt")
+    a = read_checkpoint(reference / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "checkpoint.pt")
     assert b["finished"] and b["epoch"] == 4
     assert _states_equal(a["model_state"], b["model_state"])
     assert _states_equal(a["resume"]["model_state"], b["resume"]["model_state"])
@@ -134,11 +138,11 @@ def test_shift_channels_known_answer():
 def test_shift_augment_and_warmup_reach_training(train_zarr, reference, tmp_path):
     cfg = tiny_config(epochs=3, shift_augment=4, warmup_epochs=1)
     T.train_model(cfg, train_zarr, tmp_path, progress=False)
-    ck = T.read_checkpoint(tmp_path / "checkpoint.pt")
+    ck = read_checkpoint(tmp_path / "checkpoint.pt")
     assert ck["fingerprint"]["spec"]["shift_augment"] == 4 and ck["fingerprint"]["spec"]["warmup_epochs"] == 1
     lrs = [r["lr"] for r in ck["history"]]
     assert lrs[0] == pytest.approx(3e-3 / 2) and lrs[1] == pytest.approx(3e-3)  # warm-up, then the cosine
-    ref = T.read_checkpoint(reference / "checkpoint.pt")
+    ref = read_checkpoint(reference / "checkpoint.pt")
     assert not _states_equal(ref["model_state"], ck["model_state"])
     # without the options the fingerprint is the one of runs made before they existed
     assert "shift_augment" not in ref["fingerprint"]["spec"] and "warmup_epochs" not in ref["fingerprint"]["spec"]
@@ -160,10 +164,10 @@ def test_device_resolution_and_mixed_precision_on_cpu(train_zarr, tmp_path):
     with pytest.raises(ValueError, match="train.device"):
         T.resolve_device("tpu")
     # the autocast + scaler path of a CUDA run, exercised on the CPU in bfloat16
-    store = T.PatchStore(train_zarr)
+    store = PatchStore(train_zarr)
     spec = T.TrainSpec.from_config(tiny_config())
     torch.manual_seed(0)
-    model = T.build_wrapper(spec.model, store.channels, store.normalization)
+    model = build_wrapper(spec.model, store.channels, store.normalization)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     amp = T.MixedPrecision(enabled=True, device="cpu")
     idx = store.with_target(store.indices("train"))
@@ -182,24 +186,24 @@ def test_finished_checkpoint_is_kept_and_other_config_retrains(train_zarr, refer
 
     shutil.copy(ck, tmp_path / "checkpoint.pt")
     T.train_model(tiny_config(epochs=2, learning_rate=1e-3), train_zarr, tmp_path, progress=False)
-    new = T.read_checkpoint(tmp_path / "checkpoint.pt")
+    new = read_checkpoint(tmp_path / "checkpoint.pt")
     assert new["epoch"] == 2 and new["history"][0]["lr"] == pytest.approx(1e-3)
 
 
 def test_early_stopping_keeps_best_weights(train_zarr, tmp_path, monkeypatch):
     monkeypatch.setattr(T, "psnr_log", lambda *a: 10.0)  # never improves after epoch 1
     T.train_model(tiny_config(epochs=10, patience=2), train_zarr, tmp_path / "es", progress=False)
-    ck = T.read_checkpoint(tmp_path / "es" / "checkpoint.pt")
+    ck = read_checkpoint(tmp_path / "es" / "checkpoint.pt")
     assert ck["stop_reason"] == "early_stopping" and ck["epoch"] == 3 and ck["best_epoch"] == 1
     T.train_model(tiny_config(epochs=10, patience=2), train_zarr, tmp_path / "one", stop_after=1, progress=False)
-    one = T.read_checkpoint(tmp_path / "one" / "resume.pt")
+    one = read_checkpoint(tmp_path / "one" / "resume.pt")
     assert _states_equal(ck["model_state"], one["resume"]["model_state"])
     assert not _states_equal(ck["model_state"], ck["resume"]["model_state"])
 
 
 def test_patch_store_reads(train_zarr, tmp_path):
-    mem = T.PatchStore(train_zarr)
-    lazy = T.PatchStore(train_zarr, memory_limit=0)
+    mem = PatchStore(train_zarr)
+    lazy = PatchStore(train_zarr, memory_limit=0)
     idx = np.array([5, 1, 5, 30, 0])
     for a, b in zip(mem.read(idx), lazy.read(idx)):
         np.testing.assert_array_equal(a, b)
@@ -214,7 +218,7 @@ def test_patch_store_reads(train_zarr, tmp_path):
     bad = zarr.open_group(str(tmp_path / "bad.zarr"), mode="w")
     bad.create_array("inputs", shape=(2, 3, 4, 4), dtype="float32")
     with pytest.raises(ValueError, match="bad.zarr.*target"):
-        T.PatchStore(tmp_path / "bad.zarr")
+        PatchStore(tmp_path / "bad.zarr")
 
 
 def test_dihedral_group():

@@ -12,8 +12,17 @@ import pytest
 import yaml
 from affine import Affine
 
-from pandafine.verify import (PROVENANCE_NAME, Drift, default_inputs, read_provenance, record_provenance,
-                              run_verify, tree_digest, tree_sha256, verify_products)
+from pandafine.product.provenance import (
+    PROVENANCE_NAME,
+    Drift,
+    default_inputs,
+    read_provenance,
+    record_provenance,
+    run_verify,
+    tree_digest,
+    tree_sha256,
+    verify_products,
+)
 
 YEARS = (2018, 2019)
 
@@ -30,9 +39,10 @@ def _write_cube(path: Path, year: int) -> None:
 @pytest.fixture()
 def results(tmp_path, tiny_config_path):
     """A results/ tree laid out as the workflow leaves it: config, model, cubes, two COGs."""
-    from pandafine.config import load_config
-    from pandafine.product import product_tags, write_cog
     import rasterio
+
+    from pandafine.config import load_config
+    from pandafine.product.cog import product_tags, write_cog
 
     res = tmp_path / "results"
     (res / "models" / "unet").mkdir(parents=True)

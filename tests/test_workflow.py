@@ -34,7 +34,7 @@ def test_products_are_valid_cogs(tiny_run):
     import rasterio
     from rio_cogeo.cogeo import cog_validate
 
-    from pandafine.grid import Grid
+    from pandafine.core.grid import Grid
 
     grid = Grid.read_json(tiny_run / "results" / "grid.json")
     for year in (2018, 2019):
@@ -57,9 +57,8 @@ def test_catalog_of_the_run_validates_against_the_official_stac_schemas(tiny_run
     """The pipeline's catalog.json and its items: STAC 1.1.0 core, projection v2.0.0, raster v1.1.0."""
     import os
 
+    from pandafine.product.catalog import FILE_EXT
     from stac_schemas import SCHEMA_WHEEL_ENV, validate_catalog
-
-    from pandafine.catalog import FILE_EXT
 
     if not os.environ.get(SCHEMA_WHEEL_ENV):
         pytest.skip(f"{SCHEMA_WHEEL_ENV} unset (.ci/run downloads the pinned schema wheel and sets it)")

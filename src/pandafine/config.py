@@ -15,6 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from pandafine.sources.http import check_http_source
+from pandafine.sources.stac import check_stac_source
+
 FIRST_YEAR, LAST_YEAR = 1984, 2020
 
 
@@ -81,12 +84,8 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
         if kind == "local" and "path" not in src:
             msgs.append(f"key 'sources.{layer}.path' is required when sources.{layer}.kind is 'local'")
         if kind == "http":
-            from .sources.remote import check_http_source
-
             msgs.extend(check_http_source(layer, src, allow_http))
         if kind == "stac":
-            from .sources.stac import check_stac_source
-
             msgs.extend(check_stac_source(layer, cfg, allow_http))
         if kind not in ("synthetic", "local", "http", "stac"):
             msgs.append(f"key 'sources.{layer}.kind': value '{kind}' is not available yet "

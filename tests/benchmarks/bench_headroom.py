@@ -10,8 +10,8 @@ On the test split, with the data range of ``pandafine evaluate`` (PSNR on z = lo
 
 * the hidden truth, Gaussian-blurred in radiance by sigma px, against the Luojia-01 target;
 * per model: PSNR; with a perfect brightness offset per 1 km cell / 2 km / patch
-  (:func:`pandafine.headroom.offset_oracle_psnr`); with the target's low or high spatial band
-  put in (:func:`pandafine.headroom.band_swap_psnr`, sigma 2 and 4 px); per-patch PSNR.
+  (:func:`pandafine.studies.headroom.offset_oracle_psnr`); with the target's low or high spatial band
+  put in (:func:`pandafine.studies.headroom.band_swap_psnr`, sigma 2 and 4 px); per-patch PSNR.
 
 Nothing is asserted; not collected by pytest.
 """
@@ -31,12 +31,14 @@ def main(argv=None) -> None:
     ap.add_argument("models", nargs="*", type=Path, help="model directories with checkpoint.pt")
     args = ap.parse_args(argv)
 
-    from pandafine import headroom as H
-    from pandafine.evaluate import data_ranges
-    from pandafine.metrics import psnr
-    from pandafine.raster_io import read_raster
-    from pandafine.scaling import log_to_radiance
-    from pandafine.train import PatchStore, load_trained_model, predict_log, true_log
+    from pandafine.core.metrics import psnr
+    from pandafine.core.raster_io import read_raster
+    from pandafine.core.scaling import log_to_radiance
+    from pandafine.models.registry import load_trained_model
+    from pandafine.studies import headroom as H
+    from pandafine.tiles.store import PatchStore
+    from pandafine.training.evaluate import data_ranges
+    from pandafine.training.train import predict_log, true_log
 
     store = PatchStore(args.tiles)
     idx = store.indices("test")

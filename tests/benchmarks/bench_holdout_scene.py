@@ -50,9 +50,11 @@ def main(argv=None) -> None:
                     help="evaluate every patch of the held-out scene (default) or only its test split")
     args = ap.parse_args(argv)
 
-    from pandafine.evaluate import data_ranges, method_metrics
-    from pandafine.scaling import log_to_radiance
-    from pandafine.train import PatchStore, load_trained_model, predict_log, true_log
+    from pandafine.core.scaling import log_to_radiance
+    from pandafine.models.registry import load_trained_model
+    from pandafine.tiles.store import PatchStore
+    from pandafine.training.evaluate import data_ranges, method_metrics
+    from pandafine.training.train import predict_log, true_log
 
     store = PatchStore(args.tiles)
     idx = np.arange(len(store)) if args.split == "all" else store.indices("test")

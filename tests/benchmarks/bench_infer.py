@@ -8,7 +8,7 @@ Usage::
 
 1. Throughput (megapixels of output per second) of the same weights (the
    configured UNet, random init, seeded) through the same tiling and blending
-   code path (:func:`pandafine.infer.infer_array`, so both see the same tiles and
+   code path (:func:`pandafine.inference.infer.infer_array`, so both see the same tiles and
    batches): an onnxruntime session of the exported ONNX graph against a PyTorch
    eager adapter offering the session's ``run`` interface, with the same number of
    threads. Overlaps 0, 0.25 and 0.5. Each engine first makes one full untimed
@@ -16,7 +16,7 @@ Usage::
    torch, ORT, torch, ... so that both see the same machine load. Medians and
    best times are printed, and ORT/torch as the ratio of the medians and of every
    interleaved pair. ``--iobinding`` adds the IO-bound ORT path
-   (:class:`pandafine.ort_run.BoundSession`, on the torch device). Outputs are compared.
+   (:class:`pandafine.inference.ort_run.BoundSession`, on the torch device). Outputs are compared.
 2. Peak resident memory (``ru_maxrss`` of the child, via ``os.wait4``) of
    ``python -m pandafine infer`` (the real ``infer_year`` path: Zarr cube on disk ->
    streamed COG), one child process per region size. Each cube is written on disk
@@ -76,7 +76,7 @@ def build_net(model_cfg: dict, n_channels: int, mean, std):
     """The model of ``model_cfg`` (seeded random weights) wrapped raw-channels-to-radiance, in eval mode."""
     import torch
 
-    from pandafine.models import build_model
+    from pandafine.models.registry import build_model
     from pandafine.models.wrapper import PandaFineNet
 
     torch.manual_seed(0)
@@ -85,7 +85,7 @@ def build_net(model_cfg: dict, n_channels: int, mean, std):
 
 def export(net, example: np.ndarray, path: Path) -> Path:
     """Export with the project's exporter (dynamic batch/height/width, opset 18)."""
-    from pandafine.export import _export_graph
+    from pandafine.training.export import _export_graph
 
     _export_graph(net, np.ascontiguousarray(example), path, 18)
     return path
@@ -126,12 +126,12 @@ def interleaved(fns: dict, repeat: int) -> tuple[dict[str, list[float]], dict[st
 
 def bench_throughput(cfg: dict, side: int, threads: int, device: str, providers: list[str], repeat: int,
                      workdir: Path, iobinding: bool = False) -> list[dict]:
-    from pandafine.blending import TileLayout
-    from pandafine.channels import CHANNELS
-    from pandafine.infer import InferParams, infer_array
-    from pandafine.ort_run import BoundSession
-    from pandafine.providers import make_session
-    from pandafine.runtime import configure_torch, limit_threads
+    from pandafine.core.channels import CHANNELS
+    from pandafine.core.runtime import configure_torch, limit_threads
+    from pandafine.inference.blending import TileLayout
+    from pandafine.inference.infer import InferParams, infer_array
+    from pandafine.inference.ort_run import BoundSession
+    from pandafine.inference.providers import make_session
 
     limit_threads(threads)
     configure_torch()
@@ -176,8 +176,8 @@ def write_cube(path: Path, side: int, n_channels: int, chunk: int) -> Path:
     import zarr
     from affine import Affine
 
-    from pandafine.channels import CHANNELS
-    from pandafine.grid import Grid
+    from pandafine.core.channels import CHANNELS
+    from pandafine.core.grid import Grid
 
     grid = Grid("EPSG:32649", Affine(125.0, 0, 300000.0, 0, -125.0, 3800000.0), side, side, 8)
     group = zarr.open_group(str(path), mode="w")
@@ -226,7 +226,7 @@ def rss_model_config(cfg: dict, which: str) -> dict:
 
 def bench_rss(cfg: dict, sides, threads: int, providers: list[str], workdir: Path, model_cfg: dict,
               overlap: float | None = None) -> list[dict]:
-    from pandafine.channels import CHANNELS
+    from pandafine.core.channels import CHANNELS
 
     n = len(CHANNELS)
     infer = dict(cfg["infer"], providers=providers)
@@ -240,7 +240,7 @@ def bench_rss(cfg: dict, sides, threads: int, providers: list[str], workdir: Pat
     net = build_net(model_cfg, n, np.nanmean(example, axis=(1, 2)), np.nanstd(example, axis=(1, 2)))
     head = getattr(net.net, "head", None)
     if head is not None and head.bias is not None:  # random weights give z < 0 (radiance 0) nearly everywhere;
-        import torch                                  # a positive bias makes a non-trivial product to compress
+        import torch  # a positive bias makes a non-trivial product to compress
 
         with torch.no_grad():
             head.bias.add_(1.0)

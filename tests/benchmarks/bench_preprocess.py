@@ -18,10 +18,10 @@ Collection-2-like Landsat scenes (one OLI, the others ETM+, all 7 SR bands + QA_
 clouds) on one UTM grid at ``--landsat-res`` metres (default 120 m, coarser than the real
 30 m so that a 1000 km square stays feasible: the output says so; Landsat cost grows ~16x at
 30 m); a float32 EPSG:4326 DEM (0.002 degrees). Stages are the library functions the CLI
-calls: :func:`pandafine.calibrate.calibrate_panda`,
-:func:`pandafine.calibrate.calibrate_landsat_year`,
-:func:`pandafine.denoise.composite_landsat_year`,
-:func:`pandafine.resample.resample_layer` (panda, dem) and :func:`pandafine.tiles.build_cube`.
+calls: :func:`pandafine.preprocess.calibrate.calibrate_panda`,
+:func:`pandafine.preprocess.calibrate.calibrate_landsat_year`,
+:func:`pandafine.preprocess.denoise.composite_landsat_year`,
+:func:`pandafine.preprocess.resample.resample_layer` (panda, dem) and :func:`pandafine.tiles.cube.build_cube`.
 
 Not collected by pytest (``--ignore=tests/benchmarks`` in pyproject).
 """
@@ -56,7 +56,7 @@ def bench_grid(cfg: dict, size: int):
     """A ``size x size`` working grid at the configured pixel size, starting at the demo region's corner."""
     from affine import Affine
 
-    from pandafine.grid import Grid, grid_from_config
+    from pandafine.core.grid import Grid, grid_from_config
 
     demo = grid_from_config(cfg)
     t = demo.transform
@@ -92,9 +92,9 @@ def synthesize(cfg: dict, size: int, landsat_res: float, n_scenes: int, raw: Pat
     """Write the raw inputs of one year for a ``size``-pixel square; return what was written."""
     from rasterio.windows import Window
 
-    from pandafine.grid import Grid
-    from pandafine.landsat import SENSOR_BANDS, reflectance_to_dn
-    from pandafine.sources import synthetic as syn
+    from pandafine.core.grid import Grid
+    from pandafine.sensors.landsat import SENSOR_BANDS, reflectance_to_dn
+    from pandafine.synthetic import scene as syn
 
     grid = bench_grid(cfg, size)
     rng = np.random.default_rng(size)
@@ -154,15 +154,15 @@ def synthesize(cfg: dict, size: int, landsat_res: float, n_scenes: int, raw: Pat
 
 def process(cfg: dict, size: int, raw: Path, out: Path) -> dict:
     """Run the stages of one year; return wall seconds per stage."""
-    from pandafine.runtime import limit_threads
+    from pandafine.core.runtime import limit_threads
 
     limit_threads(1)  # as a workflow job does (`pandafine STAGE --threads 1`)
-    from pandafine.calibrate import calibrate_landsat_year, calibrate_panda
-    from pandafine.denoise import composite_landsat_year
-    from pandafine.resample import resample_layer
-    from pandafine.tiles import build_cube
-
     import warnings
+
+    from pandafine.preprocess.calibrate import calibrate_landsat_year, calibrate_panda
+    from pandafine.preprocess.denoise import composite_landsat_year
+    from pandafine.preprocess.resample import resample_layer
+    from pandafine.tiles.cube import build_cube
 
     # the synthetic clouds leave some pixels without a clear observation (no other years here)
     warnings.filterwarnings("ignore", message=".*no clear observation.*")

@@ -20,7 +20,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-
 from bench_holdout_scene import model_dirs  # this folder is sys.path[0] when run as a script
 
 
@@ -31,10 +30,12 @@ def main(argv=None) -> None:
     ap.add_argument("--b", type=Path, nargs="+", required=True, help="row directory or model directories")
     args = ap.parse_args(argv)
 
-    from pandafine.evaluate import data_ranges
-    from pandafine.metrics import psnr
-    from pandafine.scaling import log_to_radiance
-    from pandafine.train import PatchStore, load_trained_model, predict_log, true_log
+    from pandafine.core.metrics import psnr
+    from pandafine.core.scaling import log_to_radiance
+    from pandafine.models.registry import load_trained_model
+    from pandafine.tiles.store import PatchStore
+    from pandafine.training.evaluate import data_ranges
+    from pandafine.training.train import predict_log, true_log
 
     store = PatchStore(args.tiles)
     idx = store.indices("test")

@@ -20,7 +20,7 @@ reference. Then, on a fresh ``S`` x ``S`` scene, for each deterministic sampler:
 * the seam ratio: mean |diff| of neighbours across tile edges / elsewhere (acceptance: <= 1.1);
 * for scale: the difference between two seeds (RMSE / RMS) and the error against the truth.
 
-Finally the test-split metrics of every model x sampler x steps (``pandafine.design_space``).
+Finally the test-split metrics of every model x sampler x steps (``pandafine.studies.design_space``).
 All figures are printed; nothing is asserted. Not collected by pytest.
 """
 
@@ -35,10 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
 from fake_tiles import make_scene, tiny_config, write_fake_train_zarr  # noqa: E402
-
-from pandafine import design_space as D  # noqa: E402
-from pandafine import tiled_sampling as TS  # noqa: E402
-from pandafine import train as T  # noqa: E402
+from pandafine.inference import sampling as TS  # noqa: E402
+from pandafine.models.checkpoint import read_checkpoint
+from pandafine.models.registry import load_trained_model
+from pandafine.studies import design_space as D  # noqa: E402
+from pandafine.training import train as T  # noqa: E402
 
 SAMPLERS = {"diffusion": [{"kind": "ddim", "steps": 8}, {"kind": "ddim", "steps": 25}, {"kind": "dpmpp_2m", "steps": 8},
                           {"kind": "dpmpp_2m", "steps": 25}, {"kind": "euler", "steps": 8},
@@ -69,7 +70,7 @@ def train(workdir: Path, epochs: int, width: int) -> tuple[Path, dict]:
             cfg["model"]["sampler"] = {"kind": "euler", "steps": 8}
         t0 = time.perf_counter()
         T.train_model(cfg, zarr, out, progress=False)
-        ck = T.read_checkpoint(out / "checkpoint.pt")
+        ck = read_checkpoint(out / "checkpoint.pt")
         print(f"{name}: trained {ck['epoch']} epochs in {time.perf_counter() - t0:.0f} s, best val PSNR(log) "
               f"{ck['best_val_psnr_log']:.2f} dB")
     return zarr, dirs
@@ -79,9 +80,9 @@ def measure_checkpoint(checkpoint: Path, cube_path: Path, size: int, tile: int) 
     """Seams and tiled vs one-pass agreement of a trained model on the brightest window of a cube."""
     import numpy as np
 
-    from pandafine.tiles import open_cube
+    from pandafine.tiles.cube import open_cube
 
-    model, ck = T.load_trained_model(checkpoint.parent, checkpoint=T.read_checkpoint(checkpoint))
+    model, ck = load_trained_model(checkpoint.parent, checkpoint=read_checkpoint(checkpoint))
     cube = open_cube(cube_path)
     panda = np.nan_to_num(np.asarray(cube.inputs[cube.channels.index("panda")]), nan=0.0)
     h, w = panda.shape
@@ -136,7 +137,7 @@ def main() -> None:
     print("model      sampler               tile  rel.RMSE tiled/one-pass  seam ratio  2 seeds differ  "
           "error vs truth")
     for name in ("diffusion", "flow"):
-        model, _ = T.load_trained_model(dirs[name])
+        model, _ = load_trained_model(dirs[name])
         for spec in SAMPLERS[name]:
             if spec["kind"] not in DETERMINISTIC:
                 continue

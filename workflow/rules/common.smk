@@ -19,7 +19,7 @@ EFFECTIVE_CONFIG = "results/config.yaml"
 
 def _write_effective_config():
     import yaml
-    from pandafine.atomic import write_text_atomic
+    from pandafine.core.atomic import write_text_atomic
 
     text = yaml.safe_dump(dict(config), sort_keys=False)
     path = Path(EFFECTIVE_CONFIG)

@@ -141,7 +141,7 @@ rule ablation:
 
 # Part of `rule all` when config `design_space.enabled` is true; otherwise run it with
 # `snakemake results/design_space/design_space.csv`. The config's `design_space` section (defaults:
-# pandafine.design_space.DEFAULT_SPEC) names the models, samplers, step counts and precisions; it is
+# pandafine.studies.design_space.DEFAULT_SPEC) names the models, samplers, step counts and precisions; it is
 # a param, so changing it reruns the rule, and models and evaluations whose key did not change
 # (results/design_space/models/<label>/, not declared outputs) are reused.
 DESIGN_SPACE = config.get("design_space", {})

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
 NORMS = ("none", "batch")
 
 

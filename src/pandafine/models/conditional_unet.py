@@ -7,7 +7,7 @@
   fractional timestep ``0 .. T-1``; flow: ``1000 * t``), embedded sinusoidally,
   passed through an MLP and *added* to the features of every convolution block;
 * ``cond`` ``(B, C, H, W)``: the normalized model inputs (the channels of
-  :data:`pandafine.channels.CHANNELS`), plus, for residual learning, the base
+  :data:`pandafine.core.channels.CHANNELS`), plus, for residual learning, the base
   prediction z_base as one more channel.
 
 No normalization layer: group/instance normalization would make a pixel depend
@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from pandafine.core.scaling import radiance_to_log
+from pandafine.models.noise import make_torch_noise_fn
 
 #: Sampler kinds and the models that support them.
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "euler", "staged")
@@ -189,30 +191,6 @@ class ConditionalUNet(nn.Module):
         return self.head(y)
 
 
-def load_base_net(model_dir, in_channels: int) -> nn.Module:
-    """The trained, frozen network of ``model_dir/checkpoint.pt`` (a deterministic model: unet, mmntlsr).
-
-    It must have been trained on the same patches (same channels and normalization),
-    as the generative model applies it to its own normalized inputs.
-    """
-    from pandafine.train import CHECKPOINT_NAME, read_checkpoint
-
-    from . import build_model
-
-    path = Path(model_dir) / CHECKPOINT_NAME
-    ck = read_checkpoint(path)
-    if ck["model_config"].get("name") in ("diffusion", "flow"):
-        raise ValueError(f"key 'model.base_model': {path} holds a {ck['model_config']['name']} model; the base "
-                         "must be a deterministic model (unet, mmntlsr)")
-    if len(ck["channels"]) != in_channels:
-        raise ValueError(f"key 'model.base_model': {path} takes {len(ck['channels'])} channels, the patches have "
-                         f"{in_channels}")
-    net = build_model(ck["model_config"], in_channels)
-    prefix = "net."
-    net.load_state_dict({k[len(prefix):]: v for k, v in ck["model_state"].items() if k.startswith(prefix)})
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net.eval()
 
 
 class GenerativeModel(nn.Module):
@@ -290,8 +268,6 @@ class GenerativeModel(nn.Module):
 
     def data_target(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x0, valid, cond)``: the data sample ``(z - z_base) / data_scale`` (0 where no target) and its mask."""
-        from pandafine.scaling import radiance_to_log
-
         valid = torch.isfinite(target)
         z = radiance_to_log(torch.where(valid, target, torch.zeros_like(target)))
         cond, zb = self.conditioning(x)
@@ -318,7 +294,7 @@ class GenerativeModel(nn.Module):
         noise_fn : callable
             ``noise_fn(step, like)`` (see :mod:`pandafine.models.samplers`); use
             :func:`pandafine.models.noise.make_grid_noise_fn` (or the batched
-            :func:`pandafine.tiled_sampling.make_batch_grid_noise_fn`) for tile-consistent noise.
+            :func:`pandafine.inference.sampling.make_batch_grid_noise_fn`) for tile-consistent noise.
         sampler : SamplerSpec or mapping, optional
             Default: the model's configured sampler.
         """
@@ -331,12 +307,10 @@ class GenerativeModel(nn.Module):
         """z sampled with the configured sampler and noise from a generator seeded with :attr:`seed`.
 
         The noise depends on the batch layout, not on grid positions: for seamless
-        tiles use :func:`pandafine.tiled_sampling.sample_region`.
+        tiles use :func:`pandafine.inference.sampling.sample_region`.
         """
-        from .noise import make_torch_noise_fn
-
         return self.sample(x, make_torch_noise_fn(self.seed))
 
 
 __all__ = ["SamplerSpec", "ConditionalUNet", "GenerativeModel", "TimeBlock", "timestep_embedding",
-           "load_base_net", "DIFFUSION_SAMPLERS", "FLOW_SAMPLERS"]
+           "DIFFUSION_SAMPLERS", "FLOW_SAMPLERS"]

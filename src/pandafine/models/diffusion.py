@@ -10,7 +10,7 @@ Training (:meth:`ConditionalDiffusion.training_loss`): t uniform on ``0 .. T-1``
 ``x_t = sqrt(a) x0 + sqrt(1 - a) eps``; MSE between the network output and
 eps (``prediction: eps``) or ``v = sqrt(a) eps - sqrt(1 - a) x0`` (``prediction: v``),
 over the pixels with a finite target. The noise and timesteps come from torch's
-global generator, which :func:`pandafine.train.train_model` seeds and checkpoints.
+global generator, which :func:`pandafine.training.train.train_model` seeds and checkpoints.
 
 Sampling: the samplers of :mod:`pandafine.models.samplers`, over the denoiser
 that :func:`pandafine.models.noise.denoiser_from_vp_model` makes of the network.
@@ -22,9 +22,16 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from . import samplers as S
-from .conditional_unet import DIFFUSION_SAMPLERS, GenerativeModel, SamplerSpec
-from .noise import INIT_NOISE_STEP, DiffusionSchedule, denoiser_from_vp_model, diffuse, karras_sigmas, v_from_x0_eps
+from pandafine.models import samplers as S
+from pandafine.models.conditional_unet import DIFFUSION_SAMPLERS, GenerativeModel, SamplerSpec
+from pandafine.models.noise import (
+    INIT_NOISE_STEP,
+    DiffusionSchedule,
+    denoiser_from_vp_model,
+    diffuse,
+    karras_sigmas,
+    v_from_x0_eps,
+)
 
 PREDICTIONS = ("eps", "v")
 SCHEDULES = ("linear", "cosine")

@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from . import samplers as S
-from .conditional_unet import FLOW_SAMPLERS, GenerativeModel, SamplerSpec
-from .noise import INIT_NOISE_STEP, flow_interpolate, flow_velocity
+from pandafine.models import samplers as S
+from pandafine.models.conditional_unet import FLOW_SAMPLERS, GenerativeModel, SamplerSpec
+from pandafine.models.noise import INIT_NOISE_STEP, flow_interpolate, flow_velocity
 
 #: The backbone's time input is ``TIME_SCALE * t``.
 TIME_SCALE = 1000.0

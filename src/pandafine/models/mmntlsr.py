@@ -1,7 +1,7 @@
 """MMNTLSR: multimodal nighttime-light super-resolution with switchable parts.
 
 The network receives the full normalized stack ``(B, C, H, W)`` on the working
-grid (channel order :data:`pandafine.channels.CHANNELS`) and splits it into
+grid (channel order :data:`pandafine.core.channels.CHANNELS`) and splits it into
 modalities, each with its own encoder suited to its resolution:
 
 * **Landsat** (``coastal .. swir2, landsat_clear_count``; 30 m resampled to the
@@ -77,7 +77,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pandafine.channels import CHANNELS, DEM_CHANNELS, LANDSAT_CHANNELS, PANDA_CHANNELS
+from pandafine.core.channels import CHANNELS, DEM_CHANNELS, LANDSAT_CHANNELS, PANDA_CHANNELS
+from pandafine.core.scaling import radiance_to_log
 from pandafine.models.alignment import AffineAlign, DeformableConv2d, DeformationField, flow_smoothness
 from pandafine.models.blocks import ConvBlock, Down, Up
 
@@ -228,7 +229,7 @@ class MMNTLSR(nn.Module):
     modules : mapping of str to bool, optional
         Switches (:data:`DEFAULT_MODULES`); missing ones take their defaults.
     channels : sequence of str
-        Channel names of the input, in order (default :data:`pandafine.channels.CHANNELS`).
+        Channel names of the input, in order (default :data:`pandafine.core.channels.CHANNELS`).
     max_shift : float
         Largest translation of the affine alignment, in working-grid pixels.
     """
@@ -378,8 +379,6 @@ class MMNTLSR(nn.Module):
 
 def target_log(target: torch.Tensor) -> torch.Tensor:
     """z = log1p(L / RADIANCE_REF) of a target radiance, NaN kept where the target is not finite."""
-    from pandafine.scaling import radiance_to_log
-
     valid = torch.isfinite(target)
     z = radiance_to_log(torch.where(valid, target, torch.zeros_like(target)))
     return torch.where(valid, z, torch.full_like(z, float("nan")))

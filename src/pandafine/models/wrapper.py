@@ -1,7 +1,7 @@
 """The deployable module: raw cube channels in, radiance out.
 
 :class:`PandaFineNet` carries the normalization statistics (train split) and
-the log scale of :mod:`pandafine.scaling` inside the module, so the exported
+the log scale of :mod:`pandafine.core.scaling` inside the module, so the exported
 ONNX graph takes the cube channels exactly as stored (NaN = nodata) and returns
 radiance in W m-2 sr-1 um-1.
 """
@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pandafine.scaling import RADIANCE_REF
+from pandafine.core.scaling import RADIANCE_REF
 
 
 class PandaFineNet(nn.Module):

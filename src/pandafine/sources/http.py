@@ -1,431 +1,159 @@
-"""A robust HTTP(S) fetcher for the download stage (standard library only).
+"""The ``http`` source: fetch a layer's raw files from URLs into ``resources/raw/{layer}/``.
 
-Every file is streamed to a temporary name beside its final path and renamed
-only when it is complete and its sha256 matches the expected value (when one is
-given), so nothing partial ever appears under a final name; on failure the
-temporary file is removed.
+* **panda**: ``sources.panda.url`` is a template with ``{year}`` and/or ``{name}``
+  (``name`` = ``sources.panda.pattern`` for the year, default
+  ``PANDA_China_{year}.tif``); each year's file is saved as ``name``. A missing
+  year (HTTP 404) is an error naming the URL.
+* **dem**: without ``sources.dem.url``, the Copernicus GLO-90 tiles covering
+  ``region.bbox`` plus a small margin, from the public bucket, saved as
+  ``{tile name}.tif``; with ``url``, a template with ``{lat}``, ``{lon}``,
+  ``{NS}``, ``{EW}`` (see :mod:`pandafine.sources.dem`) expanded for the same
+  tiles (e.g. an SRTM mirror), each saved under its URL's file name. Tiles the
+  server does not have (404: ocean) are skipped; no tile at all is an error.
 
-* **Retries** with exponential backoff (``backoff * 2**k`` seconds, capped) on
-  connection errors, timeouts, HTTP 5xx / 408 / 429, truncated bodies and
-  checksum mismatches; other 4xx answers fail at once.
-* **Resume**: after a cut, the next attempt asks for the rest with
-  ``Range: bytes=N-``; a server answering 206 with the right ``Content-Range``
-  is appended to, one answering 200 restarts the file from zero.
-* **Missing files**: 404 / 410 raise :class:`NotFoundError`, or are skipped
-  (``None``) for items marked ``optional`` (e.g. Copernicus ocean tiles).
-* **Safety**: only ``https://`` unless :attr:`HttpPolicy.allow_http` (also for
-  redirect targets); destination names coming from URLs or asset keys are
-  sanitized (:func:`safe_relpath`) and can never leave the destination root.
-* **Concurrency** is bounded by :attr:`HttpPolicy.concurrency`; the first
-  failure cancels the remaining downloads (their temporary files are removed).
+``sources.{layer}.sha256`` maps file names to expected checksums; every file's
+sha256 and URL are recorded in the layer's ``manifest.json`` in any case. The
+``download`` config section sets the :class:`~pandafine.sources.fetch.HttpPolicy`.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
 import re
-import socket
-import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+import string
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from ..atomic import atomic_path
-from .manifest import sha256_file
+from pandafine.sources.dem import DEFAULT_MARGIN_DEG, check_template, copernicus_url, expand_template, tiles_for_bbox
+from pandafine.sources.fetch import DownloadItem, HttpPolicy, check_url, fetch_many, name_from_url, safe_relpath
+from pandafine.sources.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
-#: HTTP statuses worth retrying.
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-#: HTTP statuses meaning "this file does not exist".
-MISSING_STATUSES = frozenset({404, 410})
-_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._+=@,-]")
+PANDA_FIELDS = frozenset({"year", "name"})
 
 
-class DownloadError(RuntimeError):
-    """A download failed for good; the message names the URL and the cause."""
-
-    def __init__(self, url: str, cause: str):
-        super().__init__(f"download of {url} failed: {cause}")
-        self.url = url
-        self.cause = cause
-
-
-class NotFoundError(DownloadError):
-    """The server says the file does not exist (HTTP 404 or 410)."""
-
-
-class _Retryable(Exception):
-    """An attempt failed in a way that another attempt may fix."""
-
-
-class _Cancelled(Exception):
-    """Another download of the same batch failed; stop this one."""
-
-
-@dataclass(frozen=True)
-class HttpPolicy:
-    """How downloads are made.
-
-    Attributes
-    ----------
-    retries : int
-        Extra attempts after the first one for retryable failures.
-    backoff : float
-        Base delay in seconds; attempt ``k`` (1-based) waits ``backoff * 2**(k-1)``.
-    backoff_max : float
-        Upper bound of one delay (seconds).
-    timeout : float
-        Socket timeout (connect and each read), seconds.
-    concurrency : int
-        Most downloads running at once.
-    allow_http : bool
-        Accept plain ``http://`` URLs (and redirects to them); default https only.
-    progress : bool
-        Show a tqdm progress bar (only on a terminal).
-    chunk : int
-        Read size in bytes.
-    """
-
-    retries: int = 3
-    backoff: float = 1.0
-    backoff_max: float = 30.0
-    timeout: float = 60.0
-    concurrency: int = 4
-    allow_http: bool = False
-    progress: bool = True
-    chunk: int = 1 << 20
-
-    def __post_init__(self):
-        if self.retries < 0:
-            raise ValueError(f"HttpPolicy.retries={self.retries}: expected >= 0")
-        if self.backoff < 0 or self.backoff_max < 0:
-            raise ValueError(f"HttpPolicy.backoff={self.backoff}, backoff_max={self.backoff_max}: expected >= 0")
-        if not self.timeout > 0:
-            raise ValueError(f"HttpPolicy.timeout={self.timeout}: expected > 0 seconds")
-        if self.concurrency < 1:
-            raise ValueError(f"HttpPolicy.concurrency={self.concurrency}: expected >= 1")
-        if self.chunk < 1:
-            raise ValueError(f"HttpPolicy.chunk={self.chunk}: expected >= 1 byte")
-
-    @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> "HttpPolicy":
-        """A policy from the config's ``download`` section (missing keys keep their defaults)."""
-        m = dict(m or {})
-        known = {"retries", "backoff", "backoff_max", "timeout", "concurrency", "allow_http", "progress"}
-        unknown = sorted(set(m) - known)
-        if unknown:
-            raise ValueError(f"download: unknown key(s) {unknown} (allowed: {sorted(known)})")
-        return cls(**m)
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
-        return min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
-
-
-@dataclass(frozen=True)
-class DownloadItem:
-    """One file to fetch: its URL, its path relative to the destination root, its expected sha256."""
-
-    url: str
-    name: str
-    sha256: str | None = None
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    """A completed download."""
-
-    url: str
-    path: Path
-    size: int
-    sha256: str
-
-
-# --------------------------------------------------------------------------------------------
-# pure helpers
-# --------------------------------------------------------------------------------------------
-
-def check_url(url: str, policy: HttpPolicy) -> None:
-    """Raise ``ValueError`` unless ``url`` is an https URL (or http when the policy allows it)."""
-    parts = urllib.parse.urlsplit(url)
-    allowed = ("https", "http") if policy.allow_http else ("https",)
-    if parts.scheme.lower() not in allowed:
-        hint = " (set download.allow_http: true to accept plain http)" if parts.scheme.lower() == "http" else ""
-        raise ValueError(f"URL {url!r}: scheme {parts.scheme or '(none)'!r} is not allowed; "
-                         f"expected {' or '.join(allowed)}{hint}")
-    if not parts.hostname:
-        raise ValueError(f"URL {url!r}: no host name")
-
-
-def _safe_component(part: str) -> str:
-    part = _SAFE_CHARS.sub("_", part)
-    if part.startswith("."):  # no hidden files (temporary files start with '.')
-        part = "_" + part[1:]
-    return part
-
-
-def safe_relpath(name: str) -> str:
-    """A relative POSIX path made from an untrusted name (URL path, STAC asset key).
-
-    Splits on ``/`` and ``\\``, drops empty, ``.`` and ``..`` components (so the
-    result can never climb out of a directory), replaces characters other than
-    letters, digits and ``._+=@,-`` with ``_`` and hides no file behind a
-    leading dot. Raises ``ValueError`` when nothing usable is left.
-    """
-    parts = [p for p in re.split(r"[\\/]+", str(name)) if p not in ("", ".", "..")]
-    parts = [_safe_component(p) for p in parts]
-    if not parts:
-        raise ValueError(f"file name {name!r}: no usable path component")
-    return "/".join(parts)
-
-
-def name_from_url(url: str) -> str:
-    """The sanitized file name of a URL: its last path segment, percent-decoded."""
-    path = urllib.parse.urlsplit(url).path
-    last = urllib.parse.unquote(path.rsplit("/", 1)[-1])
-    return safe_relpath(last).rsplit("/", 1)[-1] if last.strip("/\\.") else safe_relpath(last)
-
-
-def safe_join(root: str | Path, name: str) -> Path:
-    """``root / safe_relpath(name)``, checked to lie inside ``root`` (symbolic links included)."""
-    root = Path(root)
-    dest = root / safe_relpath(name)
+def policy_from_config(cfg: Mapping) -> HttpPolicy:
+    """The download policy of a config (its optional ``download`` section)."""
     try:
-        dest.resolve().relative_to(root.resolve())
-    except ValueError:
-        raise ValueError(f"file name {name!r}: resolves to {dest.resolve()}, outside {root.resolve()}") from None
-    return dest
+        return HttpPolicy.from_mapping(cfg.get("download"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"key 'download': {exc}") from None
 
 
-def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
-    """``(start, end, total)`` of a ``Content-Range: bytes start-end/total`` header (total None for ``*``)."""
-    if not value:
-        return None
-    m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value)
-    if not m:
-        return None
-    total = None if m.group(3) == "*" else int(m.group(3))
-    return int(m.group(1)), int(m.group(2)), total
+def check_http_source(layer: str, src: Mapping, allow_http: bool = False) -> list[str]:
+    """Problems of an ``http`` source config, as config-error messages (empty list when fine).
 
-
-# --------------------------------------------------------------------------------------------
-# one download
-# --------------------------------------------------------------------------------------------
-
-class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to URLs the policy allows (no https -> http downgrade)."""
-
-    def __init__(self, policy: HttpPolicy):
-        super().__init__()
-        self.policy = policy
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        check_url(newurl, self.policy)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _opener(policy: HttpPolicy) -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(_RedirectHandler(policy))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        return f"connection error: {exc.reason}"
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return f"timed out ({exc})" if str(exc) else "timed out"
-    if isinstance(exc, http.client.IncompleteRead):
-        return f"connection closed mid-body ({len(exc.partial)} bytes read, {exc.expected} more expected)"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _attempt(opener, url: str, tmp: Path, policy: HttpPolicy, stop: threading.Event,
-             progress: Callable[[int], None] | None) -> None:
-    """One GET of ``url`` into ``tmp``, resuming from its current size when it has one."""
-    have = tmp.stat().st_size if tmp.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "pandafine-downloader",
-                                               "Accept-Encoding": "identity"})
-    if have:
-        req.add_header("Range", f"bytes={have}-")
+    For :func:`pandafine.config.validate_config`: the layer must be panda or dem,
+    panda needs a ``url`` template using ``{year}``/``{name}`` only, a dem ``url``
+    may use the tile fields of :data:`pandafine.sources.dem.TEMPLATE_FIELDS`, and
+    the URL scheme must be https (or http with ``download.allow_http``).
+    """
+    key = f"sources.{layer}"
+    if layer not in ("panda", "dem"):
+        return [f"key '{key}.kind': value 'http' is available for panda and dem only (use local)"]
+    url = src.get("url")
+    if url is None:
+        if layer == "panda":
+            return [f"key '{key}.url' is required when {key}.kind is 'http' (a URL template with {{year}} or {{name}})"]
+        return []  # dem: the built-in Copernicus GLO-90 tile list
+    msgs = []
     try:
-        resp = opener.open(req, timeout=policy.timeout)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 416 and have:  # our offset is past the end: start again
-            tmp.unlink()
-            raise _Retryable(f"HTTP 416 for Range bytes={have}-") from exc
-        if exc.code in MISSING_STATUSES:
-            raise NotFoundError(url, _describe(exc)) from None
-        if exc.code in RETRY_STATUSES:
-            raise _Retryable(_describe(exc)) from exc
-        raise DownloadError(url, _describe(exc)) from None
-    with resp:
-        offset = 0
-        if have and resp.status == 206:
-            cr = parse_content_range(resp.headers.get("Content-Range"))
-            if cr is None or cr[0] != have:
-                tmp.unlink()
-                raise _Retryable(f"unusable Content-Range {resp.headers.get('Content-Range')!r} "
-                                 f"for Range bytes={have}-")
-            offset = have
-        elif resp.status != 200:
-            raise DownloadError(url, f"unexpected HTTP status {resp.status}")
-        length = resp.headers.get("Content-Length")
-        expected = offset + int(length) if length and length.isdigit() else None
-        got = offset
-        with open(tmp, "ab" if offset else "wb") as fh:
-            while True:
-                if stop.is_set():
-                    raise _Cancelled()
-                block = resp.read(policy.chunk)
-                if not block:
-                    break
-                fh.write(block)
-                got += len(block)
-                if progress is not None:
-                    progress(len(block))
-        if expected is not None and got != expected:
-            raise _Retryable(f"truncated body: {got} of {expected} bytes")
+        if layer == "panda":
+            panda_items(src, [2000])
+        else:
+            check_template(url, key=f"key '{key}.url'")
+    except (ValueError, KeyError, IndexError) as exc:
+        msgs.append(str(exc))
+    probe = re.sub(r"\{[^{}]*\}", "x", url)  # template fields filled with a dummy value
+    try:
+        check_url(probe, HttpPolicy(allow_http=allow_http))
+    except ValueError as exc:
+        msgs.append(f"key '{key}.url': " + str(exc).replace(repr(probe), repr(url)))
+    return msgs
 
 
-def fetch(item: DownloadItem, root: str | Path, policy: HttpPolicy = HttpPolicy(), *,
-          stop: threading.Event | None = None, progress: Callable[[int], None] | None = None,
-          sleep: Callable[[float], Any] | None = None) -> FetchResult | None:
-    """Download one item into ``root / safe_relpath(item.name)``.
+def panda_items(src: Mapping, years: Sequence[int]) -> list[DownloadItem]:
+    """One required item per year from the PANDA URL template."""
+    template = src.get("url")
+    if not template:
+        raise ValueError("key 'sources.panda.url' is required when sources.panda.kind is 'http' "
+                         "(a URL template with {year} or {name})")
+    used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    if not used or not used <= PANDA_FIELDS:
+        raise ValueError(f"key 'sources.panda.url': value {template!r} must use {{year}} and/or {{name}} "
+                         f"and no other field (found {sorted(used)})")
+    pattern = src.get("pattern", "PANDA_China_{year}.tif")
+    checks = src.get("sha256") or {}
+    items = []
+    for y in years:
+        name = safe_relpath(pattern.format(year=y))
+        items.append(DownloadItem(template.format(year=y, name=name), name, checks.get(name)))
+    return items
+
+
+def dem_items(src: Mapping, bbox: Sequence[float], margin: float = DEFAULT_MARGIN_DEG) -> list[DownloadItem]:
+    """One optional item per 1-degree tile of ``bbox`` (+ ``margin``): Copernicus GLO-90 or ``url`` template."""
+    template = src.get("url")
+    checks = src.get("sha256") or {}
+    items = []
+    for tile in tiles_for_bbox(bbox, margin):
+        if template:
+            url = expand_template(template, tile, key="sources.dem.url")
+            name = name_from_url(url)
+        else:
+            url = copernicus_url(tile)
+            name = tile.copernicus_name + ".tif"
+        items.append(DownloadItem(url, name, checks.get(name), optional=True))
+    return items
+
+
+def download_http(cfg: Mapping, layer: str, out_dir: str | Path, years: Sequence[int]) -> Path:
+    """Download a layer's files into ``out_dir`` and write its manifest; return the manifest path.
 
     Parameters
     ----------
-    item : DownloadItem
-        URL, destination name, expected sha256 (lower-case hex) and whether a 404 is acceptable.
-    root : path
-        Destination directory; the file never lands outside it.
-    policy : HttpPolicy
-    stop : threading.Event, optional
-        When set (by another failed download), this one stops and cleans up.
-    progress : callable, optional
-        Called with the number of bytes of each block received.
-    sleep : callable, optional
-        Waits between attempts; default waits on ``stop`` (so a cancel interrupts it).
-
-    Returns
-    -------
-    FetchResult or None
-        None when the file does not exist and ``item.optional`` is true.
+    cfg : mapping
+        The config (``sources.{layer}``, ``region.bbox``, optional ``download``).
+    layer : {'panda', 'dem'}
+        Layers available over plain URLs.
+    out_dir : path
+        The layer directory (``resources/raw/{layer}``).
+    years : sequence of int
+        Years to fetch (PANDA).
 
     Raises
     ------
+    pandafine.sources.fetch.DownloadError
+        A file could not be fetched (the message names the URL and the cause);
+        no partial file is left in ``out_dir``.
     ValueError
-        Bad URL scheme or unusable name.
-    DownloadError
-        After the last attempt, or at once for a non-retryable answer; names URL and cause.
+        Bad URL template, scheme or file name, or a layer without http support.
+    FileNotFoundError
+        No DEM tile of the region exists on the server.
     """
-    check_url(item.url, policy)
-    dest = safe_join(root, item.name)
-    stop = stop if stop is not None else threading.Event()
-    if stop.is_set():
-        raise _Cancelled()
-    sleep = sleep if sleep is not None else stop.wait
-    want = item.sha256.lower() if item.sha256 else None
-    if want and dest.is_file() and sha256_file(dest) == want:
-        log.info("%s: already present with the expected sha256", dest)
-        return FetchResult(item.url, dest, dest.stat().st_size, want)
-    opener = _opener(policy)
-    try:
-        with atomic_path(dest) as tmp:
-            last = "no attempt made"
-            for attempt in range(policy.retries + 1):
-                if attempt:
-                    delay = policy.delay(attempt)
-                    log.warning("%s: attempt %d failed (%s); retrying in %.3g s", item.url, attempt, last, delay)
-                    sleep(delay)
-                    if stop.is_set():
-                        raise _Cancelled()
-                try:
-                    _attempt(opener, item.url, tmp, policy, stop, progress)
-                except _Retryable as exc:
-                    last = str(exc)
-                    continue
-                except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, SSL
-                    last = _describe(exc)
-                    continue
-                digest = sha256_file(tmp)
-                if want and digest != want:
-                    last = f"sha256 {digest} differs from the expected {want}"
-                    tmp.unlink()
-                    continue
-                size = tmp.stat().st_size
-                break
-            else:
-                raise DownloadError(item.url, f"{last} (after {policy.retries + 1} attempt(s))")
-    except NotFoundError:
-        if item.optional:
-            log.info("%s: not found on the server (optional, skipped)", item.url)
-            return None
-        raise
-    return FetchResult(item.url, dest, size, digest)
-
-
-# --------------------------------------------------------------------------------------------
-# many downloads
-# --------------------------------------------------------------------------------------------
-
-def _progress_bar(policy: HttpPolicy, n: int):
-    if not policy.progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=f"download {n} file(s)",
-                disable=None, leave=False)
-
-
-def fetch_many(items: Sequence[DownloadItem], root: str | Path,
-               policy: HttpPolicy = HttpPolicy()) -> list[FetchResult | None]:
-    """Download ``items`` into ``root`` with at most ``policy.concurrency`` at once.
-
-    Results are in the order of ``items`` (``None`` for skipped optional files).
-    The first failure stops the others (their temporary files are removed) and
-    is raised; the files completed before it stay in place.
-    """
-    items = list(items)
-    dests = [safe_join(root, it.name) for it in items]
-    if len({d.as_posix() for d in dests}) != len(dests):
-        raise ValueError(f"{root}: two downloads map to the same file name: {sorted(d.name for d in dests)}")
-    for it in items:
-        check_url(it.url, policy)
-    stop = threading.Event()
-    bar = _progress_bar(policy, len(items))
-    lock = threading.Lock()
-
-    def progress(n: int) -> None:
-        if bar is not None:
-            with lock:
-                bar.update(n)
-
-    results: list[FetchResult | None] = [None] * len(items)
-    try:
-        with ThreadPoolExecutor(max_workers=min(policy.concurrency, max(1, len(items)))) as pool:
-            futures = {pool.submit(fetch, it, root, policy, stop=stop, progress=progress): i
-                       for i, it in enumerate(items)}
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None and not isinstance(f.exception(), _Cancelled)]
-            if failed:
-                stop.set()
-                for f in pending:
-                    f.cancel()
-                wait(pending)
-                first = min(failed, key=lambda f: futures[f])
-                raise first.exception()
-            for f, i in futures.items():
-                results[i] = f.result()
-    finally:
-        if bar is not None:
-            bar.close()
-    return results
+    src = cfg["sources"][layer]
+    out_dir = Path(out_dir)
+    policy = policy_from_config(cfg)
+    if layer == "panda":
+        items = panda_items(src, years)
+    elif layer == "dem":
+        items = dem_items(src, cfg["region"]["bbox"])
+    else:
+        raise ValueError(f"key 'sources.{layer}.kind': value 'http' is not supported for {layer} "
+                         "(http is available for panda and dem; use local)")
+    if not items:
+        raise ValueError(f"sources.{layer}: nothing to download (no year given)")
+    unused = sorted(set(src.get("sha256") or {}) - {it.name for it in items})
+    if unused:
+        log.warning("sources.%s.sha256 lists file(s) not downloaded here: %s", layer, ", ".join(unused))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = fetch_many(items, out_dir, policy)
+    got = [r for r in results if r is not None]
+    skipped = [it.url for it, r in zip(items, results) if r is None]
+    if skipped:
+        log.info("%s: %d tile(s) not on the server (ocean), skipped: %s", layer, len(skipped), ", ".join(skipped))
+    if not got:
+        raise FileNotFoundError(f"sources.{layer}: none of the {len(items)} file(s) for region.bbox="
+                                f"{list(cfg['region']['bbox'])} exists on the server (first: {items[0].url})")
+    return write_manifest(out_dir, layer, "http", [(r.path, r.url) for r in got])

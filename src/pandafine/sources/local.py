@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..atomic import atomic_path
-from .manifest import write_manifest
+from pandafine.core.atomic import atomic_path
+from pandafine.sources.manifest import write_manifest
 
 
 def _panda_files(src: Mapping, years: Sequence[int]) -> list[tuple[Path, str]]:

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..atomic import write_text_atomic
-from ..checksums import sha256_file  # noqa: F401  (re-exported for sources.http and tests)
+from pandafine.core.atomic import write_text_atomic
+from pandafine.core.checksums import sha256_file  # noqa: F401  (re-exported for sources.http and tests)
 
 MANIFEST_NAME = "manifest.json"
 

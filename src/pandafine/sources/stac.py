@@ -46,14 +46,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..grid import Grid
-from ..landsat import MISSION_SENSOR, band_numbers
-from .http import DownloadError, HttpPolicy, check_url, safe_join
-from .manifest import write_manifest
+from pandafine.core.grid import Grid, grid_from_config
+from pandafine.core.windows import grid_window_of
+from pandafine.sensors.landsat import MISSION_SENSOR, band_numbers
+from pandafine.sources.fetch import DownloadError, HttpPolicy, check_url, safe_join
+from pandafine.sources.http import policy_from_config
+from pandafine.sources.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -371,8 +373,6 @@ def scene_grid(bbox_lonlat: Sequence[float], grid: Grid, subpixels: int) -> Grid
     """
     from rasterio.warp import transform_bounds
 
-    from ..calibrate import grid_window_of
-
     w, s, e, n = bbox_lonlat
     bounds = transform_bounds("EPSG:4326", grid.crs, w, s, e, n, densify_pts=21)
     block = grid_window_of(bounds, grid)
@@ -533,16 +533,13 @@ def download_stac(cfg: Mapping[str, Any], layer: str, out_dir: str | Path, years
 
     Raises
     ------
-    pandafine.sources.http.DownloadError
+    pandafine.sources.fetch.DownloadError
         The API, the token endpoint or an asset cannot be reached or read (the
         message names the URL and the cause); no partial scene is left.
     ValueError
         A layer other than landsat, an unsafe scene id, an item lacking a band.
     """
     import odc.stac
-
-    from ..grid import grid_from_config
-    from .remote import policy_from_config
 
     if layer != "landsat":
         raise ValueError(f"key 'sources.{layer}.kind': value 'stac' is available for landsat only")

@@ -1,1256 +1,237 @@
-"""The synthetic demo scene: a hidden true world and the sensors that observe it.
+"""Write the synthetic scene's raw files in the real products' formats (the ``synthetic`` source).
 
-The world is a set of continuous functions of projected coordinates (``x, y`` in
-the working-grid CRS, metres) and year, so it can be evaluated on any grid
-(pixel centres of other CRSs are transformed into the grid CRS with pyproj):
-
-* **cities** grow from 1984 to 2020: each pixel has a static *urbanization
-  year* (when the growing city front, roughened by a Fourier texture, reaches
-  it); the urban (impervious) fraction is ``density * sigmoid((year - t_urban)/tau)``.
-  City interiors carry a street grid and texture, so urban fraction has detail
-  at 30–125 m;
-* **roads** between cities (and highways leaving the region) with ribbon
-  development that widens over the years;
-* a few small, very bright **spots** (night markets, landmarks) that appear in
-  a given year;
-* a **river**, a vegetation/soil field and a **DEM** with cities on flat valley
-  floors and mountains away from them.
-
-Urban fraction drives both night-time radiance (W m-2 sr-1 um-1; city cores
-~3e-4, spots ~2e-3, dark background ~1e-7) and Landsat surface reflectance
-(linear mixing of urban / vegetation / soil / water endmember spectra), so
-Landsat carries the fine structure that PANDA lacks.
-
-The second half of the module simulates the sensors (PANDA-like DN, Landsat
-Collection-2 L2 DN and QA_PIXEL, Luojia-01 DN, Copernicus-like DEM tiles) as
-pure functions; :mod:`pandafine.sources.synthetic_writers` writes the files.
-Everything is deterministic for ``synthetic.seed``.
+:func:`download_synthetic` is what the ``download`` stage calls for a layer whose
+``sources.{layer}.kind`` is ``synthetic``; ``truth`` writes the hidden truth
+(``resources/synthetic``) for tests and evaluation. File layouts follow
+docs/contracts.md. Years are generated in parallel on
+:func:`pandafine.core.runtime.threads` threads (numpy and GDAL release the GIL);
+each year uses its own random stream, so the files do not depend on the order.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 import math
-from dataclasses import asdict, dataclass
-from functools import lru_cache
-from typing import Any, Mapping, Sequence
-
-import numpy as np
-from affine import Affine
-
-from ..channels import LANDSAT_BANDS
-from ..grid import Grid
-from ..landsat import ROY2016_OLS
-
-# --------------------------------------------------------------------------------------------
-# constants
-# --------------------------------------------------------------------------------------------
-
-#: Radiance of a city core in 2020 (W m-2 sr-1 um-1).
-RADIANCE_CITY_CORE = 3e-4
-#: Typical radiance of the dark background.
-RADIANCE_BACKGROUND = 1e-7
-#: Radiance of ribbon development along roads (per unit urban fraction) and of road pavement.
-RADIANCE_RIBBON = 2.5e-5
-RADIANCE_ROAD = 6e-5
-
-FIRST_YEAR, LAST_YEAR = 1984, 2020
-#: Smallest 2020 radius (m) of the main city, so that PANDA saturates on it even in a tiny region.
-MIN_CITY_RADIUS = 3000.0
-#: Width (years) of the urbanization sigmoid.
-URBAN_TAU = 1.0
-
-#: Roy et al. (2016) OLS: OLI = slope * TM/ETM+ + intercept (the calibration stage's constants).
-ROY_2016_OLS = ROY2016_OLS
-
-#: Collection-2 Level-2 surface reflectance scaling: rho = DN * scale + offset.
-C2_SCALE, C2_OFFSET = 0.0000275, -0.2
-#: Landsat surface-reflectance noise (standard deviation, reflectance units).
-LANDSAT_NOISE = 0.003
-
-#: QA_PIXEL bit numbers (Collection 2).
-QA_FILL, QA_DILATED, QA_CIRRUS, QA_CLOUD, QA_SHADOW, QA_SNOW, QA_CLEAR, QA_WATER = range(8)
-
-#: Endmember spectra, OLI bands coastal, blue, green, red, nir, swir1, swir2.
-ENDMEMBERS = {
-    "urban": (0.11, 0.12, 0.14, 0.16, 0.21, 0.23, 0.21),
-    "vegetation": (0.025, 0.03, 0.065, 0.035, 0.38, 0.19, 0.085),
-    "soil": (0.07, 0.08, 0.12, 0.17, 0.25, 0.33, 0.27),
-    "water": (0.06, 0.055, 0.06, 0.035, 0.015, 0.008, 0.005),
-}
-CLOUD_REFLECTANCE = (0.42, 0.42, 0.43, 0.44, 0.47, 0.38, 0.28)
-
-#: Sensors: file-name prefix, band numbers and the OLI-equivalent band each number holds.
-SENSORS = {
-    "TM": ("LT05", (1, 2, 3, 4, 5, 7), ("blue", "green", "red", "nir", "swir1", "swir2")),
-    "ETM": ("LE07", (1, 2, 3, 4, 5, 7), ("blue", "green", "red", "nir", "swir1", "swir2")),
-    "OLI": ("LC08", (1, 2, 3, 4, 5, 6, 7), LANDSAT_BANDS),
-}
-#: Landsat 7 scan-line corrector failure: ETM+ scenes after this date have gaps.
-SLC_FAILURE = dt.date(2003, 5, 31)
-
-#: PANDA-like DN curve: DN = min(63, round(PANDA_DN_SCALE * (1 - exp(-gain * L / PANDA_L_SAT)))).
-PANDA_DN_SCALE = 66.0
-PANDA_L_SAT = 2.5e-5
-PANDA_NODATA = 255
-PANDA_MARGIN_CELLS = 2
-
-#: Luojia-01: L = DN^1.5 * LUOJIA_SCALE.
-LUOJIA_SCALE = 1e-10
-LUOJIA_PIXEL_RANGE = (0.0012, 0.0014)  # degrees
-
-#: Copernicus GLO-90: 3 arc-second pixels.
-DEM_RES_DEG = 3.0 / 3600.0
-
-# random streams (second SeedSequence word)
-_S_SCENE, _S_PANDA, _S_LANDSAT, _S_LUOJIA, _S_YEAR = 1, 2, 3, 4, 5
-
-
-def _rng(seed: int, *keys: int) -> np.random.Generator:
-    """An independent, reproducible generator for ``(seed, *keys)``."""
-    return np.random.default_rng([int(seed), *(int(k) for k in keys)])
-
-
-# --------------------------------------------------------------------------------------------
-# textures
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FourierTexture:
-    """A smooth random field: a sum of cosine modes with unit standard deviation.
-
-    Evaluated at coordinates in kilometres; wavenumbers in rad/km.
-    """
-
-    kx: tuple[float, ...]
-    ky: tuple[float, ...]
-    phase: tuple[float, ...]
-    amp: tuple[float, ...]
-
-    @classmethod
-    def random(cls, rng: np.random.Generator, n: int, wavelength_min: float, wavelength_max: float,
-               slope: float = 1.0) -> "FourierTexture":
-        """``n`` modes with wavelengths (metres) log-uniform in a range; amplitude ~ wavelength**slope."""
-        lam = np.exp(rng.uniform(math.log(wavelength_min), math.log(wavelength_max), n)) / 1000.0
-        theta = rng.uniform(0, math.pi, n)
-        k = 2 * math.pi / lam
-        amp = lam ** slope
-        amp = amp / math.sqrt(float(np.sum(amp ** 2)) / 2.0)
-        return cls(tuple(map(float, k * np.cos(theta))), tuple(map(float, k * np.sin(theta))),
-                   tuple(map(float, rng.uniform(0, 2 * math.pi, n))), tuple(map(float, amp)))
-
-    def __call__(self, xk: np.ndarray, yk: np.ndarray) -> np.ndarray:
-        """Field value at ``(xk, yk)`` (float32 arrays in km)."""
-        out = np.zeros(xk.shape, np.float32)
-        t = np.empty(xk.shape, np.float32)
-        t2 = np.empty(xk.shape, np.float32)
-        for kx, ky, ph, a in zip(self.kx, self.ky, self.phase, self.amp):
-            np.multiply(xk, np.float32(kx), out=t)
-            np.multiply(yk, np.float32(ky), out=t2)
-            t += t2
-            t += np.float32(ph)
-            np.cos(t, out=t)
-            t *= np.float32(a)
-            out += t
-        return out
-
-
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3 - 2 * t)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
-
-
-# --------------------------------------------------------------------------------------------
-# scene parameters
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class City:
-    """A growing city: an ellipse whose radius grows from ``r1984`` to ``r2020`` (metres)."""
-
-    name: str
-    x: float
-    y: float
-    r1984: float
-    r2020: float
-    aspect: float          # minor / major axis
-    angle: float           # major-axis direction (radians from +x)
-    core_radiance: float   # radiance of the core in 2020
-    brightness_1984: float # fraction of the 2020 brightness in 1984
-    brightness_power: float
-    street_period: float   # metres
-    street_angle: float    # radians
-
-
-@dataclass(frozen=True)
-class Road:
-    """A road segment built in ``year``; ``width`` is the pavement's Gaussian sigma (metres)."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    year: float
-    width: float
-
-
-@dataclass(frozen=True)
-class Spot:
-    """A small very bright light (night market, landmark): Gaussian of ``sigma`` metres, on from ``year``."""
-
-    x: float
-    y: float
-    sigma: float
-    radiance: float
-    year: int
-
-
-@dataclass(frozen=True)
-class River:
-    """A meandering river through ``(x0, y0)`` in direction ``angle``."""
-
-    x0: float
-    y0: float
-    angle: float
-    amp1: float
-    wavelength1: float
-    phase1: float
-    amp2: float
-    wavelength2: float
-    phase2: float
-    half_width: float
-
-
-@dataclass(frozen=True)
-class Terrain:
-    """DEM parameters: flat valley floor around the cities, mountains away from them."""
-
-    base: float          # valley floor elevation (m)
-    relief: float        # mountain height above the floor (m)
-    flat_margin: float   # flat belt beyond the 2020 city edge (m)
-    rise: float          # distance over which the mountains rise (m)
-
-
-@dataclass
-class SceneFields:
-    """Year-independent fields of the scene at a set of points (arrays of one shape)."""
-
-    t_urban: np.ndarray     # year a point becomes urban
-    density: np.ndarray     # impervious fraction once urban
-    light: np.ndarray       # radiance per unit urban fraction at full brightness
-    owner: np.ndarray       # uint8: index of the city (n_cities = roads) that urbanizes the point
-    water: np.ndarray       # water fraction
-    vegetation: np.ndarray  # vegetation share of the non-urban, non-water part
-    roof: np.ndarray        # brightness factor of the urban spectrum
-    background: np.ndarray  # background radiance
-    spots: list[tuple[int, np.ndarray, np.ndarray]]  # (spot index, flat indices, Gaussian weights)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.t_urban.shape
-
-
-@dataclass(frozen=True)
-class SyntheticScene:
-    """The hidden truth of the demo region.
-
-    Build it with :meth:`from_config` (or :func:`build_scene`); evaluate it with
-    :meth:`fields` + :meth:`radiance` / :meth:`urban_fraction` /
-    :meth:`reflectance`, or on a grid with :meth:`radiance_on_grid`,
-    :meth:`landsat_truth`, :meth:`elevation_on_grid`.
-    """
-
-    seed: int
-    crs: str
-    bounds: tuple[float, float, float, float]  # working grid (left, bottom, right, top)
-    cities: tuple[City, ...]
-    roads: tuple[Road, ...]
-    spots: tuple[Spot, ...]
-    river: River
-    terrain: Terrain
-    tex_edge: FourierTexture
-    tex_density: FourierTexture
-    tex_vegetation: FourierTexture
-    tex_relief: FourierTexture
-
-    # ---- construction --------------------------------------------------------------------
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "SyntheticScene":
-        """The scene of a validated config (``synthetic.seed``, ``synthetic.n_cities``, working grid)."""
-        from ..grid import grid_from_config
-
-        grid = grid_from_config(cfg)
-        params = cfg["synthetic"]
-        return build_scene(int(params["seed"]), grid.crs, grid.bounds, int(params["n_cities"]))
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        l, b, r, t = self.bounds
-        return (0.5 * (l + r), 0.5 * (b + t))
-
-    # ---- per-year scalars ------------------------------------------------------------------
-    def city_brightness(self, year: float) -> np.ndarray:
-        """Brightness factor per owner (cities, then roads) in ``year`` (1 in 2020)."""
-        s = min(max((year - FIRST_YEAR) / (LAST_YEAR - FIRST_YEAR), 0.0), 1.0)
-        b = [c.brightness_1984 + (1 - c.brightness_1984) * s ** c.brightness_power for c in self.cities]
-        b.append(0.35 + 0.65 * s)
-        return np.asarray(b, np.float32)
-
-    def vegetation_offset(self, year: int) -> float:
-        """A wet/dry-year shift of the vegetation share."""
-        return float(0.06 * _rng(self.seed, _S_YEAR, year).standard_normal())
-
-    # ---- fields ----------------------------------------------------------------------------
-    def _relative(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cx, cy = self.centre
-        return ((np.asarray(x, np.float64) - cx).astype(np.float32),
-                (np.asarray(y, np.float64) - cy).astype(np.float32))
-
-    def _city_distance(self, c: City, xm: np.ndarray, ym: np.ndarray) -> np.ndarray:
-        """Elliptical distance (metres along the major axis) from a city's centre."""
-        cx, cy = self.centre
-        dx = xm - np.float32(c.x - cx)
-        dy = ym - np.float32(c.y - cy)
-        ca, sa = np.float32(math.cos(c.angle)), np.float32(math.sin(c.angle))
-        u = dx * ca + dy * sa
-        v = (dy * ca - dx * sa) / np.float32(c.aspect)
-        return np.sqrt(u * u + v * v)
-
-    def _river_distance(self, xm: np.ndarray, ym: np.ndarray) -> np.ndarray:
-        r = self.river
-        cx, cy = self.centre
-        ca, sa = np.float32(math.cos(r.angle)), np.float32(math.sin(r.angle))
-        dx = xm - np.float32(r.x0 - cx)
-        dy = ym - np.float32(r.y0 - cy)
-        s = dx * ca + dy * sa
-        n = dy * ca - dx * sa
-        k1, k2 = 2 * math.pi / r.wavelength1, 2 * math.pi / r.wavelength2
-        a1 = s * np.float32(k1) + np.float32(r.phase1)
-        a2 = s * np.float32(k2) + np.float32(r.phase2)
-        f = np.float32(r.amp1) * np.sin(a1) + np.float32(r.amp2) * np.sin(a2)
-        df = np.float32(r.amp1 * k1) * np.cos(a1) + np.float32(r.amp2 * k2) * np.cos(a2)
-        return np.abs(n - f) / np.sqrt(1 + df * df)
-
-    def _mountain(self, edge: np.ndarray) -> np.ndarray:
-        t = self.terrain
-        return _smoothstep((edge - np.float32(t.flat_margin)) / np.float32(t.rise))
-
-    def fields(self, x: np.ndarray, y: np.ndarray) -> SceneFields:
-        """Evaluate the static fields at points ``(x, y)`` (grid CRS, metres)."""
-        xm, ym = self._relative(x, y)
-        xk, yk = xm * np.float32(1e-3), ym * np.float32(1e-3)
-        t_edge = self.tex_edge(xk, yk)
-        t_dens = self.tex_density(xk, yk)
-        t_veg = self.tex_vegetation(xk, yk)
-        rough = np.exp(np.float32(0.22) * t_edge)
-
-        n = len(self.cities)
-        t_city = np.full(xm.shape, 3000.0, np.float32)
-        owner = np.zeros(xm.shape, np.uint8)
-        profile = np.zeros(xm.shape, np.float32)
-        edge = np.full(xm.shape, np.inf, np.float32)
-        for i, c in enumerate(self.cities):
-            d = self._city_distance(c, xm, ym)
-            np.minimum(edge, d - np.float32(c.r2020), out=edge)
-            deff = np.maximum(d * rough, np.float32(1.0))
-            tu = np.float32(FIRST_YEAR) + np.float32((LAST_YEAR - FIRST_YEAR) / math.log(c.r2020 / c.r1984)) \
-                * np.log(deff / np.float32(c.r1984))
-            better = tu < t_city
-            t_city = np.where(better, tu, t_city)
-            owner[better] = i
-            prof = np.exp(-(d / np.float32(0.5 * c.r2020)) ** 2)
-            profile = np.where(better, prof, profile)
-
-        # street grid of the owning city
-        period = np.asarray([c.street_period for c in self.cities], np.float32)[owner]
-        cs = np.asarray([math.cos(c.street_angle) for c in self.cities], np.float32)[owner]
-        sn = np.asarray([math.sin(c.street_angle) for c in self.cities], np.float32)[owner]
-        su = (xm * cs + ym * sn) / period
-        sv = (ym * cs - xm * sn) / period
-        du = np.abs(su - np.floor(su) - np.float32(0.5))
-        dv = np.abs(sv - np.floor(sv) - np.float32(0.5))
-        dist_street = (np.float32(0.5) - np.maximum(du, dv)) * period
-        streets = np.exp(np.float32(-0.5) * (dist_street / np.float32(18.0)) ** 2)
-
-        dens_city = np.clip(0.55 + 0.15 * t_dens + 0.25 * profile + 0.35 * (streets - 0.1), 0.05, 0.98)
-        dens_city = np.where(t_dens < -1.3, dens_city * np.float32(0.35), dens_city)
-        core = np.asarray([c.core_radiance for c in self.cities], np.float32)[owner]
-        light_city = core * (0.12 + 0.88 * profile) * np.clip(1 + 0.15 * t_dens, 0.5, 1.5) \
-            * (0.7 + 1.5 * streets) / np.float32(0.77)
-
-        # roads and ribbon development
-        t_road = np.full(xm.shape, 3000.0, np.float32)
-        pave = np.zeros(xm.shape, np.float32)
-        cx, cy = self.centre
-        for r in self.roads:
-            ax, ay = np.float32(r.x0 - cx), np.float32(r.y0 - cy)
-            bx, by = np.float32(r.x1 - cx), np.float32(r.y1 - cy)
-            ex, ey = bx - ax, by - ay
-            L2 = float(ex * ex + ey * ey)
-            px, py = xm - ax, ym - ay
-            t = np.clip((px * ex + py * ey) / np.float32(L2), 0, 1)
-            qx, qy = px - t * ex, py - t * ey
-            dist = np.sqrt(qx * qx + qy * qy)
-            np.minimum(t_road, np.float32(r.year) + np.float32(15.0) * (dist / np.float32(250.0)) ** 2, out=t_road)
-            np.maximum(pave, np.exp(np.float32(-0.5) * (dist / np.float32(r.width)) ** 2), out=pave)
-        dens_road = np.clip(0.35 + 0.12 * t_dens + 0.6 * pave, 0.05, 0.95)
-        light_road = np.float32(RADIANCE_ROAD) * pave + np.float32(RADIANCE_RIBBON) * np.clip(1 + 0.3 * t_dens, 0.2, 2)
-
-        road_wins = t_road < t_city
-        t_urban = np.clip(np.where(road_wins, t_road, t_city), 1800, 3000).astype(np.float32)
-        owner = np.where(road_wins, np.uint8(n), owner).astype(np.uint8)
-        density = np.where(road_wins, dens_road, dens_city).astype(np.float32)
-        light = np.where(road_wins, light_road, light_city).astype(np.float32)
-
-        rd = self._river_distance(xm, ym)
-        water = np.clip((np.float32(self.river.half_width) - rd) / np.float32(60.0) + np.float32(0.5), 0, 1)
-        vegetation = _sigmoid(1.3 * t_veg + 4.0 * (self._mountain(edge) - 0.3)).astype(np.float32)
-        roof = np.clip(1 + 0.15 * t_dens, 0.6, 1.4).astype(np.float32)
-        background = (np.float32(RADIANCE_BACKGROUND) * np.exp(np.float32(0.3) * np.tanh(t_veg))).astype(np.float32)
-
-        spots = []
-        xf, yf = xm.reshape(-1), ym.reshape(-1)
-        for k, s in enumerate(self.spots):
-            dx = xf - np.float32(s.x - cx)
-            dy = yf - np.float32(s.y - cy)
-            d2 = dx * dx + dy * dy
-            idx = np.flatnonzero(d2 < np.float32((4 * s.sigma) ** 2))
-            if idx.size:
-                spots.append((k, idx, np.exp(-0.5 * d2[idx] / np.float32(s.sigma ** 2)).astype(np.float32)))
-        return SceneFields(t_urban, density, light, owner, water.astype(np.float32), vegetation, roof,
-                           background, spots)
-
-    # ---- evaluation on fields ---------------------------------------------------------------
-    def _built(self, f: SceneFields, year: float) -> np.ndarray:
-        s = _sigmoid((np.float32(year) - f.t_urban) / np.float32(URBAN_TAU))
-        return (f.density * s * (1 - f.water)).astype(np.float32)
-
-    def urban_fraction(self, f: SceneFields, year: float) -> np.ndarray:
-        """Impervious fraction in ``year`` (cities, roads, and the plazas of lit spots)."""
-        u = self._built(f, year)
-        flat = u.reshape(-1)
-        for k, idx, w in f.spots:
-            if year >= self.spots[k].year:
-                flat[idx] = np.maximum(flat[idx], np.float32(0.95) * w)
-        return np.minimum(u, 1 - f.water)
-
-    def radiance(self, f: SceneFields, year: float) -> np.ndarray:
-        """True night-time radiance (W m-2 sr-1 um-1) in ``year``."""
-        u = self._built(f, year)
-        out = f.background + f.light * u * self.city_brightness(year)[f.owner]
-        flat = out.reshape(-1)
-        for k, idx, w in f.spots:
-            if year >= self.spots[k].year:
-                flat[idx] += np.float32(self.spots[k].radiance) * w
-        return out.astype(np.float32, copy=False)
-
-    def reflectance(self, f: SceneFields, year: int) -> np.ndarray:
-        """OLI-equivalent clear-sky surface reflectance, shape ``(7,) + f.shape`` (coastal..swir2).
-
-        Linear mixing: ``g * ((1-v) soil + v vegetation) + u * roof * urban + water_fraction * water``
-        with ``g = 1 - u - water_fraction``.
-        """
-        u = self.urban_fraction(f, year)
-        v = np.clip(f.vegetation + np.float32(self.vegetation_offset(year)), 0, 1)
-        g = np.maximum(1 - u - f.water, 0)
-        terms = (g, g * v, u * f.roof, f.water)
-        out = np.empty((7,) + f.shape, np.float32)
-        tmp = np.empty(f.shape, np.float32)
-        for b in range(7):
-            np.multiply(terms[0], _ENDMEMBER_MATRIX[b, 0], out=out[b])
-            for t, coef in zip(terms[1:], _ENDMEMBER_MATRIX[b, 1:]):
-                np.multiply(t, coef, out=tmp)
-                out[b] += tmp
-        return out
-
-    def elevation(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Terrain height (metres) at points ``(x, y)``: flat around the cities, mountains away from them."""
-        xm, ym = self._relative(x, y)
-        xk, yk = xm * np.float32(1e-3), ym * np.float32(1e-3)
-        edge = np.full(xm.shape, np.inf, np.float32)
-        for c in self.cities:
-            np.minimum(edge, self._city_distance(c, xm, ym) - np.float32(c.r2020), out=edge)
-        m = self._mountain(edge)
-        ridge = 1 - np.tanh(np.abs(self.tex_relief(xk, yk)))
-        t = self.terrain
-        plain = 18 * self.tex_vegetation(xk, yk) + 40 * np.clip(edge / np.float32(12000), 0, 1)
-        river = 12 * np.exp(-(self._river_distance(xm, ym) / np.float32(1200)) ** 2)
-        h = (np.float32(t.base) + plain + np.float32(t.relief) * m * (0.45 + 0.55 * ridge)
-             + 30 * m * self.tex_density(xk, yk) - river)
-        return h.astype(np.float32)
-
-    # ---- evaluation on grids ----------------------------------------------------------------
-    def fields_on_grid(self, grid: Grid, supersample: int = 1) -> SceneFields:
-        """Static fields at the pixel centres of ``grid`` (any CRS), ``supersample`` points per pixel side."""
-        x, y = pixel_centres(grid, self.crs, supersample)
-        return self.fields(x, y)
-
-    def radiance_on_grid(self, year: int, grid: Grid, supersample: int = 2,
-                         fields: SceneFields | None = None) -> np.ndarray:
-        """Pixel-mean true radiance on ``grid`` (mean of ``supersample**2`` points per pixel), float32."""
-        f = fields if fields is not None else self.fields_on_grid(grid, supersample)
-        return block_mean(self.radiance(f, year), supersample)
-
-    def landsat_truth(self, year: int, grid: Grid, supersample: int = 1,
-                      fields: SceneFields | None = None) -> np.ndarray:
-        """OLI-equivalent 7-band clear-sky reflectance truth on ``grid``, shape (7, H, W), float32.
-
-        ``supersample=1`` evaluates at pixel centres (what a synthetic scene on that grid
-        holds before noise, clouds and TM/ETM+ band mapping); larger values give pixel means
-        (what an ``average`` resampling of finer data approximates).
-        """
-        f = fields if fields is not None else self.fields_on_grid(grid, supersample)
-        refl = self.reflectance(f, year)
-        return np.stack([block_mean(b, supersample) for b in refl])
-
-    def urban_fraction_on_grid(self, year: int, grid: Grid, supersample: int = 1) -> np.ndarray:
-        """Pixel-mean impervious fraction on ``grid``."""
-        return block_mean(self.urban_fraction(self.fields_on_grid(grid, supersample), year), supersample)
-
-    def elevation_on_grid(self, grid: Grid) -> np.ndarray:
-        """Terrain height at the pixel centres of ``grid``."""
-        x, y = pixel_centres(grid, self.crs)
-        return self.elevation(x, y)
-
-
-_ENDMEMBER_MATRIX = np.stack([
-    np.asarray(ENDMEMBERS["soil"]),
-    np.asarray(ENDMEMBERS["vegetation"]) - np.asarray(ENDMEMBERS["soil"]),
-    np.asarray(ENDMEMBERS["urban"]),
-    np.asarray(ENDMEMBERS["water"]),
-], axis=1).astype(np.float32)
-
-
-def block_mean(a: np.ndarray, k: int) -> np.ndarray:
-    """Mean over non-overlapping ``k x k`` blocks of the last two axes (k=1: unchanged, float32)."""
-    if k == 1:
-        return a.astype(np.float32, copy=False)
-    *lead, h, w = a.shape
-    if h % k or w % k:
-        raise ValueError(f"block_mean: shape {a.shape} is not a whole number of {k}x{k} blocks")
-    return a.reshape(*lead, h // k, k, w // k, k).mean(axis=(-3, -1), dtype=np.float64).astype(np.float32)
-
-
-def build_scene(seed: int, crs: str, bounds: Sequence[float], n_cities: int) -> SyntheticScene:
-    """Draw the scene parameters for a region (grid CRS ``bounds``) from ``seed``."""
-    if n_cities < 1:
-        raise ValueError(f"synthetic.n_cities must be >= 1, got {n_cities}")
-    rng = _rng(seed, _S_SCENE)
-    left, bottom, right, top = map(float, bounds)
-    w, h = right - left, top - bottom
-    size = math.sqrt(w * h)
-
-    main_radius = max(0.16 * size, MIN_CITY_RADIUS)
-    radii = [main_radius * (i + 1) ** -0.6 * rng.uniform(0.85, 1.15) for i in range(n_cities)]
-    centres: list[tuple[float, float]] = []
-    factor = 0.8
-    for i, r in enumerate(radii):
-        inner = 0.3 if i == 0 else 0.12
-        for attempt in range(4000):
-            if attempt and attempt % 500 == 0:
-                factor *= 0.85
-            x = rng.uniform(left + inner * w, right - inner * w)
-            y = rng.uniform(bottom + inner * h, top - inner * h)
-            if all(math.hypot(x - cx, y - cy) >= factor * (r + radii[j]) for j, (cx, cy) in enumerate(centres)):
-                break
-        centres.append((x, y))
-    cities = []
-    for i, ((x, y), r) in enumerate(zip(centres, radii)):
-        cities.append(City(
-            name=f"city{i + 1}", x=x, y=y, r1984=r / rng.uniform(2.0, 3.2), r2020=r,
-            aspect=rng.uniform(0.6, 1.0), angle=rng.uniform(0, math.pi),
-            core_radiance=RADIANCE_CITY_CORE * (1.0 if i == 0 else rng.uniform(0.5, 0.9)),
-            brightness_1984=rng.uniform(0.3, 0.5), brightness_power=rng.uniform(0.8, 1.5),
-            street_period=rng.uniform(400, 700), street_angle=rng.uniform(0, math.pi / 2)))
-
-    # roads: minimum spanning tree of the cities, plus highways leaving the region
-    edges = []
-    inside, outside = [0], list(range(1, n_cities))
-    while outside:
-        a, b = min(((a, b) for a in inside for b in outside),
-                   key=lambda ab: math.dist(centres[ab[0]], centres[ab[1]]))
-        edges.append((centres[a], centres[b]))
-        inside.append(b)
-        outside.remove(b)
-    for _ in range(2):
-        ang = rng.uniform(0, 2 * math.pi)
-        x0, y0 = centres[0]
-        edges.append(((x0, y0), (x0 + 2 * size * math.cos(ang), y0 + 2 * size * math.sin(ang))))
-    roads = tuple(Road(p[0], p[1], q[0], q[1], year=rng.uniform(1975, 2008), width=rng.uniform(25, 40))
-                  for p, q in edges)
-
-    area = np.asarray([c.r2020 ** 2 for c in cities])
-    spots = []
-    for _ in range(int(rng.integers(3, 6)) + n_cities // 2):
-        c = cities[int(rng.choice(n_cities, p=area / area.sum()))]
-        rr = c.r2020 * math.sqrt(rng.uniform(0, 0.25))
-        ang = rng.uniform(0, 2 * math.pi)
-        spots.append(Spot(x=c.x + rr * math.cos(ang), y=c.y + rr * math.sin(ang), sigma=rng.uniform(60, 120),
-                          radiance=RADIANCE_CITY_CORE * rng.uniform(5, 10), year=int(rng.integers(1986, 2020))))
-
-    main = cities[0]
-    ang = rng.uniform(0, math.pi)
-    off = rng.uniform(-0.5, 0.5) * main.r1984
-    river = River(x0=main.x - off * math.sin(ang), y0=main.y + off * math.cos(ang), angle=ang,
-                  amp1=rng.uniform(0.02, 0.05) * size, wavelength1=rng.uniform(0.4, 0.8) * size,
-                  phase1=rng.uniform(0, 2 * math.pi), amp2=rng.uniform(0.005, 0.015) * size,
-                  wavelength2=rng.uniform(0.1, 0.2) * size, phase2=rng.uniform(0, 2 * math.pi),
-                  half_width=rng.uniform(70, 150))
-    terrain = Terrain(base=rng.uniform(350, 550), relief=rng.uniform(900, 1600),
-                      flat_margin=rng.uniform(1500, 3000), rise=rng.uniform(6000, 10000))
-    return SyntheticScene(
-        seed=int(seed), crs=crs, bounds=(left, bottom, right, top), cities=tuple(cities), roads=roads,
-        spots=tuple(spots), river=river, terrain=terrain,
-        tex_edge=FourierTexture.random(rng, 16, 300, 4000),
-        tex_density=FourierTexture.random(rng, 20, 150, 2000, slope=0.7),
-        tex_vegetation=FourierTexture.random(rng, 12, 800, 12000),
-        tex_relief=FourierTexture.random(rng, 12, 3000, 40000))
-
-
-# --------------------------------------------------------------------------------------------
-# coordinates
-# --------------------------------------------------------------------------------------------
-
-@lru_cache(maxsize=64)
-def _same_crs(a: str, b: str) -> bool:
-    from pyproj import CRS
-
-    return a == b or CRS.from_user_input(a) == CRS.from_user_input(b)
-
-
-def _lerp_rows(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Linear interpolation of the rows of ``a`` (axis 0) at fractional row positions ``pos``."""
-    if a.shape[0] == 1:
-        return np.repeat(a, pos.size, axis=0)
-    j = np.clip(np.floor(pos).astype(np.intp), 0, a.shape[0] - 2)
-    w = (pos - j).astype(a.dtype)[:, None]
-    return a[j] * (1 - w) + a[j + 1] * w
-
-
-def pixel_centres(grid: Grid, crs: str, supersample: int = 1, step: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates in ``crs`` of the pixel centres of ``grid`` (``supersample`` points per pixel side).
-
-    When the CRSs differ the exact transform is computed on a lattice every
-    ``step`` points and interpolated bilinearly in between (about 1 mm error for a UTM scene in the
-    Albers grid, under 0.1 m for a 1-degree lon/lat tile, at a fraction of the cost).
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from pandafine.core.atomic import write_text_atomic
+from pandafine.core.grid import Grid, grid_from_config
+from pandafine.core.raster_io import write_raster
+from pandafine.core.runtime import threads
+from pandafine.core.scaling import RADIANCE_UNITS
+from pandafine.sources.manifest import write_manifest
+from pandafine.synthetic import scene as syn
+
+LAYERS = ("panda", "landsat", "dem", "luojia", "truth")
+#: Landsat bands are large and noisy: fast ZSTD instead of DEFLATE (GDAL reads both).
+LANDSAT_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
+
+
+def download_synthetic(cfg: Mapping[str, Any], layer: str, out_dir: Path,
+                       years: list[int] | None = None) -> Path:
+    """Write one layer of the synthetic scene into ``out_dir`` plus its ``manifest.json``.
+
+    Parameters
+    ----------
+    cfg : mapping
+        A validated config (``synthetic`` section, working grid, run years).
+    layer : str
+        ``panda``, ``landsat``, ``dem``, ``luojia`` (raw files as in docs/contracts.md) or ``truth``
+        (``truth/radiance_{year}.tif`` on the working grid and ``scene.json``; ``out_dir`` is
+        ``resources/synthetic``).
+    out_dir : path
+        The layer directory.
+    years : list of int, optional
+        Years to write; default ``run.first_year..run.last_year`` (``run.target_years`` for luojia).
+        Ignored for dem (static).
 
     Returns
     -------
-    x, y : ndarray
-        float64 arrays of shape ``(grid.height * supersample, grid.width * supersample)``.
+    pathlib.Path
+        The manifest path (lists the files written by this call).
     """
-    t = grid.transform
-    h, w = grid.height * supersample, grid.width * supersample
-    cols = t.c + (np.arange(w) + 0.5) * (t.a / supersample)
-    rows = t.f + (np.arange(h) + 0.5) * (t.e / supersample)
-    if _same_crs(grid.crs, crs):
-        return np.broadcast_to(cols, (h, w)).copy(), np.broadcast_to(rows[:, None], (h, w)).copy()
-    from pyproj import Transformer
-
-    tr = Transformer.from_crs(grid.crs, crs, always_xy=True)
-    nr, nc = np.unique(np.r_[np.arange(0, h, step), h - 1]), np.unique(np.r_[np.arange(0, w, step), w - 1])
-    gx, gy = np.meshgrid(cols[nc], rows[nr])
-    ex, ey = tr.transform(gx, gy)
-    # positions of every row/column in node-index units (nodes are evenly spaced but the last)
-    pr = np.interp(np.arange(h), nr, np.arange(nr.size))
-    pc = np.interp(np.arange(w), nc, np.arange(nc.size))
-    return tuple(np.ascontiguousarray(_lerp_rows(_lerp_rows(np.asarray(e, np.float64), pr).T, pc).T)
-                 for e in (ex, ey))
-
-
-def lonlat_bounds(grid: Grid, margin_deg: float = 0.0) -> tuple[float, float, float, float]:
-    """(west, south, east, north) of ``grid`` in WGS84 degrees, widened by ``margin_deg``."""
-    from rasterio.crs import CRS as RioCRS
-    from rasterio.warp import transform_bounds
-
-    w, s, e, n = transform_bounds(RioCRS.from_user_input(grid.crs), RioCRS.from_epsg(4326), *grid.bounds,
-                                  densify_pts=21)
-    return (w - margin_deg, s - margin_deg, e + margin_deg, n + margin_deg)
+    if layer not in LAYERS:
+        raise ValueError(f"synthetic source: unknown layer '{layer}' (expected one of {', '.join(LAYERS)})")
+    out_dir = Path(out_dir)
+    run = cfg["run"]
+    if years is None:
+        years = list(run["target_years"]) if layer == "luojia" else list(range(run["first_year"], run["last_year"] + 1))
+    years = sorted({int(y) for y in years})
+    bad = [y for y in years if not syn.FIRST_YEAR <= y <= syn.LAST_YEAR]
+    if bad:
+        raise ValueError(f"synthetic {layer}: years {bad} are outside {syn.FIRST_YEAR}..{syn.LAST_YEAR}")
+    grid = grid_from_config(cfg)
+    scene = syn.SyntheticScene.from_config(cfg)
+    writer = {"panda": write_panda, "landsat": write_landsat, "dem": write_dem, "luojia": write_luojia,
+              "truth": write_truth}[layer]
+    files = writer(scene, cfg, grid, out_dir, years)
+    origin = f"synthetic:seed={scene.seed}"
+    return write_manifest(out_dir, layer, "synthetic", [(f, origin) for f in files])
 
 
-def smooth_random_field(rng: np.random.Generator, shape: tuple[int, int], pixel_size: float,
-                        scales: Sequence[tuple[float, float]]) -> np.ndarray:
-    """A smooth Gaussian random field of unit variance: sum over ``(correlation length m, weight)``.
+def _map_years(fn: Callable[[int], list[Path]], years: Sequence[int], desc: str, unit: str = "year") -> list[Path]:
+    """Run ``fn`` for every year (threads from the runtime budget) with a progress bar; files in year order."""
+    from tqdm import tqdm
 
-    White noise on a lattice of half the correlation length is smoothed and
-    interpolated bilinearly to the pixel centres, so the field looks the same
-    (in metres) at any pixel size.
-    """
-    from scipy.ndimage import gaussian_filter
-
-    h, w = shape
-    out = np.zeros(shape, np.float32)
-    total = 0.0
-    for corr, weight in scales:
-        spacing = corr / 2.0
-        nr, nc = int(math.ceil(h * pixel_size / spacing)) + 2, int(math.ceil(w * pixel_size / spacing)) + 2
-        coarse = gaussian_filter(rng.standard_normal((nr, nc)), 1.0, mode="wrap")
-        coarse = (coarse / (coarse.std() + 1e-12)).astype(np.float32)
-        pr = (np.arange(h) + 0.5) * pixel_size / spacing
-        pc = (np.arange(w) + 0.5) * pixel_size / spacing
-        out += np.float32(weight) * _lerp_rows(_lerp_rows(coarse, pr).T, pc).T
-        total += weight ** 2
-    out *= np.float32(1 / math.sqrt(total))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# PANDA-like DMSP years
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PandaYear:
-    """Sensor state of one PANDA year: gain drift, overglow blur (Gaussian sigma, metres) and geolocation error.
-
-    ``shift_m = (dx, dy)`` (metres, x east, y north): the cell georeferenced at
-    (x, y) shows the ground at (x + dx, y + dy), as DMSP-OLS composites are
-    misregistered by up to a few kilometres from year to year and satellite to
-    satellite (what MMNTLSR's spatial alignment is for). ``(0, 0)`` unless
-    ``synthetic.panda_shift_m`` is set.
-    """
-
-    year: int
-    gain: float
-    blur_sigma: float
-    shift_m: tuple[float, float] = (0.0, 0.0)
-
-
-def panda_year(seed: int, year: int, max_shift_m: float = 0.0) -> PandaYear:
-    """The PANDA sensor state of ``year``: a slow gain oscillation plus yearly jitter, blur 1.1–1.9 km.
-
-    ``max_shift_m`` > 0 adds a geolocation error drawn uniformly in
-    [-max_shift_m, max_shift_m] per axis (its own random stream: gain and blur
-    are those of ``max_shift_m = 0``).
-    """
-    phase = float(_rng(seed, _S_PANDA).uniform(0, 2 * math.pi))
-    r = _rng(seed, _S_PANDA, year)
-    gain = (1 + 0.04 * math.sin(2 * math.pi * (year - FIRST_YEAR) / 9.0 + phase)) * math.exp(0.025 * r.standard_normal())
-    sigma = float(np.clip(1500 + 200 * r.standard_normal(), 1100, 1900))
-    if max_shift_m < 0:
-        raise ValueError(f"synthetic.panda_shift_m {max_shift_m!r}: expected >= 0 metres")
-    shift = (0.0, 0.0)
-    if max_shift_m > 0:
-        dx, dy = _rng(seed, _S_PANDA, year, 1).uniform(-max_shift_m, max_shift_m, 2)
-        shift = (float(dx), float(dy))
-    return PandaYear(int(year), float(gain), sigma, shift)
-
-
-def panda_dn(radiance: np.ndarray, gain: float = 1.0) -> np.ndarray:
-    """Saturating PANDA DN curve: 0 for the dark background, 63 from ~7e-5 W m-2 sr-1 um-1 up."""
-    lin = PANDA_DN_SCALE * -np.expm1(-gain * np.maximum(radiance, 0) / PANDA_L_SAT)
-    return np.clip(np.rint(lin), 0, 63).astype(np.uint8)
-
-
-def panda_grid(grid: Grid, margin: int = PANDA_MARGIN_CELLS) -> Grid:
-    """The PANDA 1 km lattice (``grid.anchor`` origin) over the working grid plus ``margin`` cells."""
-    cell = grid.pixel_size * grid.factor
-    t = grid.transform
-    return Grid(grid.crs, Affine(cell, 0, t.c - margin * cell, 0, -cell, t.f + margin * cell),
-                math.ceil(grid.width / grid.factor) + 2 * margin, math.ceil(grid.height / grid.factor) + 2 * margin, 1)
-
-
-def panda_fine_grid(pgrid: Grid, sub: int, pad: int) -> Grid:
-    """A grid ``sub`` times finer than the PANDA grid, ``pad`` cells wider on every side."""
-    cell = pgrid.pixel_size
-    t = pgrid.transform
-    return Grid(pgrid.crs, Affine(cell / sub, 0, t.c - pad * cell, 0, -cell / sub, t.f + pad * cell),
-                (pgrid.width + 2 * pad) * sub, (pgrid.height + 2 * pad) * sub, 1)
-
-
-def panda_pad_cells(cell: float, max_sigma: float = 1900.0) -> int:
-    """Cells of margin needed so the overglow blur does not see the edge of the fine grid."""
-    return int(math.ceil(4 * max_sigma / cell))
-
-
-def simulate_panda(fine_radiance: np.ndarray, params: PandaYear, cell: float, sub: int, pad: int) -> np.ndarray:
-    """PANDA DN from radiance on the fine padded grid: overglow blur, 1 km block mean, DN curve."""
-    from scipy.ndimage import gaussian_filter
-
-    blurred = gaussian_filter(fine_radiance.astype(np.float64), params.blur_sigma / (cell / sub), mode="nearest",
-                              truncate=4.0)
-    dx, dy = params.shift_m
-    if dx or dy:  # out[r, c] = blurred at (r - dy, c + dx) fine pixels: the cell shows the ground at (x+dx, y+dy)
-        from scipy.ndimage import shift as nd_shift
-
-        if max(abs(dx), abs(dy)) > pad * cell:
-            raise ValueError(f"PANDA shift {params.shift_m} m exceeds the simulation margin of {pad * cell:g} m")
-        blurred = nd_shift(blurred, (dy / (cell / sub), -dx / (cell / sub)), order=1, mode="nearest")
-    core = blurred[pad * sub: blurred.shape[0] - pad * sub, pad * sub: blurred.shape[1] - pad * sub]
-    return panda_dn(block_mean(core, sub), params.gain)
-
-
-# --------------------------------------------------------------------------------------------
-# Landsat Collection-2 L2
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LandsatSceneSpec:
-    """Everything random about one synthetic Landsat acquisition."""
-
-    scene_id: str
-    sensor: str           # TM | ETM | OLI
-    date: str             # acquisition date, ISO
-    year: int
-    index: int            # scene number within the year
-    cloud_cover: float    # target cloud fraction
-    cirrus_cover: float   # target cirrus fraction (OLI only)
-    shadow_offset: tuple[float, float]  # cloud shadow displacement (dx, dy) metres
-    slc_off: bool
-    track_offset: float   # across-track distance (m) of the region centre from the scene centre
-    scan_phase: float     # metres
-
-    @property
-    def bands(self) -> tuple[int, ...]:
-        return SENSORS[self.sensor][1]
-
-    @property
-    def band_names(self) -> tuple[str, ...]:
-        return SENSORS[self.sensor][2]
-
-
-def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the WGS84 UTM zone containing ``(lon, lat)``."""
-    zone = int(math.floor((lon + 180) / 6)) % 60 + 1
-    return (32600 if lat >= 0 else 32700) + zone
-
-
-def wrs2_path_row(lon: float, lat: float) -> tuple[int, int]:
-    """Approximate WRS-2 path/row of a point (descending daytime node; good to about one path/row)."""
-    path = int(round(1 + ((-64.6 - (lon - 0.235 * lat)) % 360) / (360 / 233))) % 233 or 233
-    row = int(min(max(round(60 - lat / 1.43), 1), 248))
-    return path, row
-
-
-def landsat_sensors(year: int, n: int) -> list[str]:
-    """Sensor of each of ``n`` scenes in ``year``: TM to 1998, TM+ETM+ 1999–2011, ETM+ 2012, OLI(+ETM+) from 2013."""
-    out = []
-    for i in range(n):
-        if year <= 1998:
-            out.append("TM")
-        elif year <= 2011:
-            out.append("TM" if i % 2 == 0 else "ETM")
-        elif year == 2012:
-            out.append("ETM")
+    workers = max(1, min(threads(), len(years)))
+    results: dict[int, list[Path]] = {}
+    with tqdm(total=len(years), desc=desc, unit=unit) as bar:
+        if workers == 1:
+            for y in years:
+                results[y] = fn(y)
+                bar.update()
         else:
-            out.append("ETM" if i % 3 == 2 else "OLI")
-    return out
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(fn, y): y for y in years}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update()
+    return [p for y in years for p in results[y]]
 
 
-def landsat_grid(grid: Grid, resolution: float, margin: float | None = None) -> Grid:
-    """The UTM grid of the synthetic scenes: the working grid's extent plus a margin, pixel centres on
-    multiples of ``resolution`` (as Collection-2 scenes)."""
+def _centre_lonlat(grid: Grid) -> tuple[float, float]:
     from pyproj import Transformer
 
-    lon_c, lat_c = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(
-        *((grid.bounds[0] + grid.bounds[2]) / 2, (grid.bounds[1] + grid.bounds[3]) / 2))
-    epsg = utm_epsg(lon_c, lat_c)
-    from rasterio.crs import CRS as RioCRS
-    from rasterio.warp import transform_bounds
-
-    l, b, r, t = transform_bounds(RioCRS.from_user_input(grid.crs), RioCRS.from_epsg(epsg), *grid.bounds,
-                                  densify_pts=21)
-    m = 10 * resolution if margin is None else margin
-    half = resolution / 2
-    left = math.floor((l - m - half) / resolution) * resolution + half
-    top = math.ceil((t + m - half) / resolution) * resolution + half
-    right = math.ceil((r + m - half) / resolution) * resolution + half
-    bottom = math.floor((b - m - half) / resolution) * resolution + half
-    return Grid(f"EPSG:{epsg}", Affine(resolution, 0, left, 0, -resolution, top),
-                int(round((right - left) / resolution)), int(round((top - bottom) / resolution)), 1)
-
-
-def landsat_scene_specs(scene: SyntheticScene, year: int, n: int, lon: float, lat: float) -> list[LandsatSceneSpec]:
-    """The ``n`` acquisitions of ``year`` over a region centred at ``(lon, lat)``."""
-    rng = _rng(scene.seed, _S_LANDSAT, year)
-    path, row = wrs2_path_row(lon, lat)
-    specs = []
-    used: set[int] = set()
-    for i, sensor in enumerate(landsat_sensors(year, n)):
-        lo = 200 if (sensor == "ETM" and year == 1999) else 120 if (sensor == "OLI" and year == 2013) else 90
-        while True:
-            doy = int(rng.integers(lo, 300))
-            if all(abs(doy - u) >= 8 for u in used):
-                break
-        used.add(doy)
-        date = dt.date(year, 1, 1) + dt.timedelta(days=doy - 1)
-        proc = max(dt.date(2020, 9, 1), date + dt.timedelta(days=30)) + dt.timedelta(days=int(rng.integers(0, 300)))
-        prefix = SENSORS[sensor][0]
-        scene_id = f"{prefix}_L2SP_{path:03d}{row:03d}_{date:%Y%m%d}_{proc:%Y%m%d}_02_T1"
-        height = rng.uniform(1000, 3000)
-        sun_elev = math.radians(rng.uniform(40, 65))
-        sun_az = math.radians(rng.uniform(120, 150))  # morning sun from the south-east
-        shadow = height / math.tan(sun_elev)
-        specs.append(LandsatSceneSpec(
-            scene_id=scene_id, sensor=sensor, date=date.isoformat(), year=int(year), index=i,
-            cloud_cover=float(rng.uniform(0.1, 0.4)),
-            cirrus_cover=float(rng.uniform(0.0, 0.08)) if sensor == "OLI" else 0.0,
-            shadow_offset=(float(-shadow * math.sin(sun_az)), float(-shadow * math.cos(sun_az))),
-            slc_off=bool(sensor == "ETM" and date > SLC_FAILURE),
-            track_offset=float(rng.choice([-1, 1]) * rng.uniform(30000, 80000)),
-            scan_phase=float(rng.uniform(0, 960))))
-    return specs
-
-
-def slc_gap_mask(grid: Grid, spec: LandsatSceneSpec) -> np.ndarray:
-    """Scan-line-corrector-off gaps: wedges every 960 m along track, 0 wide at the scene centre, 420 m at
-    the edges, stripes tilted 12 degrees as the descending ground track."""
-    t = grid.transform
-    x = (np.arange(grid.width) + 0.5 - grid.width / 2) * t.a
-    y = (np.arange(grid.height) + 0.5 - grid.height / 2) * t.e
-    psi = math.radians(12.0)
-    along = y[:, None] * math.cos(psi) + x[None, :] * math.sin(psi) + spec.scan_phase
-    across = x[None, :] * math.cos(psi) - y[:, None] * math.sin(psi) + spec.track_offset
-    width = 420.0 * np.minimum(np.abs(across) / 92500.0, 1.0)
-    return np.mod(along, 960.0) < width
-
-
-def _shift(mask: np.ndarray, dr: int, dc: int) -> np.ndarray:
-    """``mask`` moved by (dr, dc) pixels, zero-filled."""
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    if abs(dr) >= h or abs(dc) >= w:
-        return out
-    rs, rd = (slice(0, h - dr), slice(dr, h)) if dr >= 0 else (slice(-dr, h), slice(0, h + dr))
-    cs, cd = (slice(0, w - dc), slice(dc, w)) if dc >= 0 else (slice(-dc, w), slice(0, w + dc))
-    out[rd, cd] = mask[rs, cs]
-    return out
-
-
-def dilate(mask: np.ndarray, n: int) -> np.ndarray:
-    """Binary dilation of a 2-D mask by a (2n+1) x (2n+1) square (separable shifted ORs)."""
-    rows = mask.copy()
-    for k in range(1, n + 1):
-        rows[k:] |= mask[:-k]
-        rows[:-k] |= mask[k:]
-    out = rows.copy()
-    for k in range(1, n + 1):
-        out[:, k:] |= rows[:, :-k]
-        out[:, :-k] |= rows[:, k:]
-    return out
-
-
-def landsat_qa(fill: np.ndarray, cloud: np.ndarray, dilated: np.ndarray, shadow: np.ndarray,
-               cirrus: np.ndarray | None, water: np.ndarray) -> np.ndarray:
-    """Collection-2 QA_PIXEL from masks (cirrus ``None`` for TM/ETM+, which have no cirrus band).
-
-    Bits: 0 fill, 1 dilated cloud, 2 cirrus, 3 cloud, 4 shadow, 6 clear (no cloud, no dilated cloud),
-    7 water; confidences (bits 8-15) low, high where cloud, shadow or cirrus is flagged. Fill pixels are
-    exactly 1, as in real files (e.g. OLI clear land 21824, cloud 22280, dilated 21762, shadow 23888).
-    """
-    u = np.uint16
-    qa = np.full(cloud.shape, (1 << 8) | (1 << 10) | (1 << 12), u)  # low cloud, shadow, snow confidence
-    if cirrus is not None:
-        qa |= u(1 << 14)
-        qa |= cirrus.astype(u) * u((3 << 14) | (1 << QA_CIRRUS))
-    qa |= dilated.astype(u) * u(1 << QA_DILATED)
-    qa |= cloud.astype(u) * u((3 << 8) | (1 << QA_CLOUD))
-    qa |= shadow.astype(u) * u((3 << 10) | (1 << QA_SHADOW))
-    clear = ~(cloud | dilated)
-    qa |= clear.astype(u) * u(1 << QA_CLEAR)
-    qa |= (clear & water).astype(u) * u(1 << QA_WATER)
-    return np.where(fill, u(1 << QA_FILL), qa)
-
-
-def simulate_landsat(truth: np.ndarray, water: np.ndarray, pixel_size: float, grid: Grid,
-                     spec: LandsatSceneSpec, seed: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """One Collection-2 L2 scene from the OLI-equivalent truth (7, H, W) on its UTM grid.
-
-    TM/ETM+ reflectance is the inverse of the Roy et al. (2016) OLS mapping (so harmonizing recovers the
-    truth); Gaussian noise ``LANDSAT_NOISE`` (per band, independent per pixel: one N(0, 1) sequence
-    per scene, rotated by a distinct random offset for each band); clouds from a thresholded smooth field (bright,
-    semi-transparent at the edges) with dilated-cloud rings, displaced dark shadows and, for OLI, cirrus;
-    ETM+ SLC-off gaps are fill.
-
-    Returns
-    -------
-    bands : dict
-        Band number -> uint16 DN (0 = fill).
-    qa : ndarray
-        uint16 QA_PIXEL.
-    """
-    rng = _rng(seed, _S_LANDSAT, spec.year, spec.index + 1)
-    shape = truth.shape[1:]
-    npx = shape[0] * shape[1]
-    names = spec.band_names
-    if spec.sensor == "OLI":
-        slope = np.ones(len(names), np.float32)
-        icpt = np.zeros(len(names), np.float32)
-        src = list(range(7))
-    else:
-        slope = np.asarray([ROY_2016_OLS[b][0] for b in names], np.float32)
-        icpt = np.asarray([ROY_2016_OLS[b][1] for b in names], np.float32)
-        src = [LANDSAT_BANDS.index(b) for b in names]
-    offsets = rng.choice(npx, len(names), replace=False)
-    pool = rng.standard_normal(npx, dtype=np.float32)
-    pool *= np.float32(LANDSAT_NOISE)
-
-    f = smooth_random_field(rng, shape, pixel_size, ((2500.0, 0.75), (700.0, 0.25)))
-    thr = np.float32(np.quantile(f[::4, ::4], 1 - spec.cloud_cover))
-    cloud = f > thr
-    alpha = np.where(cloud, np.clip(np.float32(0.35) + (f - thr) / np.float32(0.8), 0, 1), np.float32(0))
-    dilated = dilate(cloud, max(1, int(round(90.0 / pixel_size)))) & ~cloud
-    shadow = _shift(cloud, int(round(-spec.shadow_offset[1] / pixel_size)),
-                    int(round(spec.shadow_offset[0] / pixel_size))) & ~cloud
-    cirrus = None
-    extra = np.zeros(shape, np.float32)
-    if spec.sensor == "OLI":
-        cirrus = np.zeros(shape, bool)
-        if spec.cirrus_cover > 0:
-            g = smooth_random_field(rng, shape, pixel_size, ((4000.0, 1.0),))
-            cirrus = g > np.float32(np.quantile(g[::4, ::4], 1 - spec.cirrus_cover))
-            extra = cirrus * np.float32(0.02)
-    # observed = ((rho * shadow_factor + cirrus) * (1 - alpha) + alpha * cloud) ; DN = (observed + 0.2) / scale
-    keep = (1 - alpha) * np.where(shadow, np.float32(0.3), np.float32(1.0))
-    extra *= 1 - alpha
-    extra -= np.float32(C2_OFFSET)
-    fill = slc_gap_mask(grid, spec) if spec.slc_off else None
-    valid = None if fill is None else (~fill).astype(np.uint16)
-    inv_scale = np.float32(1.0 / C2_SCALE)
-    bands = {}
-    for b, num in enumerate(spec.bands):
-        rho = (truth[src[b]] - icpt[b]) * (1 / slope[b])
-        flat, k = rho.reshape(-1), int(offsets[b])  # noise = the pool rotated by k
-        flat[: npx - k] += pool[k:]
-        flat[npx - k:] += pool[:k]
-        rho *= keep
-        rho += alpha * np.float32(CLOUD_REFLECTANCE[LANDSAT_BANDS.index(names[b])])
-        rho += extra
-        rho *= inv_scale
-        np.rint(rho, out=rho)
-        np.clip(rho, 1, 65535, out=rho)
-        dn = rho.astype(np.uint16)
-        if valid is not None:
-            dn *= valid
-        bands[num] = dn
-    return bands, landsat_qa(fill if fill is not None else np.zeros(shape, bool), cloud, dilated, shadow,
-                             cirrus, water)
+    l, b, r, t = grid.bounds
+    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform((l + r) / 2, (b + t) / 2)
+    return float(lon), float(lat)
 
 
 # --------------------------------------------------------------------------------------------
-# Luojia-01 frames
+# layers
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class LuojiaFrame:
-    """One synthetic Luojia-01 frame and its recorded errors.
-
-    ``shift_px = (dcol, drow)``: the pixel georeferenced at (col, row) shows the ground at
-    (col + dcol, row + drow) of the same grid. ``footprint``: TL, TR, BR, BL corners (lon, lat).
-    ``hot_pixels``: (row, col, DN).
-    """
-
-    frame_id: str
-    year: int
-    imaging_time: str
-    transform: tuple[float, float, float, float, float, float]
-    width: int
-    height: int
-    footprint: tuple[tuple[float, float], ...]
-    gain: float
-    shift_px: tuple[float, float]
-    dark_sigma: float
-    hot_pixels: tuple[tuple[int, int, int], ...]
-
-    @property
-    def grid(self) -> Grid:
-        return Grid("EPSG:4326", Affine(*self.transform), self.width, self.height, 1)
-
-    @property
-    def content_grid(self) -> Grid:
-        """The grid whose pixel centres the frame's pixels actually show (georeference + shift)."""
-        return Grid("EPSG:4326", Affine(*self.transform) @ Affine.translation(*self.shift_px),
-                    self.width, self.height, 1)
+def panda_shift_m(cfg: Mapping[str, Any]) -> float:
+    """``synthetic.panda_shift_m``: largest PANDA geolocation error per axis, metres (default 0)."""
+    return float(cfg["synthetic"].get("panda_shift_m", 0.0))
 
 
-def frame_layout(n: int, width: float, height: float) -> list[int]:
-    """Frames per row for ``n`` frames over an area of ``width x height`` (rows near-square cells)."""
-    rows = min(max(int(round(math.sqrt(n * height / width))), 1), n)
-    return [n // rows + (1 if r < n % rows else 0) for r in range(rows)]
+def write_panda(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
+                years: Sequence[int]) -> list[Path]:
+    """PANDA-like year files: uint8 DN 0–63 (nodata 255), 1 km cells on the anchor lattice, grid CRS."""
+    pgrid = syn.panda_grid(grid)
+    cell = pgrid.pixel_size
+    sub = max(1, math.ceil(cell / 125.0 - 1e-9))
+    pad = syn.panda_pad_cells(cell)
+    fields = scene.fields_on_grid(syn.panda_fine_grid(pgrid, sub, pad))
+    pattern = cfg["sources"]["panda"].get("pattern", "PANDA_China_{year}.tif")
+
+    def one(year: int) -> list[Path]:
+        params = syn.panda_year(scene.seed, year, panda_shift_m(cfg))
+        dn = syn.simulate_panda(scene.radiance(fields, year), params, cell, sub, pad)
+        return [write_raster(out_dir / pattern.format(year=year), dn, pgrid, nodata=syn.PANDA_NODATA)]
+
+    return _map_years(one, years, "synthetic panda")
 
 
-def footprint_mask(transform: Affine | Sequence[float], width: int, height: int,
-                   quad: Sequence[tuple[float, float]]) -> np.ndarray:
-    """True at pixels whose centre lies inside the convex quad (TL, TR, BR, BL, clockwise in lon/lat)."""
-    t = transform if isinstance(transform, Affine) else Affine(*transform)
-    lon = t.c + (np.arange(width) + 0.5) * t.a
-    lat = t.f + (np.arange(height) + 0.5) * t.e
-    return points_in_quad(lon[None, :], lat[:, None], quad)
+def write_landsat(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
+                  years: Sequence[int]) -> list[Path]:
+    """Collection-2 L2-like scenes: ``{year}/{scene_id}/{scene_id}_SR_B{n}.TIF`` (uint16, nodata 0) and
+    ``{scene_id}_QA_PIXEL.TIF`` (uint16; its fill value 1 is the nodata, as in real files), UTM."""
+    res = float(cfg["synthetic"]["landsat_resolution"])
+    n = int(cfg["synthetic"]["scenes_per_year"])
+    lgrid = syn.landsat_grid(grid, res)
+    lon, lat = _centre_lonlat(grid)
+    fields = scene.fields_on_grid(lgrid)
+    water = fields.water > 0.5
+
+    def one(year: int) -> list[Path]:
+        truth = scene.reflectance(fields, year)
+        files = []
+        for spec in syn.landsat_scene_specs(scene, year, n, lon, lat):
+            bands, qa = syn.simulate_landsat(truth, water, res, lgrid, spec, scene.seed)
+            d = out_dir / str(year) / spec.scene_id
+            for num, arr in bands.items():
+                files.append(write_raster(d / f"{spec.scene_id}_SR_B{num}.TIF", arr, lgrid, nodata=0,
+                                          **LANDSAT_COMPRESSION))
+            files.append(write_raster(d / f"{spec.scene_id}_QA_PIXEL.TIF", qa, lgrid, nodata=1,
+                                      **LANDSAT_COMPRESSION))
+        return files
+
+    return _map_years(one, years, "synthetic landsat")
 
 
-def points_in_quad(lon: np.ndarray, lat: np.ndarray, quad: Sequence[tuple[float, float]]) -> np.ndarray:
-    """Inside test for a convex quad given clockwise (TL, TR, BR, BL); broadcasts ``lon``/``lat``."""
-    inside = np.ones(np.broadcast(lon, lat).shape, bool)
-    for (ax, ay), (bx, by) in zip(quad, list(quad[1:]) + [quad[0]]):
-        inside &= (bx - ax) * (lat - ay) - (by - ay) * (lon - ax) <= 1e-12
-    return inside
+def write_dem(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
+              years: Sequence[int]) -> list[Path]:
+    """Copernicus GLO-90-like tiles (float32, EPSG:4326, 3") for every tile touching the region + 0.02 deg."""
+    tiles = syn.dem_tiles(syn.lonlat_bounds(grid, margin_deg=0.02))
+
+    def one(i: int) -> list[Path]:
+        lat, lon = tiles[i]
+        tg = syn.dem_tile_grid(lat, lon)
+        return [write_raster(out_dir / syn.dem_tile_name(lat, lon), scene.elevation_on_grid(tg), tg,
+                             nodata=float("nan"))]
+
+    return _map_years(one, list(range(len(tiles))), "synthetic dem", unit="tile")
 
 
-def luojia_frames(scene: SyntheticScene, year: int, n_frames: int,
-                  area: tuple[float, float, float, float]) -> list[LuojiaFrame]:
-    """``n_frames`` overlapping frames (~25% overlap, slightly rotated footprints) covering ``area``
-    (west, south, east, north degrees), with per-frame gain (0.85–1.15), sub-pixel shift, dark noise
-    level and hot pixels."""
-    west, south, east, north = area
-    lat0 = 0.5 * (south + north)
-    kx = math.cos(math.radians(lat0))  # local metric: X = lon * kx, Y = lat
-    layout = frame_layout(n_frames, (east - west) * kx, north - south)
-    rng = _rng(scene.seed, _S_LUOJIA, year)
-    nights = [dt.datetime(year, 1, 1, 14, 20) + dt.timedelta(days=int(d), seconds=int(s))
-              for d, s in zip(rng.choice(np.arange(150, 300), 2, replace=False), rng.integers(0, 1800, 2))]
-    orbits = [int(o) for o in rng.integers(1000, 9999, 2)]
-    frames = []
-    idx = 0
-    row_h = (north - south) / len(layout)
-    for r, k in enumerate(layout):
-        y1 = north - r * row_h
-        y0 = y1 - row_h
-        col_w = (east - west) / k
-        for j in range(k):
-            x0, x1 = west + j * col_w, west + (j + 1) * col_w
-            ex = [rng.uniform(0.15, 0.22) for _ in range(4)]  # left, right, bottom, top extension
-            X0, X1 = (x0 - ex[0] * col_w) * kx, (x1 + ex[1] * col_w) * kx
-            Y0, Y1 = y0 - ex[2] * row_h, y1 + ex[3] * row_h
-            mx, my = 0.5 * (X0 + X1), 0.5 * (Y0 + Y1)
-            hw, hh = 0.5 * (X1 - X0), 0.5 * (Y1 - Y0)
-            th = math.radians(rng.uniform(1, 4)) * rng.choice([-1, 1])
-            c, s = math.cos(th), math.sin(th)
-            W = hw * c + hh * abs(s)
-            H = hw * abs(s) + hh * c
-            quad = []
-            for px, py in ((-W, H), (W, H), (W, -H), (-W, -H)):
-                qx, qy = mx + px * c - py * s, my + px * s + py * c
-                quad.append((qx / kx, qy))
-            p = rng.uniform(*LUOJIA_PIXEL_RANGE)
-            lons, lats = [q[0] for q in quad], [q[1] for q in quad]
-            tr = (p, 0.0, min(lons) - 2 * p, 0.0, -p, max(lats) + 2 * p)
-            width = int(math.ceil((max(lons) - min(lons)) / p)) + 4
-            height = int(math.ceil((max(lats) - min(lats)) / p)) + 4
-            inside = np.flatnonzero(footprint_mask(tr, width, height, quad))
-            n_hot = max(1, int(round(rng.uniform(5e-4, 1e-3) * inside.size)))
-            hot_idx = np.sort(rng.choice(inside, n_hot, replace=False))
-            hot_dn = rng.integers(200_000, 1_000_000, n_hot)
-            night = int(rng.integers(0, 2))
-            when = nights[night] + dt.timedelta(seconds=8 * idx)
-            seq = 10 + 3 * idx + night
-            frame_id = f"LuoJia1-01_LR{nights[night]:%Y%m%d}{orbits[night]:04d}_{when:%Y%m%d%H%M%S}_HDR_{seq:04d}"
-            shift = rng.uniform(-0.6, 0.6, 2)
-            frames.append(LuojiaFrame(
-                frame_id=frame_id, year=int(year), imaging_time=f"{when:%Y-%m-%dT%H:%M:%S}",
-                transform=tuple(float(v) for v in tr), width=width, height=height,
-                footprint=tuple((float(a), float(b)) for a, b in quad), gain=float(rng.uniform(0.85, 1.15)),
-                shift_px=(float(shift[0]), float(shift[1])), dark_sigma=float(rng.uniform(4, 12)),
-                hot_pixels=tuple((int(i // width), int(i % width), int(d)) for i, d in zip(hot_idx, hot_dn))))
-            idx += 1
-    return frames
+def write_luojia(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
+                 years: Sequence[int]) -> list[Path]:
+    """Luojia-01-like frames: ``{year}/{frame_id}.tif`` (INT32 DN, EPSG:4326, 0 outside the footprint)
+    and ``{year}/{frame_id}_meta.xml``."""
+    n = int(cfg["synthetic"]["luojia_frames"])
+    area = syn.lonlat_bounds(grid, margin_deg=0.005)
+
+    def one(year: int) -> list[Path]:
+        files = []
+        for i, frame in enumerate(syn.luojia_frames(scene, year, n, area)):
+            radiance = scene.radiance_on_grid(year, frame.content_grid, supersample=2)
+            dn = syn.simulate_luojia(radiance, frame, scene.seed, i)
+            d = out_dir / str(year)
+            files.append(write_raster(d / f"{frame.frame_id}.tif", dn, frame.grid))
+            files.append(write_text_atomic(d / f"{frame.frame_id}_meta.xml", syn.luojia_meta_xml(frame)))
+        return files
+
+    return _map_years(one, years, "synthetic luojia")
 
 
-def luojia_dn(radiance: np.ndarray, gain: float = 1.0) -> np.ndarray:
-    """Noise-free Luojia DN (float): (L * gain / 1e-10) ** (2/3)."""
-    return (np.maximum(radiance, 0) * (gain / LUOJIA_SCALE)) ** (2.0 / 3.0)
+def write_truth(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
+                years: Sequence[int]) -> list[Path]:
+    """``truth/radiance_{year}.tif`` (float32 pixel-mean radiance, 2x2 points per pixel) on the working grid,
+    and ``scene.json`` with the hidden parameters."""
+    fields = scene.fields_on_grid(grid, 2)
+
+    def one(year: int) -> list[Path]:
+        radiance = scene.radiance_on_grid(year, grid, 2, fields=fields)
+        return [write_raster(out_dir / "truth" / f"radiance_{year}.tif", radiance, grid, nodata=float("nan"),
+                             band_names=["radiance"],
+                             tags={"units": RADIANCE_UNITS, "year": year, "source": "synthetic truth",
+                                   "seed": scene.seed})]
+
+    files = _map_years(one, years, "synthetic truth")
+    files.append(write_scene_json(scene, cfg, grid, out_dir / "scene.json", years))
+    return files
 
 
-def luojia_radiance(dn: np.ndarray) -> np.ndarray:
-    """Radiance of Luojia DN: L = DN**1.5 * 1e-10."""
-    return np.asarray(dn, np.float64) ** 1.5 * LUOJIA_SCALE
+def scene_record(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid,
+                 years: Iterable[int] = ()) -> dict[str, Any]:
+    """The hidden parameters of the scene for the run years (plus ``years``) and target years."""
+    run = cfg["run"]
+    all_years = sorted(set(range(run["first_year"], run["last_year"] + 1)) | set(years))
+    lon, lat = _centre_lonlat(grid)
+    n = int(cfg["synthetic"]["scenes_per_year"])
+    landsat = {y: syn.landsat_scene_specs(scene, y, n, lon, lat) for y in all_years}
+    area = syn.lonlat_bounds(grid, margin_deg=0.005)
+    luojia = {y: syn.luojia_frames(scene, y, int(cfg["synthetic"]["luojia_frames"]), area)
+              for y in sorted(run["target_years"])}
+    rec = syn.scene_summary(scene, all_years, landsat, luojia, grid, panda_shift_m=panda_shift_m(cfg))
+    rec["landsat_grid"] = syn.landsat_grid(grid, float(cfg["synthetic"]["landsat_resolution"])).to_dict()
+    return rec
 
 
-def simulate_luojia(radiance: np.ndarray, frame: LuojiaFrame, seed: int, index: int) -> np.ndarray:
-    """INT32 DN of a frame from the true radiance on its content grid: gain error, dark noise
-    (DN >= 1 inside the footprint), hot pixels, 0 outside the footprint."""
-    rng = _rng(seed, _S_LUOJIA, frame.year, index + 1)
-    dn = luojia_dn(radiance.astype(np.float64), frame.gain)
-    dn += rng.standard_normal(dn.shape) * frame.dark_sigma
-    out = np.clip(np.rint(dn), 1, 2 ** 31 - 1).astype(np.int32)
-    out[~footprint_mask(frame.transform, frame.width, frame.height, frame.footprint)] = 0
-    for r, c, v in frame.hot_pixels:
-        out[r, c] = v
-    return out
+def write_scene_json(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, path: Path,
+                     years: Iterable[int] = ()) -> Path:
+    """Write :func:`scene_record` as JSON (sorted keys, so identical scenes give identical bytes)."""
+    rec = scene_record(scene, cfg, grid, years)
+    return write_text_atomic(path, json.dumps(rec, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
-def luojia_meta_xml(frame: LuojiaFrame) -> str:
-    """The frame's ``_meta.xml``: footprint corners and imaging time (UTC)."""
-    (tlo, tla), (tro, tra), (bro, bra), (blo, bla) = frame.footprint
-    items = [("ProductID", frame.frame_id), ("SatelliteID", "LuoJia1-01"), ("SensorID", "LR"),
-             ("ImagingTime", frame.imaging_time),
-             ("TopLeftLatitude", tla), ("TopLeftLongitude", tlo), ("TopRightLatitude", tra),
-             ("TopRightLongitude", tro), ("BottomRightLatitude", bra), ("BottomRightLongitude", bro),
-             ("BottomLeftLatitude", bla), ("BottomLeftLongitude", blo),
-             ("ImageWidth", frame.width), ("ImageHeight", frame.height)]
-    body = "".join(f"  <{k}>{v:.8f}</{k}>\n" if isinstance(v, float) else f"  <{k}>{v}</{k}>\n" for k, v in items)
-    return f'<?xml version="1.0" encoding="UTF-8"?>\n<ProductMetaData>\n{body}</ProductMetaData>\n'
-
-
-# --------------------------------------------------------------------------------------------
-# Copernicus-like DEM tiles
-# --------------------------------------------------------------------------------------------
-
-def dem_tile_name(lat: int, lon: int) -> str:
-    """Copernicus GLO-90 file name of the 1x1 degree tile whose lower-left corner is (lat, lon)."""
-    ns, ew = ("N" if lat >= 0 else "S"), ("E" if lon >= 0 else "W")
-    return f"Copernicus_DSM_COG_30_{ns}{abs(lat):02d}_00_{ew}{abs(lon):03d}_00_DEM.tif"
-
-
-def dem_tiles(area: tuple[float, float, float, float]) -> list[tuple[int, int]]:
-    """(lat, lon) lower-left corners of the 1-degree tiles intersecting ``area`` (west, south, east, north)."""
-    west, south, east, north = area
-    return [(la, lo) for la in range(math.floor(south), math.ceil(north))
-            for lo in range(math.floor(west), math.ceil(east))]
-
-
-def dem_tile_grid(lat: int, lon: int) -> Grid:
-    """The pixel lattice of a GLO-90 tile: 3" rows, columns widened poleward of 50 degrees, pixel
-    centres on the whole-degree lines (so the corner is half a pixel outside the named corner)."""
-    band = max(abs(lat), abs(lat + 1))
-    ncols = 1200 if band <= 50 else 800 if band <= 60 else 600 if band <= 70 else 400 if band <= 80 \
-        else 240 if band <= 85 else 120
-    rx, ry = 1.0 / ncols, DEM_RES_DEG
-    return Grid("EPSG:4326", Affine(rx, 0, lon - rx / 2, 0, -ry, lat + 1 + ry / 2), ncols, 1200, 1)
-
-
-# --------------------------------------------------------------------------------------------
-# summary
-# --------------------------------------------------------------------------------------------
-
-def scene_summary(scene: SyntheticScene, years: Sequence[int], landsat: Mapping[int, Sequence[LandsatSceneSpec]],
-                  luojia: Mapping[int, Sequence[LuojiaFrame]], grid: Grid,
-                  panda_shift_m: float = 0.0) -> dict[str, Any]:
-    """JSON-ready record of the hidden parameters (for ``scene.json``)."""
-    from pyproj import Transformer
-
-    to_ll = Transformer.from_crs(scene.crs, "EPSG:4326", always_xy=True)
-    cities = []
-    for c in scene.cities:
-        d = asdict(c)
-        d["lon"], d["lat"] = map(float, to_ll.transform(c.x, c.y))
-        cities.append(d)
-    spots = []
-    for s in scene.spots:
-        d = asdict(s)
-        d["lon"], d["lat"] = map(float, to_ll.transform(s.x, s.y))
-        spots.append(d)
-    return {
-        "seed": scene.seed,
-        "units": {"radiance": "W m-2 sr-1 um-1", "coordinates": "grid CRS metres", "lengths": "metres"},
-        "grid": grid.to_dict(),
-        "cities": cities,
-        "roads": [asdict(r) for r in scene.roads],
-        "spots": spots,
-        "river": asdict(scene.river),
-        "terrain": asdict(scene.terrain),
-        "panda": {str(y): asdict(panda_year(scene.seed, y, panda_shift_m)) for y in years},
-        "landsat": {str(y): [asdict(s) for s in specs] for y, specs in landsat.items()},
-        "luojia": {str(y): [dict(asdict(f), file=f"{y}/{f.frame_id}.tif", meta=f"{y}/{f.frame_id}_meta.xml")
-                            for f in frames] for y, frames in luojia.items()},
-        "conventions": {
-            "luojia_shift_px": "(dcol, drow): pixel (col, row) shows the ground at (col+dcol, row+drow)",
-            "luojia_gain": "DN = round((L * gain / 1e-10) ** (2/3) + dark noise); L = DN**1.5 * 1e-10 / gain",
-            "luojia_hot_pixels": "(row, col, DN)",
-            "panda": "DN = min(63, round(66 * (1 - exp(-gain * blur(L) / 2.5e-5)))) on 1 km block means",
-            "panda_shift_m": "(dx, dy): the cell georeferenced at (x, y) shows the ground at (x+dx, y+dy)",
-            "landsat": "TM/ETM+ reflectance = (OLI - intercept) / slope (Roy et al. 2016 OLS)",
-        },
-    }
+def read_scene_json(path: str | Path) -> dict[str, Any]:
+    """Read ``scene.json``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable synthetic scene record ({exc})") from exc

@@ -1,0 +1,192 @@
+"""The ``pandafine`` argument parser: one subcommand per workflow stage.
+
+Argument parsing only (standard library): nothing here imports numpy, GDAL or
+torch, so :func:`pandafine.cli.main` can set the thread budget before they load.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pandafine import __version__
+
+LAYERS = ("panda", "landsat", "dem", "luojia")
+
+#: The function that runs each subcommand, as ``module:function`` in :mod:`pandafine.cli`. The CLI imports
+#: the module only after it has set the thread budget (numpy, GDAL and torch read it when they load), and
+#: only the module of the subcommand run, so a stage loads just the libraries it uses.
+HANDLERS = {
+    "check-config": "prepare:check_config",
+    "download": "prepare:download",
+    "calibrate": "prepare:calibrate",
+    "denoise": "prepare:denoise",
+    "mosaic": "prepare:mosaic",
+    "resample": "prepare:resample",
+    "cube": "prepare:cube",
+    "patches": "prepare:patches",
+    "train": "model:train",
+    "evaluate": "model:evaluate",
+    "export": "model:export",
+    "quantize": "model:quantize",
+    "infer": "inference:infer",
+    "temporal": "studies:temporal",
+    "ablation": "studies:ablation",
+    "design-space": "studies:design_space",
+    "precision": "studies:precision",
+    "report": "product:report",
+    "report-table": "product:report_table",
+    "catalog": "product:catalog",
+    "verify": "product:verify",
+}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="config.yaml", type=Path, help="workflow config (YAML); default: %(default)s")
+    p.add_argument("--threads", default=1, type=int,
+                   help="threads this job may use (capped at the CPU count); default: %(default)s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pandafine", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pandafine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    def cmd(name, help_):
+        p = sub.add_parser(name, help=help_, description=help_)
+        _add_common(p)
+        p.set_defaults(handler=HANDLERS[name])
+        return p
+
+    p = cmd("check-config", "validate a config file and print the working grid it defines")
+    p.add_argument("--grid-out", type=Path, help="also write the grid as JSON here")
+
+    p = cmd("download", "fetch (or synthesize) one layer's raw files into resources/raw/{layer}/ with a manifest")
+    p.add_argument("--layer", required=True, choices=LAYERS + ("truth",))
+    p.add_argument("--out", required=True, type=Path, help="layer directory to fill")
+
+    p = cmd("calibrate", "calibrate one layer (and year): DN to physical units, masks, inter-calibration")
+    p.add_argument("--layer", required=True, choices=LAYERS)
+    p.add_argument("--year", type=int, help="year (all layers but dem)")
+    p.add_argument("--input", required=True, type=Path, help="raw file (panda) or directory (landsat, luojia, dem)")
+    p.add_argument("--grid", type=Path, help="results/grid.json (luojia)")
+    p.add_argument("--output", required=True, type=Path, help="output file (panda, dem) or directory")
+
+    p = cmd("denoise", "denoise Luojia frames of a year, or composite a year of Landsat onto the working grid")
+    p.add_argument("--layer", required=True, choices=("luojia", "landsat"))
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--input", required=True, type=Path, nargs="+",
+                   help="luojia: the calibrated year directory; landsat: calibrated year directories (this year "
+                        "and its neighbours, for gap filling)")
+    p.add_argument("--grid", type=Path, help="results/grid.json (landsat)")
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("mosaic", "feathered mosaic of a year's denoised Luojia frames onto the working grid")
+    p.add_argument("--input", required=True, type=Path, help="denoised frame directory of the year")
+    p.add_argument("--grid", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("resample", "resample one layer onto the working grid")
+    p.add_argument("--layer", required=True, choices=("panda", "landsat", "dem"))
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--grid", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("cube", "stack one year's resampled layers into an inference cube (Zarr)")
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--panda", required=True, type=Path)
+    p.add_argument("--landsat", required=True, type=Path)
+    p.add_argument("--dem", required=True, type=Path)
+    p.add_argument("--grid", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("patches", "cut training patches with a seeded, spatially blocked train/val/test split (Zarr)")
+    p.add_argument("--cubes", required=True, type=Path, nargs="+", help="cube/{year}.zarr of the target years")
+    p.add_argument("--targets", required=True, type=Path, nargs="+", help="target/{year}.tif, same order")
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("train", "train the configured model on the training patches (resumable)")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--out", required=True, type=Path, help="model directory")
+
+    p = cmd("evaluate", "evaluate the model and the interpolation baseline on the test split")
+    p.add_argument("--tiles", required=True, type=Path)
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="directory for metrics.json and figures")
+
+    p = cmd("temporal", "temporal generalization: yearly products (and the baseline) against the synthetic truth")
+    p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")
+    p.add_argument("--truths", required=True, type=Path, nargs="+", help="truth/radiance_{year}.tif files")
+    p.add_argument("--panda", type=Path, nargs="+", help="resampled PANDA {year}.tif files (for the baseline)")
+    p.add_argument("--metrics", required=True, type=Path, help="the model's metrics.json (baseline coefficients)")
+    p.add_argument("--output", required=True, type=Path, help="temporal.json")
+
+    p = cmd("ablation", "train and evaluate the MMNTLSR ablation rows; write ablation.csv and ablation.md")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--out", required=True, type=Path, help="ablation directory (one sub-directory per row)")
+    p.add_argument("--epochs", type=int, help="train.epochs of every trained row (default: the config's)")
+    p.add_argument("--rows", help="comma-separated row numbers 1-9 (default: all)")
+    p.add_argument("--seeds", help="comma-separated training seeds: every trained row once per seed, mean and "
+                                   "spread in the table (default: one run with run.seed)")
+
+    p = cmd("design-space", "train (or reuse) and evaluate models x samplers x steps x precisions; write "
+                            "design_space.csv and design_space.md")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--out", required=True, type=Path, help="design-space directory (models/<label>/ inside)")
+    p.add_argument("--spec", type=Path, help="YAML with the design_space section (default: the config's, else "
+                                             "pandafine.studies.design_space.DEFAULT_SPEC)")
+    p.add_argument("--epochs", type=int, help="train.epochs of every model (default: the spec's, else the config's)")
+
+    p = cmd("export", "export the trained model to ONNX and check it against PyTorch")
+    p.add_argument("--tiles", required=True, type=Path)
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+
+    p = cmd("quantize", "write the fp16 or int8 version of the exported ONNX model (calibrated on training tiles)")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--model", required=True, type=Path, help="the fp32 model.onnx")
+    p.add_argument("--precision", required=True, choices=("fp16", "int8"))
+    p.add_argument("--output", required=True, type=Path, help="model.{precision}.onnx (a .json record beside it)")
+
+    p = cmd("precision", "compare fp32, fp16 and int8 models on the test split; write precision.json and .md")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--model-dir", required=True, type=Path, help="directory of the fp32 model.onnx")
+    p.add_argument("--out", required=True, type=Path, help="directory for the converted models and the table")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (median counts); default: %(default)s")
+
+    p = cmd("infer", "tiled, blended inference of one year into a Cloud-Optimized GeoTIFF")
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--cube", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path,
+                   help="model.onnx (or its fp16/int8 variant); for diffusion/flow models their checkpoint.pt, "
+                        "sampled tile by tile in PyTorch (infer.ensemble > 1: a second band with the spread)")
+    p.add_argument("--output", required=True, type=Path)
+    p = cmd("report", "figures and tables for `snakemake --report`: quicklooks, training curve, total light")
+    p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")
+    p.add_argument("--panda", required=True, type=Path, nargs="+", help="calibrated PANDA {year}.tif files")
+    p.add_argument("--history", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="report directory")
+
+    p = cmd("report-table", "one CSV table as a self-contained HTML page for `snakemake --report` (e.g. the ablation)")
+    p.add_argument("--csv", required=True, type=Path, help="the table (header row first)")
+    p.add_argument("--title", required=True)
+    p.add_argument("--note", action="append", default=[], help="a paragraph below the table (repeatable)")
+    p.add_argument("--output", required=True, type=Path, help="the HTML page")
+
+    p = cmd("catalog", "write the STAC Collection and one Item per year beside the product COGs")
+    p.add_argument("--products", required=True, type=Path, nargs="+",
+                   help="product COGs, or the directory holding PANDA-FINE_{year}.tif")
+    p.add_argument("--grid", type=Path, help="results/grid.json: every product must lie on this grid")
+    p.add_argument("--output", required=True, type=Path, help="results/panda_fine/catalog.json")
+
+    p = cmd("verify", "recheck products against their recorded provenance (provenance.json and COG tags); "
+                      "exit status 1 on drift")
+    p.set_defaults(config=None, needs_config=False)  # optional here: default results/config.yaml beside the product directory
+    p.add_argument("product_dir", type=Path, help="directory of PANDA-FINE_{year}.tif (results/panda_fine)")
+    p.add_argument("--model", type=Path, help="model.onnx (default: results/models/{model.name}/model.onnx)")
+    p.add_argument("--cubes", type=Path, help="directory of the {year}.zarr cubes (default: results/tiles/cube)")
+    p.add_argument("--record", action="store_true",
+                   help="write provenance.json for the present products instead of checking them")
+    return parser

@@ -1,0 +1,29 @@
+"""Handlers of the product subcommands: report, report-table, catalog, verify."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from pandafine.core.grid import Grid
+from pandafine.product.catalog import build_catalog, find_products
+from pandafine.product.provenance import run_verify
+from pandafine.product.report import build_report, csv_to_html, year_map
+
+
+def report(args, cfg: Mapping[str, Any]) -> None:
+    build_report(year_map(args.products), year_map(args.panda), args.history, args.metrics, args.out)
+
+
+def report_table(args, cfg: Mapping[str, Any]) -> None:
+    csv_to_html(args.csv, args.output, title=args.title, notes=args.note)
+
+
+def catalog(args, cfg: Mapping[str, Any]) -> None:
+    build_catalog(cfg, find_products(args.products), args.output,
+                  grid=Grid.read_json(args.grid) if args.grid else None)
+
+
+def verify(args, cfg: Mapping[str, Any] | None) -> int:
+    """Runs without a loaded config: ``--config`` is optional and read by :func:`run_verify` itself."""
+    return run_verify(args.product_dir, model=args.model, config=args.config, cubes=args.cubes,
+                      record=args.record)

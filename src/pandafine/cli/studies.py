@@ -1,0 +1,30 @@
+"""Handlers of the study subcommands: temporal, ablation, design-space, precision."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from pandafine.studies.ablation import parse_rows, parse_seeds, run_ablation
+from pandafine.studies.design_space import run_design_space
+from pandafine.studies.precision import evaluate_precisions
+from pandafine.studies.temporal import evaluate_temporal, files_by_year
+
+
+def temporal(args, cfg: Mapping[str, Any]) -> None:
+    panda = files_by_year(args.panda, "--panda") if args.panda else None
+    evaluate_temporal(files_by_year(args.products, "--products"), files_by_year(args.truths, "--truths"),
+                      args.metrics, args.output, panda=panda, factor=int(cfg["grid"]["factor"]),
+                      train_years=cfg["run"]["target_years"])
+
+
+def ablation(args, cfg: Mapping[str, Any]) -> None:
+    run_ablation(cfg, args.tiles, args.out, rows=parse_rows(args.rows), epochs=args.epochs,
+                 seeds=parse_seeds(args.seeds))
+
+
+def design_space(args, cfg: Mapping[str, Any]) -> None:
+    run_design_space(cfg, args.tiles, args.out, spec_path=args.spec, epochs=args.epochs)
+
+
+def precision(args, cfg: Mapping[str, Any]) -> None:
+    evaluate_precisions(cfg, args.tiles, args.model_dir / "model.onnx", args.out, repeats=args.repeats)

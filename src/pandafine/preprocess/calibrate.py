@@ -1,0 +1,558 @@
+"""Calibrate stage: raw products -> physical, comparable values on their own grids.
+
+* PANDA: DN (any dtype, int8 included) -> float32 ``dn`` (NaN nodata) + ``saturated``.
+* Landsat C2 L2: scale/offset, QA masking, TM/ETM+ -> OLI harmonization
+  (:mod:`pandafine.sensors.landsat`), written scene by scene and window by window.
+* Luojia-01: DN -> radiance, footprint masking (:mod:`pandafine.sensors.luojia`) and
+  relative inter-calibration of the frames of a year: registered, outlier-screened
+  flux ratios on the overlaps (on the working grid), gains by pixel-weighted
+  network least squares in log space.
+* DEM: tiles merged into one EPSG:4326 float32 raster.
+
+Pure computations are the functions without a path argument; the
+``calibrate_*`` functions do the file I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from pandafine.core.atomic import atomic_path, write_text_atomic
+from pandafine.core.channels import LANDSAT_BANDS
+from pandafine.core.grid import Grid
+from pandafine.core.raster_io import (
+    float_profile,
+    grid_of,
+    iter_windows,
+    open_georeferenced,
+    open_writer,
+    write_raster,
+)
+from pandafine.core.scaling import RADIANCE_UNITS
+from pandafine.core.windows import frame_bounds_on, grid_window_of, intersect_blocks, reproject_to_block
+from pandafine.preprocess.denoise import remove_spikes
+from pandafine.sensors.landsat import band_numbers, scene_reflectance, sensor_of
+from pandafine.sensors.luojia import footprint_mask, frame_radiance, parse_meta_xml
+
+#: Largest valid PANDA / DMSP-like DN; DN >= this is saturated.
+PANDA_DN_MAX = 63
+#: Pixels lit in both frames needed before an overlap ratio is trusted.
+MIN_PAIR_PIXELS = 20
+#: Edge of the square windows used for window-by-window processing (pixels).
+WINDOW = 1024
+#: Gaussian smoothing (working pixels) of the overlap images before registration.
+REGISTRATION_SIGMA = 1.0
+#: Largest frame-to-frame shift (working pixels) the registration may apply.
+MAX_SHIFT = 3.0
+#: Cells (working pixels per side) whose flux ratios are screened for outliers.
+RATIO_BLOCK = 8
+#: Hot-pixel screen before the overlap comparison: a pixel > this x its brightest neighbour
+#: (:func:`pandafine.preprocess.denoise.remove_spikes`, on the native frame grid) ...
+CALIBRATION_SPIKE_FACTOR = 10.0
+#: ... and, on the working grid, pixels > this x the 99th percentile of the lit pixels
+#: (hot pixels are tens to hundreds of times brighter than any light; a warp may split them).
+CALIBRATION_HOT_FACTOR = 5.0
+
+
+
+# ----------------------------------------------------------------------------- I/O helpers
+
+
+def _grid_of_dataset(src) -> Grid:
+    return Grid(src.crs.to_wkt(), src.transform, src.width, src.height, 1)
+
+
+# ----------------------------------------------------------------------------- PANDA
+
+
+def panda_out_of_range(dn: np.ndarray) -> np.ndarray:
+    """True where a valid (finite) DN lies outside 0..63."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(dn) & ((dn < 0) | (dn > PANDA_DN_MAX))
+
+
+def panda_bands(dn: np.ndarray) -> np.ndarray:
+    """``(2, rows, cols)`` float32: clipped DN and the saturation flag (NaN where DN is NaN).
+
+    Parameters
+    ----------
+    dn : numpy.ndarray
+        DN as float with NaN for nodata.
+    """
+    dn = np.asarray(dn, dtype=np.float32)
+    clipped = np.clip(dn, 0, PANDA_DN_MAX)
+    sat = np.where(np.isnan(clipped), np.nan, (clipped >= PANDA_DN_MAX).astype(np.float32))
+    return np.stack([clipped, sat.astype(np.float32)])
+
+
+def _signed_byte(src) -> bool:
+    # GDAL < 3.7 exposes int8 rasters as Byte with PIXELTYPE=SIGNEDBYTE.
+    return src.dtypes[0] == "uint8" and src.tags(1, ns="IMAGE_STRUCTURE").get("PIXELTYPE") == "SIGNEDBYTE"
+
+
+def read_dn_window(src, window=None, band: int = 1) -> np.ndarray:
+    """Band ``band`` of an open dataset as float64 DN, NaN where masked (nodata, mask band, NaN)."""
+    raw = src.read(band, window=window)
+    if _signed_byte(src):
+        raw = raw.view(np.int8)
+    dn = raw.astype(np.float64)
+    valid = src.read_masks(band, window=window) > 0
+    dn[~valid] = np.nan
+    return dn
+
+
+def calibrate_panda(cfg: Mapping[str, Any], raw_path: str | Path, out_path: str | Path) -> Path:
+    """Write PANDA DN as float32 band ``dn`` + band ``saturated`` on the file's own grid.
+
+    Parameters
+    ----------
+    cfg : mapping
+        Validated config; ``preprocess.panda_out_of_range`` is ``'error'`` or ``'clip'``.
+    raw_path : path
+        A PANDA / DMSP-like raster (any CRS, any dtype including int8; band 1 is read).
+    out_path : path
+        Output GeoTIFF (2 bands float32, NaN nodata).
+
+    Raises
+    ------
+    ValueError
+        If the raster has no CRS or transform, or (mode ``'error'``) if valid
+        DN fall outside 0..63 (the message gives the file and the count).
+    """
+    raw_path, out_path = Path(raw_path), Path(out_path)
+    mode = cfg["preprocess"]["panda_out_of_range"]
+    if mode not in ("error", "clip"):
+        raise ValueError(f"preprocess.panda_out_of_range={mode!r}; expected 'error' or 'clip'")
+    with open_georeferenced(raw_path) as src:
+        # Pass 1: count DN outside 0..63 (cheap: one band, read block by block).
+        n_bad, lo, hi = 0, math.inf, -math.inf
+        for w in iter_windows(src.width, src.height):
+            dn = read_dn_window(src, w)
+            bad = panda_out_of_range(dn)
+            if bad.any():
+                n_bad += int(bad.sum())
+                lo, hi = min(lo, float(dn[bad].min())), max(hi, float(dn[bad].max()))
+        if n_bad:
+            msg = (f"{raw_path}: {n_bad} pixel(s) have DN outside 0..{PANDA_DN_MAX} "
+                   f"(range of those: {lo:g}..{hi:g})")
+            if mode == "error":
+                raise ValueError(msg + "; set preprocess.panda_out_of_range: clip to clip them")
+            warnings.warn(msg + f"; clipped to 0..{PANDA_DN_MAX}", stacklevel=2)
+        # Pass 2: write.
+        profile = float_profile(src.crs, src.transform, src.width, src.height, 2)
+        tags = {"source": raw_path.name, "units": "DN", "out_of_range_clipped": n_bad if mode == "clip" else 0}
+        with open_writer(out_path, profile, ("dn", "saturated"), tags) as dst:
+            for w in iter_windows(src.width, src.height):
+                dst.write(panda_bands(read_dn_window(src, w)), window=w)
+    return out_path
+
+
+# ----------------------------------------------------------------------------- Landsat
+
+
+def _find_file(scene_dir: Path, name: str) -> Path:
+    p = scene_dir / name
+    if p.is_file():
+        return p
+    low = name.lower()
+    for q in scene_dir.iterdir():
+        if q.name.lower() == low:
+            return q
+    raise FileNotFoundError(f"{scene_dir}: missing {name}")
+
+
+def landsat_scene_files(scene_dir: str | Path) -> tuple[str, str, dict[str, Path], Path]:
+    """(scene_id, sensor, {band name: SR file}, QA_PIXEL file) of a raw scene directory."""
+    scene_dir = Path(scene_dir)
+    scene_id = scene_dir.name
+    sensor = sensor_of(scene_id)
+    bands = {name: _find_file(scene_dir, f"{scene_id}_SR_B{n}.TIF") for name, n in band_numbers(sensor).items()}
+    return scene_id, sensor, bands, _find_file(scene_dir, f"{scene_id}_QA_PIXEL.TIF")
+
+
+def calibrate_landsat_scene(scene_dir: str | Path, out_path: str | Path, window: int = WINDOW) -> Path:
+    """Write one scene's 7-band OLI-equivalent reflectance (float32, NaN masked) on its own grid.
+
+    Works window by window, so memory does not depend on the scene size.
+    """
+    from contextlib import ExitStack
+
+    scene_id, sensor, band_files, qa_file = landsat_scene_files(scene_dir)
+    with ExitStack() as stack:
+        qa_src = stack.enter_context(open_georeferenced(qa_file))
+        srcs = {}
+        for name, f in band_files.items():
+            s = stack.enter_context(open_georeferenced(f))
+            if s.dtypes[0] != "uint16":
+                raise ValueError(f"{f}: data type {s.dtypes[0]}; expected uint16 Collection 2 Level-2 surface "
+                                 "reflectance counts (reflectance = 2.75e-5 * DN - 0.2); a band already converted "
+                                 "to reflectance or from another product cannot be calibrated")
+            if (s.width, s.height) != (qa_src.width, qa_src.height) or s.transform != qa_src.transform \
+                    or s.crs != qa_src.crs:
+                raise ValueError(f"{f}: grid {s.width}x{s.height} {tuple(s.transform)[:6]} differs from "
+                                 f"{qa_file.name} ({qa_src.width}x{qa_src.height} {tuple(qa_src.transform)[:6]}); "
+                                 "all bands of a scene must share one grid")
+            srcs[name] = s
+        profile = float_profile(qa_src.crs, qa_src.transform, qa_src.width, qa_src.height, len(LANDSAT_BANDS))
+        tags = {"scene_id": scene_id, "sensor": sensor, "units": "surface reflectance",
+                "harmonization": "none (OLI)" if sensor == "OLI" else "Roy et al. 2016 OLS to OLI"}
+        with open_writer(out_path, profile, LANDSAT_BANDS, tags) as dst:
+            for w in iter_windows(qa_src.width, qa_src.height, window):
+                dn = {name: s.read(1, window=w) for name, s in srcs.items()}
+                dst.write(scene_reflectance(dn, qa_src.read(1, window=w), sensor), window=w)
+    return Path(out_path)
+
+
+def landsat_scene_dirs(raw_year_dir: str | Path) -> list[Path]:
+    """Scene directories (sorted) of a raw Landsat year directory."""
+    raw_year_dir = Path(raw_year_dir)
+    if not raw_year_dir.is_dir():
+        raise FileNotFoundError(f"{raw_year_dir}: no such Landsat year directory")
+    return sorted(p for p in raw_year_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def calibrate_landsat_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Calibrate every scene under ``raw_year_dir`` to ``{out_dir}/{scene_id}.tif``; return the outputs."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [calibrate_landsat_scene(d, out_dir / f"{d.name}.tif") for d in landsat_scene_dirs(raw_year_dir)]
+
+
+# ----------------------------------------------------------------------------- Luojia-01
+
+
+def luojia_frames(raw_year_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """(frame_id, tif, meta.xml) of every frame of a raw Luojia year directory, sorted by id."""
+    raw_year_dir = Path(raw_year_dir)
+    if not raw_year_dir.is_dir():
+        raise FileNotFoundError(f"{raw_year_dir}: no such Luojia year directory")
+    frames = []
+    for tif in sorted(list(raw_year_dir.glob("*.tif")) + list(raw_year_dir.glob("*.TIF"))):
+        xml = tif.with_name(f"{tif.stem}_meta.xml")
+        if not xml.is_file():
+            raise FileNotFoundError(f"{tif}: missing footprint file {xml.name}")
+        frames.append((tif.stem, tif, xml))
+    if not frames:
+        raise FileNotFoundError(f"{raw_year_dir}: no Luojia-01 frame (*.tif with *_meta.xml)")
+    return frames
+
+
+def load_luojia_radiance(tif: str | Path, xml: str | Path) -> tuple[np.ndarray, Grid]:
+    """Radiance of one raw frame (float32, NaN outside the footprint) and the frame's grid."""
+    with open_georeferenced(tif) as src:
+        dn = src.read(1)
+        grid = _grid_of_dataset(src)
+        crs = src.crs
+    inside = footprint_mask(parse_meta_xml(xml), dn.shape, grid.transform, crs)
+    rad = frame_radiance(dn, inside)
+    if not np.isfinite(rad).any():
+        raise ValueError(f"{tif}: no pixel of the frame lies inside its footprint ({Path(xml).name})")
+    return rad, grid
+
+
+
+
+
+
+
+
+
+
+@dataclass(frozen=True)
+class PairRatio:
+    """Radiance ratio of two frames on their overlap.
+
+    Attributes
+    ----------
+    ratio : float
+        ``L_a / L_b`` after registering ``a`` onto ``b``.
+    pixels : int
+        Working-grid pixels lit in both that entered the ratio (its weight in :func:`solve_gains`).
+    shift : (float, float)
+        ``(drow, dcol)`` (working pixels) by which ``a`` was moved to match ``b``.
+    """
+
+    ratio: float
+    pixels: int
+    shift: tuple[float, float]
+
+
+def _nan_smooth(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalized-convolution Gaussian smoothing of ``x`` over ``valid`` pixels (NaN elsewhere)."""
+    from scipy.ndimage import gaussian_filter
+
+    num = gaussian_filter(np.where(valid, x, 0.0), sigma)
+    den = gaussian_filter(valid.astype(np.float64), sigma)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, num / den, np.nan)
+
+
+def _block_sums(x: np.ndarray, k: int) -> np.ndarray:
+    h, w = x.shape
+    p = np.zeros((-(-h // k) * k, -(-w // k) * k))
+    p[:h, :w] = x
+    return p.reshape(p.shape[0] // k, k, p.shape[1] // k, k).sum(axis=(1, 3))
+
+
+def register_shift(a: np.ndarray, b: np.ndarray, background: float, sigma: float = REGISTRATION_SIGMA,
+                   max_shift: float = MAX_SHIFT) -> tuple[float, float, np.ndarray]:
+    """Sub-pixel shift that moves ``a`` onto ``b`` (one linearized least-squares step).
+
+    Both arrays are smoothed (Gaussian ``sigma`` pixels, NaN-aware) and
+    ``b ~ c a + u da/dx + v da/dy`` is fitted on the interior of their common
+    area (pixels lit in either; hot pixels must be screened out first, see
+    :func:`overlap_ratio`); then ``a(x + d)`` with ``d = (v/c, u/c)``
+    matches ``b``. Luojia-01 frames carry geolocation errors of a fraction of a
+    pixel; on a steep radiance profile (a city edge) they bias overlap ratios by
+    several percent unless removed.
+
+    Returns
+    -------
+    (drow, dcol, interior) : shift to apply with ``scipy.ndimage.shift`` to ``a``
+        (both clipped to ``+/-max_shift``) and the interior mask used.
+    """
+    from scipy.ndimage import binary_erosion
+
+    both = np.isfinite(a) & np.isfinite(b)
+    inner = binary_erosion(both, iterations=int(math.ceil(3 * sigma)) + 2, border_value=0)
+    if inner.sum() < MIN_PAIR_PIXELS:
+        inner = both
+    sa, sb = _nan_smooth(a, both, sigma), _nan_smooth(b, both, sigma)
+    gy, gx = np.gradient(np.where(both, sa, 0.0))
+    with np.errstate(invalid="ignore"):
+        m = inner & np.isfinite(gx) & np.isfinite(gy) & ((sa > background) | (sb > background))
+    if m.sum() < MIN_PAIR_PIXELS:
+        return 0.0, 0.0, inner
+    coef, *_ = np.linalg.lstsq(np.stack([sa[m], gx[m], gy[m]], axis=1), sb[m], rcond=None)
+    c, u, v = (float(t) for t in coef)
+    if not (np.isfinite(c) and c > 0):
+        return 0.0, 0.0, inner
+    # b(x) ~ c a(x + d); scipy.ndimage.shift(a, s)(x) = a(x - s), so s = -d.
+    clip = lambda t: float(np.clip(t, -max_shift, max_shift))  # noqa: E731
+    return clip(-v / c), clip(-u / c), inner
+
+
+def overlap_ratio(a: np.ndarray, b: np.ndarray, background: float, min_pixels: int = MIN_PAIR_PIXELS,
+                  block: int = RATIO_BLOCK, clip: float = 3.0) -> PairRatio | None:
+    """Robust radiance ratio ``a / b`` of two frames warped onto the same block of the working grid.
+
+    0. pixels brighter than ``CALIBRATION_HOT_FACTOR`` times the 99th percentile
+       of the lit pixels (hot pixels) are dropped from both;
+    1. ``a`` is registered onto ``b`` (:func:`register_shift`, bilinear shift);
+    2. pixels lit (> ``background``) in both and away from the overlap's edge
+       are summed per ``block x block`` cell;
+    3. cells whose log ratio lies more than ``clip`` robust standard deviations
+       (1.4826 MAD) from the median are dropped (hot pixels, residual
+       misregistration on sharp lights);
+    4. the ratio is sum(a) / sum(b) over the kept cells (a flux ratio: noise and
+       the sampling of sub-pixel features average out, unlike a per-pixel median).
+
+    Returns
+    -------
+    PairRatio or None
+        None when fewer than ``min_pixels`` pixels are lit in both.
+    """
+    from scipy.ndimage import shift as nd_shift
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        both = np.isfinite(a) & np.isfinite(b)
+        lit2 = both & (a > background) & (b > background)
+        if int(lit2.sum()) < min_pixels:
+            return None
+        bound = CALIBRATION_HOT_FACTOR * float(np.percentile(np.concatenate([a[lit2], b[lit2]]), 99))
+        hot = (a > bound) | (b > bound)
+    if hot.any():
+        a, b = np.where(hot, np.nan, a), np.where(hot, np.nan, b)
+        both &= ~hot
+    drow, dcol, inner = register_shift(a, b, background)
+    if drow or dcol:
+        finite = np.isfinite(a)
+        whole = nd_shift(finite.astype(np.float64), (drow, dcol), order=1, mode="nearest") > 0.999
+        a = np.where(both & whole, nd_shift(np.where(finite, a, 0.0), (drow, dcol), order=1, mode="nearest"),
+                     np.nan)
+    with np.errstate(invalid="ignore"):
+        lit = inner & (a > background) & (b > background)
+    if int(lit.sum()) < min_pixels:
+        return None
+    sa = _block_sums(np.where(lit, a, 0.0), block)
+    sb = _block_sums(np.where(lit, b, 0.0), block)
+    n = _block_sums(lit.astype(np.float64), block)
+    use = n > 0
+    sa, sb, n = sa[use], sb[use], n[use]
+    lr = np.log(sa / sb)
+    med = float(np.median(lr))
+    spread = 1.4826 * float(np.median(np.abs(lr - med)))
+    keep = np.abs(lr - med) <= clip * max(spread, 1e-3)
+    return PairRatio(float(sa[keep].sum() / sb[keep].sum()), int(n[keep].sum()), (drow, dcol))
+
+
+def choose_reference(frame_ids: Sequence[str], pairs: Mapping[tuple[str, str], float]) -> str:
+    """The frame with the most overlaps (pairs with a ratio); the first one on ties or with none."""
+    degree = {f: 0 for f in frame_ids}
+    for i, j in pairs:
+        degree[i] += 1
+        degree[j] += 1
+    return max(frame_ids, key=lambda f: (degree[f], -frame_ids.index(f)))
+
+
+def solve_gains(frame_ids: Sequence[str], pairs: Mapping[tuple[str, str], float],
+                reference: str, weights: Mapping[tuple[str, str], float] | None = None) -> dict[str, float]:
+    """Relative gains from pairwise ratios by (weighted) least squares in log space.
+
+    Parameters
+    ----------
+    frame_ids : sequence of str
+    pairs : mapping (i, j) -> r_ij
+        Robust ratio ``median(L_i / L_j)`` on the overlap of frames i and j.
+    reference : str
+        Frame whose gain is fixed to 1.
+    weights : mapping (i, j) -> float, optional
+        Weight of each pair's equation (e.g. the overlap's pixel count: small
+        corner overlaps are less reliable); default 1.
+
+    Returns
+    -------
+    dict
+        ``gain[f]`` such that ``gain[i] * L_i ~= gain[j] * L_j`` on every overlap,
+        i.e. ``log g_i - log g_j = -log r_ij`` in the least-squares sense.
+        Frames not connected to the reference through overlaps keep gain 1
+        (with a warning).
+    """
+    frame_ids = list(frame_ids)
+    if reference not in frame_ids:
+        raise ValueError(f"reference frame {reference!r} is not among the frames {frame_ids}")
+    # Frames reachable from the reference through overlaps.
+    adj: dict[str, set[str]] = {f: set() for f in frame_ids}
+    for i, j in pairs:
+        adj[i].add(j)
+        adj[j].add(i)
+    seen, todo = {reference}, [reference]
+    while todo:
+        for nb in adj[todo.pop()]:
+            if nb not in seen:
+                seen.add(nb)
+                todo.append(nb)
+    free = [f for f in frame_ids if f in seen and f != reference]
+    gains = {f: 1.0 for f in frame_ids}
+    if free:
+        col = {f: k for k, f in enumerate(free)}
+        rows, rhs = [], []
+        for (i, j), r in pairs.items():
+            if i not in seen:
+                continue
+            row = np.zeros(len(free))
+            if i in col:
+                row[col[i]] += 1.0
+            if j in col:
+                row[col[j]] -= 1.0
+            sw = math.sqrt(float(weights[(i, j)])) if weights is not None else 1.0
+            rows.append(row * sw)
+            rhs.append(-math.log(r) * sw)
+        x, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
+        for f, k in col.items():
+            gains[f] = float(math.exp(x[k]))
+    orphans = [f for f in frame_ids if f not in seen]
+    if orphans:
+        warnings.warn(f"Luojia frames {orphans} share no lit overlap with reference {reference!r} "
+                      "(directly or through other frames); their relative gain is left at 1", stacklevel=2)
+    return gains
+
+
+def calibrate_luojia_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, grid: Grid,
+                          out_dir: str | Path) -> dict[str, Any]:
+    """Radiance, footprint masking and relative inter-calibration of one year's Luojia-01 frames.
+
+    Every frame is converted to radiance (NaN outside its ``_meta.xml``
+    footprint). On every pair of overlapping frames both are screened for hot
+    pixels, warped onto the overlapping block of the working grid (average
+    resampling), registered to each other and compared by :func:`overlap_ratio`
+    (flux ratio of pixels lit above ``preprocess.luojia_background`` in both);
+    gains then follow from :func:`solve_gains` weighted by the overlap's pixel
+    count, anchored to the frame with the most overlaps. Writes ``{frame_id}.tif`` (native frame grid, radiance x gain)
+    and ``gains.json``; returns the gains record.
+    """
+    out_dir = Path(out_dir)
+    background = float(cfg["preprocess"]["luojia_background"])
+    frames = luojia_frames(raw_year_dir)
+    ids = [f for f, _, _ in frames]
+    files = {f: (tif, xml) for f, tif, xml in frames}
+
+    # Each frame's block of the working grid (frames are read one or two at a time).
+    blocks = {}
+    for f in ids:
+        blocks[f] = grid_window_of(frame_bounds_on(grid_of(files[f][0]), grid), grid)
+
+    pairs: dict[tuple[str, str], PairRatio] = {}
+    for a_i, fa in enumerate(ids):
+        for fb in ids[a_i + 1:]:
+            block = intersect_blocks(blocks[fa], blocks[fb])
+            if block is None:
+                continue
+            warped = []
+            for f in (fa, fb):
+                rad, fgrid = load_luojia_radiance(*files[f])
+                rad, _ = remove_spikes(rad, CALIBRATION_SPIKE_FACTOR, background)
+                warped.append(reproject_to_block(rad, fgrid, grid, block))
+            res = overlap_ratio(warped[0], warped[1], background)
+            if res is not None:
+                pairs[(fa, fb)] = res
+    ratios = {k: p.ratio for k, p in pairs.items()}
+    reference = choose_reference(ids, ratios)
+    gains = solve_gains(ids, ratios, reference, weights={k: p.pixels for k, p in pairs.items()})
+
+    for f in ids:
+        rad, fgrid = load_luojia_radiance(*files[f])
+        write_raster(out_dir / f"{f}.tif", (rad * np.float32(gains[f])).astype(np.float32), fgrid,
+                     nodata=float("nan"), band_names=["radiance"],
+                     tags={"units": RADIANCE_UNITS, "gain": repr(gains[f]), "reference": reference})
+    record = {"reference": reference, "gains": gains,
+              "pairs": {f"{a}/{b}": {"ratio": p.ratio, "pixels": p.pixels, "shift_rowcol": list(p.shift)}
+                        for (a, b), p in pairs.items()}}
+    write_text_atomic(out_dir / "gains.json", json.dumps(record, indent=2) + "\n")
+    return record
+
+
+# ----------------------------------------------------------------------------- DEM
+
+
+def calibrate_dem(cfg: Mapping[str, Any], raw_dir: str | Path, out_path: str | Path) -> Path:
+    """Merge every DEM tile under ``raw_dir`` into one float32 EPSG:4326 raster (NaN nodata).
+
+    The finest tile resolution is used; where tiles overlap the first (sorted by
+    name) wins. The merge is written chunk by chunk (``rasterio.merge`` with a
+    destination path), so memory does not grow with the mosaic size.
+    """
+    from rasterio.crs import CRS
+    from rasterio.merge import merge
+
+    raw_dir = Path(raw_dir)
+    tiles = sorted(p for p in raw_dir.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
+    if not tiles:
+        raise FileNotFoundError(f"{raw_dir}: no DEM tile (*.tif)")
+    wgs84 = CRS.from_epsg(4326)
+    res_x, res_y = math.inf, math.inf
+    for t in tiles:
+        with open_georeferenced(t) as src:
+            if src.crs != wgs84:
+                raise ValueError(f"{t}: DEM tile CRS is {src.crs}; expected EPSG:4326")
+            res_x, res_y = min(res_x, src.res[0]), min(res_y, src.res[1])
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        merge([str(t) for t in tiles], res=(res_x, res_y), nodata=float("nan"), dtype="float32",
+              dst_path=tmp, dst_kwds=dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
+                                          compress="deflate", predictor=3))
+        import rasterio
+
+        with rasterio.open(tmp, "r+") as dst:
+            dst.set_band_description(1, "elevation")
+            dst.update_tags(units="m", tiles=len(tiles))
+    return out_path

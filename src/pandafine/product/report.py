@@ -1,0 +1,237 @@
+"""Figures and tables for ``snakemake --report``.
+
+Pure summaries (:func:`yearly_totals`, :func:`metrics_rows`) are separate from
+the plotting and file writing. Every figure is written through a temporary file
+and a rename.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from pandafine.core.atomic import atomic_path, write_text_atomic
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def read_decimated(path: str | Path, max_size: int = 256) -> np.ndarray:
+    """Band 1 of a raster read at most ``max_size`` pixels on its long side (uses overviews), NaN nodata."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    with rasterio.open(path) as src:
+        step = max(1, math.ceil(max(src.width, src.height) / max_size))
+        shape = (max(1, src.height // step), max(1, src.width // step))
+        arr = src.read(1, out_shape=shape, resampling=Resampling.average, masked=True).astype(np.float32)
+    return arr.filled(np.nan)
+
+
+def raster_total(path: str | Path, band: int = 1) -> tuple[float, int]:
+    """Sum of the finite values of a band and the number of finite pixels, read block by block."""
+    import rasterio
+
+    total, count = 0.0, 0
+    with rasterio.open(path) as src:
+        for _, win in src.block_windows(band):
+            a = src.read(band, window=win, masked=True).astype(np.float64).filled(np.nan)
+            finite = np.isfinite(a)
+            total += float(a[finite].sum())
+            count += int(finite.sum())
+    return total, count
+
+
+def yearly_totals(products: Mapping[int, str | Path], panda: Mapping[int, str | Path]) -> list[dict]:
+    """Per year: total product radiance (sum over pixels) and total PANDA DN, and each relative to its mean."""
+    rows = []
+    for year in sorted(products):
+        light, n = raster_total(products[year])
+        dn, _ = raster_total(panda[year]) if year in panda else (float("nan"), 0)
+        rows.append({"year": year, "product_total_radiance": light, "product_valid_pixels": n, "panda_total_dn": dn})
+    for key in ("product_total_radiance", "panda_total_dn"):
+        vals = np.array([r[key] for r in rows], dtype=float)
+        mean = np.nanmean(vals) if np.isfinite(vals).any() else float("nan")
+        for r, v in zip(rows, vals):
+            r[key.replace("total", "relative")] = float(v / mean) if mean else float("nan")
+    return rows
+
+
+def _csv(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+_TABLE_STYLE = (
+    "body{font-family:sans-serif;font-size:13px;margin:12px;color:#111}"
+    "table{border-collapse:collapse}caption{text-align:left;font-weight:bold;padding:4px 0}"
+    "th,td{border:1px solid #ccc;padding:3px 8px}th{background:#f2f2f2}td.num{text-align:right}"
+    "p{max-width:60em}"
+)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, title: str,
+               notes: Sequence[str] = ()) -> str:
+    """A self-contained HTML page holding one table (no script, no external resource).
+
+    Cells are escaped; cells that parse as numbers are right-aligned. ``notes``
+    are paragraphs of plain text below the table.
+    """
+    width = len(header)
+    bad = [i for i, r in enumerate(rows) if len(r) != width]
+    if bad:
+        raise ValueError(f"table {title!r}: rows {bad} do not have {width} cells like the header {list(header)}")
+    esc = html.escape
+    lines = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{esc(title)}</title>",
+             f"<style>{_TABLE_STYLE}</style></head><body>", f"<table><caption>{esc(title)}</caption>",
+             "<thead><tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in header) + "</tr></thead><tbody>"]
+    for r in rows:
+        cells = [str(c) for c in r]
+        lines.append("<tr>" + "".join(f'<td class="num">{esc(c)}</td>' if c and _is_number(c) else f"<td>{esc(c)}</td>"
+                                      for c in cells) + "</tr>")
+    lines.append("</tbody></table>")
+    lines += [f"<p>{esc(n)}</p>" for n in notes]
+    lines.append("</body></html>")
+    return "\n".join(lines) + "\n"
+
+
+def csv_to_html(csv_path: str | Path, html_path: str | Path, *, title: str, notes: Sequence[str] = ()) -> Path:
+    """Write the CSV file ``csv_path`` as a one-table HTML page (see :func:`html_table`)."""
+    with open(csv_path, newline="") as fh:
+        table = list(csv.reader(fh))
+    if not table:
+        raise ValueError(f"{csv_path}: empty CSV, expected a header row")
+    return write_text_atomic(html_path, html_table(table[0], table[1:], title=title, notes=notes))
+
+
+def metrics_rows(metrics: Mapping) -> list[dict]:
+    """One row per method of a ``metrics.json`` test split, flat and ready for a table."""
+    split = metrics["test_split"]
+    methods = [k for k, v in split.items() if isinstance(v, dict) and "psnr_log_db" in v]
+    return [{"method": m, **{k: v for k, v in split[m].items() if not isinstance(v, (dict, list))}} for m in methods]
+
+
+def quicklook_grid(products: Mapping[int, str | Path], out_png: str | Path, *, max_size: int = 160) -> Path:
+    """One log-scaled quicklook panel per year, on a common colour scale."""
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
+    years = sorted(products)
+    images = {y: read_decimated(products[y], max_size) for y in years}
+    positive = np.concatenate([im[np.isfinite(im) & (im > 0)] for im in images.values()] or [np.array([1.0])])
+    vmin = float(np.percentile(positive, 5)) if positive.size else 1e-8
+    vmax = float(positive.max()) if positive.size else 1.0
+    ncol = min(8, len(years))
+    nrow = math.ceil(len(years) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.9 * ncol, 2.0 * nrow + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, y in zip(axes.flat, years):
+        im = np.where(images[y] > 0, images[y], np.nan)
+        handle = ax.imshow(im, cmap="magma", norm=LogNorm(vmin=max(vmin, 1e-12), vmax=max(vmax, 2e-12)))
+        ax.set_title(str(y), fontsize=9)
+    fig.colorbar(handle, ax=axes, shrink=0.6, label="radiance (W m-2 sr-1 um-1, log scale)")
+    fig.suptitle("PANDA-FINE yearly quicklooks")
+    return _save(fig, out_png)
+
+
+def training_curve(history_csv: str | Path, out_png: str | Path) -> Path:
+    """Training loss and validation PSNR per epoch from ``history.csv``."""
+    plt = _pyplot()
+    with open(history_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{history_csv}: no epoch recorded")
+    epoch = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epoch, [float(r["train_loss"]) for r in rows], color="tab:blue", label="train L1 (log radiance)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(epoch, [float(r["val_psnr_log"]) for r in rows], color="tab:red", label="val PSNR (log)")
+    ax2.set_ylabel("validation PSNR, log radiance (dB)", color="tab:red")
+    ax.set_title("Training curve")
+    return _save(fig, out_png)
+
+
+def total_light_figure(rows: Sequence[Mapping], out_png: str | Path) -> Path:
+    """Yearly total light of the product against PANDA's, each relative to its own mean."""
+    plt = _pyplot()
+    years = [r["year"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(years, [r["product_relative_radiance"] for r in rows], "o-", label="PANDA-FINE total radiance")
+    ax.plot(years, [r["panda_relative_dn"] for r in rows], "s--", label="PANDA total DN")
+    ax.set_xlabel("year")
+    ax.set_ylabel("total relative to its mean")
+    ax.legend()
+    ax.set_title("Temporal consistency: yearly total light")
+    return _save(fig, out_png)
+
+
+def build_report(products: Mapping[int, str | Path], panda: Mapping[int, str | Path], history_csv: str | Path,
+                 metrics_json: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write every report figure and table into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    rows = yearly_totals(products, panda)
+    metrics = json.loads(Path(metrics_json).read_text())
+    mrows = metrics_rows(metrics)
+    mcols = ["method"] + [k for k in mrows[0] if k != "method"] if mrows else ["method"]
+    return [
+        quicklook_grid(products, out_dir / "quicklooks.png"),
+        training_curve(history_csv, out_dir / "training_curve.png"),
+        total_light_figure(rows, out_dir / "total_light.png"),
+        write_text_atomic(out_dir / "total_light.csv", _csv(rows, list(rows[0]))),
+        write_text_atomic(out_dir / "metrics.csv", _csv(mrows, mcols)),
+        csv_to_html(out_dir / "metrics.csv", out_dir / "metrics.html", title="Test-split metrics",
+                    notes=[_data_range_note(metrics)]),
+    ]
+
+
+def _data_range_note(metrics: Mapping) -> str:
+    rng = metrics["test_split"].get("data_range", {})
+    stated = ", ".join(f"{k}: {v:.6g}" if isinstance(v, (int, float)) else f"{k}: {v}" for k, v in rng.items())
+    return f"PSNR data range ({stated}); all values from metrics.json." if stated else "Values from metrics.json."
+
+
+def year_map(paths: Iterable[str | Path]) -> dict[int, Path]:
+    """{year: path} from file names ending in the year (``PANDA-FINE_2018.tif``, ``2018.tif``)."""
+    out = {}
+    for p in paths:
+        p = Path(p)
+        digits = p.stem[-4:]
+        if not digits.isdigit():
+            raise ValueError(f"{p}: expected a file name ending in a 4-digit year")
+        out[int(digits)] = p
+    return out
