@@ -1,5 +1,5 @@
 # PANDA-FINE workflow: thin wiring of files to `pandafine` subcommands.
-# All logic lives in src/pandafine/; see README.md and docs/contracts.md.
+# All logic lives in src/pandafine/; see README.md, docs/architecture.md and docs/contracts.md.
 
 from snakemake.utils import min_version, validate
 

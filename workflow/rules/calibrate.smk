@@ -9,10 +9,10 @@ rule calibrate_panda:
         "logs/calibrate/panda_{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("calibrate") + " --layer panda --year {wildcards.year} --input {params.raw} --output {output} &> {log}"
 
@@ -26,10 +26,10 @@ rule calibrate_landsat:
         "logs/calibrate/landsat_{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 3000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(3000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("calibrate") + " --layer landsat --year {wildcards.year} --input resources/raw/landsat/{wildcards.year} --output {output} &> {log}"
 
@@ -44,10 +44,10 @@ rule calibrate_luojia:
         "logs/calibrate/luojia_{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 3000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(3000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("calibrate") + " --layer luojia --year {wildcards.year} --input resources/raw/luojia/{wildcards.year} --grid {input.grid} --output {output} &> {log}"
 
@@ -61,9 +61,9 @@ rule calibrate_dem:
         "logs/calibrate/dem.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 3000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(3000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("calibrate") + " --layer dem --input resources/raw/dem --output {output} &> {log}"

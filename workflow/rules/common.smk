@@ -1,4 +1,5 @@
-# Shared definitions: years, the effective config file handed to every job, the CLI prefix.
+# Shared definitions: every config-derived global (so the order of the includes does not matter), the
+# effective config file handed to every job, the CLI prefix, and helpers for the rules' resources.
 
 import os
 import sys
@@ -11,6 +12,28 @@ TARGET_YEARS = list(config["run"]["target_years"])
 MODEL = config["model"]["name"]
 GAPFILL = config["preprocess"]["landsat_gapfill_years"]
 SYNTHETIC = all(src["kind"] == "synthetic" for src in config["sources"].values())
+# evaluate.temporal_years: products checked against the synthetic scene's hidden truth (temporal.smk).
+TEMPORAL_YEARS = [y for y in config.get("evaluate", {}).get("temporal_years", []) if y in YEARS]
+
+# infer.precision: the infer rule runs model.onnx (fp32) or the fp16/int8 model made from it.
+PRECISION = config["infer"].get("precision", "fp32")
+# Generative models (diffusion, flow) are sampled from their checkpoint in PyTorch (no ONNX export).
+GENERATIVE = MODEL in ("diffusion", "flow")
+MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else
+              f"results/models/{MODEL}/" + ("model.onnx" if PRECISION == "fp32" else f"model.{PRECISION}.onnx"))
+
+# The ablation (model.smk): `ablation.epochs`/`ablation.rows`/`ablation.seeds` become --epochs/--rows/--seeds.
+ABLATION = config.get("ablation", {})
+ABLATION_ENABLED = bool(ABLATION.get("enabled", False))
+ABLATION_ARGS = " ".join(
+    ([f"--epochs {ABLATION['epochs']}"] if "epochs" in ABLATION else [])
+    + ([f"--rows {','.join(str(r) for r in sorted(ABLATION['rows']))}"] if "rows" in ABLATION else [])
+    + ([f"--seeds {','.join(str(s) for s in ABLATION['seeds'])}"] if "seeds" in ABLATION else [])
+)
+
+# The design-space table (model.smk).
+DESIGN_SPACE = config.get("design_space", {})
+DESIGN_SPACE_ENABLED = bool(DESIGN_SPACE.get("enabled", False))
 
 # Every job reads the same effective config (config.yaml plus any --config overrides). It is
 # rewritten only when its content changes, so re-parsing the Snakefile never triggers reruns.
@@ -38,6 +61,16 @@ os.environ.update(PANDAFINE_REPO=str(Path(workflow.basedir).resolve()))
 # The pandafine executable of the environment running Snakemake, appended to PATH so that a
 # per-rule conda environment (--software-deployment-method conda) still takes precedence.
 shell.prefix(f'export PATH="$PATH:{Path(sys.executable).parent}"; set -euo pipefail; ')
+
+
+#: The conda environment of every rule (with --software-deployment-method conda), relative to the rule files.
+CONDA_ENV = "../../envs/pandafine.yaml"
+
+
+def per_attempt(base):
+    """A resource that grows with Snakemake's retry attempt: ``base`` on the first try, ``2 * base`` on the
+    second, ... (with ``--retries``, a job killed for memory or time asks for more)."""
+    return lambda wc, attempt: base * attempt
 
 
 def pf(stage):

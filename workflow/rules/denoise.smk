@@ -7,10 +7,10 @@ rule denoise_luojia:
         "logs/denoise/luojia_{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 3000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(3000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("denoise") + " --layer luojia --year {wildcards.year} --input {input} --output {output} &> {log}"
 
@@ -25,9 +25,9 @@ rule composite_landsat:
         "logs/denoise/landsat_{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 3000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(3000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("denoise") + " --layer landsat --year {wildcards.year} --input {input.scenes} --grid {input.grid} --output {output} &> {log}"

@@ -5,10 +5,10 @@ rule download:
         "logs/download/{layer}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(120),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("download") + " --layer {wildcards.layer} --out resources/raw/{wildcards.layer} &> {log}"
 
@@ -20,10 +20,10 @@ rule download_truth:
         "logs/download/truth.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("download") + " --layer truth --out resources/synthetic &> {log}"
 
@@ -35,9 +35,9 @@ rule grid:
         "logs/grid.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 500 * attempt,
-        runtime=lambda wc, attempt: 5 * attempt,
+        mem_mb=per_attempt(500),
+        runtime=per_attempt(5),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("check-config") + " --grid-out {output} &> {log}"

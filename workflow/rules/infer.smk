@@ -8,10 +8,10 @@ rule infer:
         "logs/infer/{year}.log",
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(120),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("infer") + " --year {wildcards.year} --cube {input.cube} --model {input.model} --output {output} &> {log}"
 
@@ -27,10 +27,10 @@ rule catalog:
         "logs/catalog.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(1000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("catalog") + " --products {input.products} --grid {input.grid} --output {output.catalog} &> {log}"
 
@@ -46,9 +46,9 @@ rule provenance:
         "logs/provenance.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(1000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("verify") + " --record --model {input.model} --cubes results/tiles/cube results/panda_fine &> {log}"

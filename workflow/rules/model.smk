@@ -8,10 +8,10 @@ rule train:
         f"logs/train/{MODEL}.log",
     threads: 4
     resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 600 * attempt,
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(600),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("train") + f" --tiles {{input}} --out results/models/{MODEL} &> {{log}}"
 
@@ -28,10 +28,10 @@ rule evaluate:
         f"logs/evaluate/{MODEL}.log",
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("evaluate") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --out results/models/{MODEL} &> {{log}}"
 
@@ -46,20 +46,12 @@ rule export:
         f"logs/export/{MODEL}.log",
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("export") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --output {{output}} &> {{log}}"
-
-
-# infer.precision: the infer rule runs model.onnx (fp32) or the fp16/int8 model made from it.
-PRECISION = config["infer"].get("precision", "fp32")
-# Generative models (diffusion, flow) are sampled from their checkpoint in PyTorch (no ONNX export).
-GENERATIVE = MODEL in ("diffusion", "flow")
-MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else
-              f"results/models/{MODEL}/" + ("model.onnx" if PRECISION == "fp32" else f"model.{PRECISION}.onnx"))
 
 
 rule quantize:
@@ -75,10 +67,10 @@ rule quantize:
         f"logs/quantize/{MODEL}.{{precision}}.log",
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("quantize") + " --tiles {input.tiles} --model {input.model} --precision {wildcards.precision} "
         "--output {output.model} &> {log}"
@@ -97,10 +89,10 @@ rule precision:
         f"logs/precision/{MODEL}.log",
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("precision") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} "
         f"--out results/models/{MODEL}/precision &> {{log}}"
@@ -110,15 +102,6 @@ rule precision:
 # with `snakemake results/ablation/ablation.csv`. `ablation.epochs`/`ablation.rows`/`ablation.seeds` become
 # --epochs/--rows/--seeds (params: changing them reruns the rule). The row directories are not declared
 # outputs, so a failed or interrupted ablation resumes where it stopped.
-ABLATION = config.get("ablation", {})
-ABLATION_ENABLED = bool(ABLATION.get("enabled", False))
-ABLATION_ARGS = " ".join(
-    ([f"--epochs {ABLATION['epochs']}"] if "epochs" in ABLATION else [])
-    + ([f"--rows {','.join(str(r) for r in sorted(ABLATION['rows']))}"] if "rows" in ABLATION else [])
-    + ([f"--seeds {','.join(str(s) for s in ABLATION['seeds'])}"] if "seeds" in ABLATION else [])
-)
-
-
 rule ablation:
     input:
         "results/tiles/train.zarr",
@@ -131,10 +114,10 @@ rule ablation:
         "logs/ablation.log",
     threads: 4
     resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 6000 * attempt,
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(6000),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("ablation") + " --tiles {input} --out results/ablation {params.args} &> {log}"
 
@@ -144,10 +127,6 @@ rule ablation:
 # pandafine.studies.design_space.DEFAULT_SPEC) names the models, samplers, step counts and precisions; it is
 # a param, so changing it reruns the rule, and models and evaluations whose key did not change
 # (results/design_space/models/<label>/, not declared outputs) are reused.
-DESIGN_SPACE = config.get("design_space", {})
-DESIGN_SPACE_ENABLED = bool(DESIGN_SPACE.get("enabled", False))
-
-
 rule design_space:
     input:
         "results/tiles/train.zarr",
@@ -160,9 +139,9 @@ rule design_space:
         "logs/design_space.log",
     threads: 4
     resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 6000 * attempt,
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(6000),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("design-space") + " --tiles {input} --out results/design_space &> {log}"

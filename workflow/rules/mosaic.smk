@@ -8,9 +8,9 @@ rule mosaic:
         "logs/mosaic/{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 3000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(3000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("mosaic") + " --input {input.frames} --grid {input.grid} --output {output} &> {log}"

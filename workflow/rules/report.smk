@@ -15,10 +15,10 @@ rule report_figures:
         "logs/report.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("report") + " --products {input.products} --panda {input.panda} --history {input.history} --metrics {input.metrics} --out results/report &> {log}"
 
@@ -33,9 +33,9 @@ rule report_ablation:
         "logs/report_ablation.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 500 * attempt,
-        runtime=lambda wc, attempt: 5 * attempt,
+        mem_mb=per_attempt(500),
+        runtime=per_attempt(5),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("report-table") + " --csv {input} --title 'MMNTLSR ablation (test split)' --output {output} &> {log}"

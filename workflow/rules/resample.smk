@@ -8,10 +8,10 @@ rule resample_panda:
         "logs/resample/panda_{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("resample") + " --layer panda --input {input.data} --grid {input.grid} --output {output} &> {log}"
 
@@ -26,10 +26,10 @@ rule resample_landsat:
         "logs/resample/landsat_{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("resample") + " --layer landsat --input {input.data} --grid {input.grid} --output {output} &> {log}"
 
@@ -44,9 +44,9 @@ rule resample_dem:
         "logs/resample/dem.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("resample") + " --layer dem --input {input.data} --grid {input.grid} --output {output} &> {log}"

@@ -1,6 +1,5 @@
 # Temporal generalization (synthetic scene only): products of evaluate.temporal_years against the
 # scene's hidden truth. In `rule all` when the sources are synthetic and temporal_years is not empty.
-TEMPORAL_YEARS = [y for y in config.get("evaluate", {}).get("temporal_years", []) if y in YEARS]
 
 
 rule temporal:
@@ -17,9 +16,9 @@ rule temporal:
         f"logs/evaluate/{MODEL}_temporal.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("temporal") + " --products {input.products} --panda {input.panda} --truths {params.truths} --metrics {input.metrics} --output {output} &> {log}"

@@ -10,10 +10,10 @@ rule cube:
         "logs/tile/cube_{year}.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(30),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("cube") + " --year {wildcards.year} --panda {input.panda} --landsat {input.landsat} --dem {input.dem} --grid {input.grid} --output {output} &> {log}"
 
@@ -28,9 +28,9 @@ rule patches:
         "logs/tile/patches.log",
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(60),
     conda:
-        "../../envs/pandafine.yaml"
+        CONDA_ENV
     shell:
         pf("patches") + " --cubes {input.cubes} --targets {input.targets} --output {output} &> {log}"

@@ -1,4 +1,6 @@
-"""Model registry: ``build_model(cfg["model"], in_channels)``.
+"""The models' light specs: names, config keys and defaults, input size multiple, model file names.
+
+Building a network is :func:`pandafine.models.registry.build_model` (loads torch).
 
 Every model maps normalized input channels ``(B, C, H, W)`` to the log-radiance
 scale z ``(B, 1, H, W)`` (:mod:`pandafine.core.scaling`); :class:`~pandafine.models.wrapper.PandaFineNet`
@@ -7,6 +9,7 @@ turns it into the deployable raw-channels-to-radiance module.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 #: Model names accepted in ``model.name``, with the config keys each one requires.
@@ -51,4 +54,29 @@ def input_multiple(model_cfg: Mapping[str, Any]) -> int:
     return 1
 
 
-__all__ = ["build_model", "input_multiple", "resolve_model_config", "MODEL_KEYS", "MODEL_DEFAULTS"]
+
+#: Precisions of ``infer.precision``; fp32 is the exported model itself.
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def model_filename(precision: str) -> str:
+    """File name of a precision's model: ``model.onnx``, ``model.fp16.onnx``, ``model.int8.onnx``."""
+    check_precision(precision)
+    return "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
+
+
+def precision_path(fp32_path, precision: str) -> Path:
+    """Path of a precision's model beside the fp32 model ``fp32_path`` (``x.onnx`` -> ``x.int8.onnx``)."""
+    check_precision(precision)
+    p = Path(fp32_path)
+    return p if precision == "fp32" else p.with_name(f"{p.stem}.{precision}{p.suffix}")
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``ValueError`` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: value {precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+__all__ = ["input_multiple", "resolve_model_config", "model_filename", "precision_path", "MODEL_KEYS",
+           "MODEL_DEFAULTS", "PRECISIONS", "check_precision"]

@@ -1,7 +1,7 @@
 """Conditional flow matching (rectified flow) with the conditional UNet backbone.
 
 Time convention (:mod:`pandafine.models.noise`, pinned there and tested in
-``tests/test_flow.py``): ``t`` in ``[0, 1]``, ``t = 0`` is the data and ``t = 1``
+``tests/models/test_flow.py``): ``t`` in ``[0, 1]``, ``t = 0`` is the data and ``t = 1``
 the noise::
 
     x_t = (1 - t) * x0 + t * eps,     target velocity v = dx_t/dt = eps - x0

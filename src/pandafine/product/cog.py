@@ -16,9 +16,8 @@ from typing import Any, Mapping
 from pandafine import __version__
 from pandafine.config import config_hash
 from pandafine.core.atomic import atomic_path
-from pandafine.core.checksums import sha256_file
+from pandafine.core.checksums import sha256_file, tree_sha256
 from pandafine.core.scaling import RADIANCE_UNITS
-from pandafine.product.provenance import tree_sha256
 
 #: Compression names accepted by :func:`write_cog` (config ``product.compress``).
 COMPRESSIONS = {"zstd": "ZSTD", "deflate": "DEFLATE"}

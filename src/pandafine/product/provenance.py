@@ -23,17 +23,16 @@ Zarr store changes, appears or disappears.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TextIO
+from typing import Any, Mapping, TextIO
 
 from pandafine.config import config_hash, load_config
 from pandafine.core.atomic import write_text_atomic
-from pandafine.core.checksums import sha256_file
-from pandafine.training.quantize import model_filename
+from pandafine.core.checksums import sha256_file, tree_sha256
+from pandafine.models import model_filename
 
 #: File written by :func:`record_provenance` in the product directory.
 PROVENANCE_NAME = "provenance.json"
@@ -70,38 +69,8 @@ class Drift:
         return f"{self.path}: {self.what}"
 
 
-def tree_digest(entries: Iterable[tuple[str, str]]) -> str:
-    """sha256 over ``(relative path, file sha256)`` pairs, independent of their order.
-
-    Parameters
-    ----------
-    entries : iterable of (str, str)
-        POSIX relative paths and the hex sha256 of each file.
-
-    Returns
-    -------
-    str
-        Hex digest of the sorted lines ``path\\0sha256\\n``.
-    """
-    h = hashlib.sha256()
-    for rel, digest in sorted(entries):
-        h.update(f"{rel}\0{digest}\n".encode())
-    return h.hexdigest()
 
 
-def tree_sha256(path: str | os.PathLike) -> str:
-    """Digest of a file or of every file under a directory (e.g. a Zarr store).
-
-    A plain file gets its own sha256; a directory gets :func:`tree_digest` of all
-    files below it (paths relative to it). Raises ``FileNotFoundError`` naming the path.
-    """
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"input to checksum not found: {path}")
-    return tree_digest((f.relative_to(path).as_posix(), sha256_file(f))
-                       for f in path.rglob("*") if f.is_file())
 
 
 def read_tags(cog: str | os.PathLike) -> dict[str, str]:

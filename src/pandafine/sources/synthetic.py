@@ -22,6 +22,7 @@ from pandafine.core.raster_io import write_raster
 from pandafine.core.runtime import threads
 from pandafine.core.scaling import RADIANCE_UNITS
 from pandafine.sources.manifest import write_manifest
+from pandafine.synthetic import observe as obs
 from pandafine.synthetic import scene as syn
 
 LAYERS = ("panda", "landsat", "dem", "luojia", "truth")
@@ -111,17 +112,17 @@ def panda_shift_m(cfg: Mapping[str, Any]) -> float:
 def write_panda(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
                 years: Sequence[int]) -> list[Path]:
     """PANDA-like year files: uint8 DN 0–63 (nodata 255), 1 km cells on the anchor lattice, grid CRS."""
-    pgrid = syn.panda_grid(grid)
+    pgrid = obs.panda_grid(grid)
     cell = pgrid.pixel_size
     sub = max(1, math.ceil(cell / 125.0 - 1e-9))
-    pad = syn.panda_pad_cells(cell)
-    fields = scene.fields_on_grid(syn.panda_fine_grid(pgrid, sub, pad))
+    pad = obs.panda_pad_cells(cell)
+    fields = scene.fields_on_grid(obs.panda_fine_grid(pgrid, sub, pad))
     pattern = cfg["sources"]["panda"].get("pattern", "PANDA_China_{year}.tif")
 
     def one(year: int) -> list[Path]:
-        params = syn.panda_year(scene.seed, year, panda_shift_m(cfg))
-        dn = syn.simulate_panda(scene.radiance(fields, year), params, cell, sub, pad)
-        return [write_raster(out_dir / pattern.format(year=year), dn, pgrid, nodata=syn.PANDA_NODATA)]
+        params = obs.panda_year(scene.seed, year, panda_shift_m(cfg))
+        dn = obs.simulate_panda(scene.radiance(fields, year), params, cell, sub, pad)
+        return [write_raster(out_dir / pattern.format(year=year), dn, pgrid, nodata=obs.PANDA_NODATA)]
 
     return _map_years(one, years, "synthetic panda")
 
@@ -132,7 +133,7 @@ def write_landsat(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid,
     ``{scene_id}_QA_PIXEL.TIF`` (uint16; its fill value 1 is the nodata, as in real files), UTM."""
     res = float(cfg["synthetic"]["landsat_resolution"])
     n = int(cfg["synthetic"]["scenes_per_year"])
-    lgrid = syn.landsat_grid(grid, res)
+    lgrid = obs.landsat_grid(grid, res)
     lon, lat = _centre_lonlat(grid)
     fields = scene.fields_on_grid(lgrid)
     water = fields.water > 0.5
@@ -140,8 +141,8 @@ def write_landsat(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid,
     def one(year: int) -> list[Path]:
         truth = scene.reflectance(fields, year)
         files = []
-        for spec in syn.landsat_scene_specs(scene, year, n, lon, lat):
-            bands, qa = syn.simulate_landsat(truth, water, res, lgrid, spec, scene.seed)
+        for spec in obs.landsat_scene_specs(scene, year, n, lon, lat):
+            bands, qa = obs.simulate_landsat(truth, water, res, lgrid, spec, scene.seed)
             d = out_dir / str(year) / spec.scene_id
             for num, arr in bands.items():
                 files.append(write_raster(d / f"{spec.scene_id}_SR_B{num}.TIF", arr, lgrid, nodata=0,
@@ -156,12 +157,12 @@ def write_landsat(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid,
 def write_dem(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
               years: Sequence[int]) -> list[Path]:
     """Copernicus GLO-90-like tiles (float32, EPSG:4326, 3") for every tile touching the region + 0.02 deg."""
-    tiles = syn.dem_tiles(syn.lonlat_bounds(grid, margin_deg=0.02))
+    tiles = obs.dem_tiles(syn.lonlat_bounds(grid, margin_deg=0.02))
 
     def one(i: int) -> list[Path]:
         lat, lon = tiles[i]
-        tg = syn.dem_tile_grid(lat, lon)
-        return [write_raster(out_dir / syn.dem_tile_name(lat, lon), scene.elevation_on_grid(tg), tg,
+        tg = obs.dem_tile_grid(lat, lon)
+        return [write_raster(out_dir / obs.dem_tile_name(lat, lon), scene.elevation_on_grid(tg), tg,
                              nodata=float("nan"))]
 
     return _map_years(one, list(range(len(tiles))), "synthetic dem", unit="tile")
@@ -176,12 +177,12 @@ def write_luojia(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, 
 
     def one(year: int) -> list[Path]:
         files = []
-        for i, frame in enumerate(syn.luojia_frames(scene, year, n, area)):
+        for i, frame in enumerate(obs.luojia_frames(scene, year, n, area)):
             radiance = scene.radiance_on_grid(year, frame.content_grid, supersample=2)
-            dn = syn.simulate_luojia(radiance, frame, scene.seed, i)
+            dn = obs.simulate_luojia(radiance, frame, scene.seed, i)
             d = out_dir / str(year)
             files.append(write_raster(d / f"{frame.frame_id}.tif", dn, frame.grid))
-            files.append(write_text_atomic(d / f"{frame.frame_id}_meta.xml", syn.luojia_meta_xml(frame)))
+            files.append(write_text_atomic(d / f"{frame.frame_id}_meta.xml", obs.luojia_meta_xml(frame)))
         return files
 
     return _map_years(one, years, "synthetic luojia")
@@ -212,12 +213,12 @@ def scene_record(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid,
     all_years = sorted(set(range(run["first_year"], run["last_year"] + 1)) | set(years))
     lon, lat = _centre_lonlat(grid)
     n = int(cfg["synthetic"]["scenes_per_year"])
-    landsat = {y: syn.landsat_scene_specs(scene, y, n, lon, lat) for y in all_years}
+    landsat = {y: obs.landsat_scene_specs(scene, y, n, lon, lat) for y in all_years}
     area = syn.lonlat_bounds(grid, margin_deg=0.005)
-    luojia = {y: syn.luojia_frames(scene, y, int(cfg["synthetic"]["luojia_frames"]), area)
+    luojia = {y: obs.luojia_frames(scene, y, int(cfg["synthetic"]["luojia_frames"]), area)
               for y in sorted(run["target_years"])}
-    rec = syn.scene_summary(scene, all_years, landsat, luojia, grid, panda_shift_m=panda_shift_m(cfg))
-    rec["landsat_grid"] = syn.landsat_grid(grid, float(cfg["synthetic"]["landsat_resolution"])).to_dict()
+    rec = obs.scene_summary(scene, all_years, landsat, luojia, grid, panda_shift_m=panda_shift_m(cfg))
+    rec["landsat_grid"] = obs.landsat_grid(grid, float(cfg["synthetic"]["landsat_resolution"])).to_dict()
     return rec
 
 

@@ -29,6 +29,7 @@ import logging
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +38,7 @@ import numpy as np
 from pandafine.core.atomic import write_text_atomic
 from pandafine.core.json_records import json_safe
 from pandafine.core.runtime import ort_session_options, threads
+from pandafine.models import model_filename
 from pandafine.studies import tables
 from pandafine.tiles.store import PatchStore
 from pandafine.training import quantize as Q
@@ -178,83 +180,132 @@ def evaluate_precisions(cfg: Mapping[str, Any], train_zarr, model_path, out_dir,
     pathlib.Path
         Path of ``precision.json``.
     """
-    import onnxruntime as ort
-
     if repeats < 1:
         raise ValueError(f"repeats: value {repeats} must be >= 1")
     precisions = ["fp32"] + [p for p in dict.fromkeys(precisions) if p != "fp32"]
     for p in precisions:
-        Q.model_filename(p)  # raises on an unknown precision
+        model_filename(p)  # raises on an unknown precision
     model_path, out_dir = Path(model_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"fp32": model_path}
+    paths, records = build_precision_models(model_path, precisions, train_zarr, out_dir, n_tiles=n_tiles,
+                                            emulate_fp16=emulate_fp16)
+    test = PrecisionTestSet.load(train_zarr, cfg, model_path)
+    preds, times = run_precisions(paths, test, timed=precisions, repeats=repeats)
+    result = precision_result(test, preds, times, paths, records, precisions, repeats)
+    write_text_atomic(out_dir / PRECISION_MD, precision_markdown(result, test))
+    path = out_dir / PRECISION_JSON
+    write_text_atomic(path, json.dumps(json_safe(result), indent=2) + "\n")
+    for r in result["rows"]:
+        log.info("%s: PSNR(log) %.3f dB (loss %+.3f), %s s/Mpx, speed x%s", r["precision"], r["psnr_log_db"],
+                 r["psnr_log_loss_db"], _fmt(r["sec_per_megapixel"], ".3f"), _fmt(r["speed_ratio"], ".2f"))
+    return path
+
+
+def build_precision_models(model_path: Path, precisions: Sequence[str], train_zarr, out_dir: Path, *,
+                           n_tiles: int | None, emulate_fp16: bool) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The model of every precision (fp32 is ``model_path``) and the JSON record of each converted one."""
+    paths: dict[str, Path] = {"fp32": model_path}
     records = {}
     for p in precisions[1:]:
         kw = {} if n_tiles is None else {"n_tiles": n_tiles}
-        paths[p] = Q.build_precision(model_path, p, train_zarr, out_dir / Q.model_filename(p), **kw)
+        paths[p] = Q.build_precision(model_path, p, train_zarr, out_dir / model_filename(p), **kw)
         records[p] = json.loads(Q.record_path(paths[p]).read_text())
-    timed = list(precisions)
     if emulate_fp16 and "fp16" in precisions:
         paths[FP16_ROUNDED] = Q.write_fp16_emulation(model_path, out_dir / "model.fp16-rounded.onnx")
+    return paths, records
 
-    store = PatchStore(train_zarr)
-    test_idx = store.indices("test")
-    if test_idx.size == 0:
-        raise ValueError(f"{store.path}: the test split (split == 2) is empty")
-    x, _ = store.read(test_idx)
-    true = store.read_target(test_idx)[:, 0].astype(np.float64)
-    batch_size = int(cfg["infer"]["batch_size"])
-    batches = _batches(x.astype(np.float32), batch_size)
-    multiple = int(_model_meta(model_path).get("pandafine.input_multiple", 1))
-    timed_batches = timing_batches(x.astype(np.float32), int(cfg["infer"]["tile"]), batch_size, multiple)
-    megapixels = sum(b.shape[0] * b.shape[2] * b.shape[3] for b in timed_batches) / 1e6
+
+@dataclass(frozen=True)
+class PrecisionTestSet:
+    """The test split as the precisions see it: batches for accuracy, ``infer.tile`` tiles for speed."""
+
+    source: Path
+    n_patches: int
+    true: np.ndarray
+    batches: list
+    timed_batches: list
+    batch_size: int
+
+    @property
+    def megapixels(self) -> float:
+        """Input megapixels of one timed pass."""
+        return sum(b.shape[0] * b.shape[2] * b.shape[3] for b in self.timed_batches) / 1e6
+
+    @classmethod
+    def load(cls, train_zarr, cfg: Mapping[str, Any], model_path: Path) -> "PrecisionTestSet":
+        store = PatchStore(train_zarr)
+        test_idx = store.indices("test")
+        if test_idx.size == 0:
+            raise ValueError(f"{store.path}: the test split (split == 2) is empty")
+        x, _ = store.read(test_idx)
+        true = store.read_target(test_idx)[:, 0].astype(np.float64)
+        batch_size = int(cfg["infer"]["batch_size"])
+        multiple = int(_model_meta(model_path).get("pandafine.input_multiple", 1))
+        return cls(store.path, int(test_idx.size), true, _batches(x.astype(np.float32), batch_size),
+                   timing_batches(x.astype(np.float32), int(cfg["infer"]["tile"]), batch_size, multiple),
+                   batch_size)
+
+
+def run_precisions(paths: Mapping[str, Path], test: PrecisionTestSet, *, timed: Sequence[str], repeats: int
+                   ) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+    """Predictions of every model on the test batches, and ``repeats`` timed passes of the ``timed`` ones
+    (the precisions take turns in each round, after one untimed warm-up batch each)."""
+    import onnxruntime as ort
 
     sessions = {p: ort.InferenceSession(str(path), sess_options=ort_session_options(),
                                         providers=["CPUExecutionProvider"]) for p, path in paths.items()}
     preds, times = {}, {p: [] for p in timed}
     for p, sess in sessions.items():
-        sess.run([OUTPUT_NAME], {INPUT_NAME: timed_batches[0]})  # warm-up, not timed
-        preds[p], _ = _run(sess, batches)
+        sess.run([OUTPUT_NAME], {INPUT_NAME: test.timed_batches[0]})  # warm-up, not timed
+        preds[p], _ = _run(sess, test.batches)
     for _ in range(repeats):
         for p in timed:
-            times[p].append(_run(sessions[p], timed_batches)[1])
-    seconds: dict[str, float | None] = {p: statistics.median(times[p]) for p in timed}
-    seconds.setdefault(FP16_ROUNDED, None)
+            times[p].append(_run(sessions[p], test.timed_batches)[1])
+    return preds, times
 
-    mask = np.isfinite(true)
+
+def precision_result(test: PrecisionTestSet, preds: Mapping[str, np.ndarray], times: Mapping[str, list[float]],
+                     paths: Mapping[str, Path], records: Mapping[str, Any], precisions: Sequence[str],
+                     repeats: int) -> dict[str, Any]:
+    """What ``precision.json`` holds: the table rows, the loss limit, the test split, timing and models."""
+    import onnxruntime as ort
+
+    seconds: dict[str, float | None] = {p: statistics.median(v) for p, v in times.items()}
+    seconds.setdefault(FP16_ROUNDED, None)
+    mask = np.isfinite(test.true)
     for pred in preds.values():
         mask &= np.isfinite(pred)
     if not mask.any():
-        raise ValueError(f"{store.path}: no test pixel has a finite target and finite predictions")
-    range_log, range_rad = data_ranges(true, mask, store.path)
+        raise ValueError(f"{test.source}: no test pixel has a finite target and finite predictions")
+    range_log, range_rad = data_ranges(test.true, mask, test.source)
     order = [p for p in precisions if p in preds] + ([FP16_ROUNDED] if FP16_ROUNDED in preds else [])
-    metrics = {p: method_metrics(preds[p], true, mask, range_log, range_rad) for p in order}
+    metrics = {p: method_metrics(preds[p], test.true, mask, range_log, range_rad) for p in order}
     sizes = {p: paths[p].stat().st_size for p in order}
-    rows = precision_rows(metrics, seconds, sizes, megapixels)
+    rows = precision_rows(metrics, seconds, sizes, test.megapixels)
     limit_ok = {r["precision"]: bool(r["psnr_log_loss_db"] <= MAX_LOSS_DB
                                      and r["psnr_radiance_loss_db"] <= MAX_LOSS_DB) for r in rows}
-    out = {
+    return {
         "rows": rows,
         "max_loss_db": MAX_LOSS_DB,
         "within_max_loss": limit_ok,
-        "test_split": {"source": str(store.path), "n_patches": int(test_idx.size), "n_pixels": int(mask.sum()),
+        "test_split": {"source": str(test.source), "n_patches": test.n_patches, "n_pixels": int(mask.sum()),
                        "data_range": {"log": range_log, "radiance": range_rad}},
         "timing": {
             "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
             "threads": threads(),
-            "batch_size": batch_size,
-            "input_shape": list(timed_batches[0].shape[1:]),
-            "n_tiles": sum(len(b) for b in timed_batches),
-            "input_megapixels_per_round": megapixels,
+            "batch_size": test.batch_size,
+            "input_shape": list(test.timed_batches[0].shape[1:]),
+            "n_tiles": sum(len(b) for b in test.timed_batches),
+            "input_megapixels_per_round": test.megapixels,
             "rounds": repeats,
-            "seconds_per_round": times,
+            "seconds_per_round": dict(times),
             "definition": "median over rounds of the time of one pass over the timing tiles (infer.tile "
                           "squares mosaicked from the test patches); one warm-up batch per model before; "
                           "precisions take turns in each round",
             "machine": platform.processor() or platform.machine(),
         },
         "models": {p: {"path": str(paths[p]), "size_bytes": sizes[p]} for p in order},
-        "records": records,
+        "records": dict(records),
         "notes": {
             "fp16": "onnxruntime's CPU provider computes most float16 nodes in float32 (few float16 CPU "
                     "kernels) and drops the casts between them; fp16 is meant for GPU providers",
@@ -263,14 +314,12 @@ def evaluate_precisions(cfg: Mapping[str, Any], train_zarr, model_path, out_dir,
             "losses": "fp32 PSNR minus this row's PSNR (positive: worse than fp32)",
         },
     }
-    write_text_atomic(out_dir / PRECISION_MD, f"Test split of {store.path}: {test_idx.size} patches, "
-                      f"{int(mask.sum())} pixels. Speed: onnxruntime CPU, {threads()} thread(s), "
-                      f"{out['timing']['n_tiles']} tiles of {timed_batches[0].shape[-1]} px in batches of "
-                      f"{batch_size}, median of {repeats} rounds.\n\n"
-                      + markdown_table(rows))
-    path = out_dir / PRECISION_JSON
-    write_text_atomic(path, json.dumps(json_safe(out), indent=2) + "\n")
-    for r in rows:
-        log.info("%s: PSNR(log) %.3f dB (loss %+.3f), %s s/Mpx, speed x%s", r["precision"], r["psnr_log_db"],
-                 r["psnr_log_loss_db"], _fmt(r["sec_per_megapixel"], ".3f"), _fmt(r["speed_ratio"], ".2f"))
-    return path
+
+
+def precision_markdown(result: Mapping[str, Any], test: PrecisionTestSet) -> str:
+    """``precision.md``: what was measured, then the table."""
+    timing = result["timing"]
+    return (f"Test split of {test.source}: {test.n_patches} patches, {result['test_split']['n_pixels']} pixels. "
+            f"Speed: onnxruntime CPU, {timing['threads']} thread(s), {timing['n_tiles']} tiles of "
+            f"{test.timed_batches[0].shape[-1]} px in batches of {test.batch_size}, median of "
+            f"{timing['rounds']} rounds.\n\n" + markdown_table(result["rows"]))

@@ -46,13 +46,12 @@ from pandafine.core.atomic import atomic_path, write_text_atomic
 from pandafine.core.checksums import sha256_file
 from pandafine.core.runtime import ort_session_options
 from pandafine.core.scaling import radiance_to_log
+from pandafine.models import check_precision, precision_path
 from pandafine.tiles.store import PatchStore
 from pandafine.training.export import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
-#: Precisions of ``infer.precision``; fp32 is the exported model itself.
-PRECISIONS = ("fp32", "fp16", "int8")
 #: Ops kept in float32 in every reduced-precision model.
 FP32_OPS = ("GridSample",)
 #: Ops that count as model layers when the head and tail are found.
@@ -63,17 +62,8 @@ CALIBRATION_TILES = 64
 CALIBRATION_BATCH = 8
 
 
-def model_filename(precision: str) -> str:
-    """File name of a precision's model: ``model.onnx``, ``model.fp16.onnx``, ``model.int8.onnx``."""
-    _check_precision(precision)
-    return "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
 
 
-def precision_path(fp32_path, precision: str) -> Path:
-    """Path of a precision's model beside the fp32 model ``fp32_path`` (``x.onnx`` -> ``x.int8.onnx``)."""
-    _check_precision(precision)
-    p = Path(fp32_path)
-    return p if precision == "fp32" else p.with_name(f"{p.stem}.{precision}{p.suffix}")
 
 
 def record_path(model_path) -> Path:
@@ -82,9 +72,6 @@ def record_path(model_path) -> Path:
     return p.with_suffix(".json")
 
 
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: value {precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 # --------------------------------------------------------------------------- graph analysis (pure)
@@ -613,7 +600,7 @@ def build_precision(fp32_path, precision: str, train_zarr, out_path=None, *,
     pathlib.Path
         ``fp32_path`` itself for fp32, else the written model.
     """
-    _check_precision(precision)
+    check_precision(precision)
     fp32_path = Path(fp32_path)
     if not fp32_path.is_file():
         raise FileNotFoundError(f"{fp32_path}: fp32 ONNX model not found (run `pandafine export` first)")

@@ -1,0 +1,406 @@
+"""Calibrate stage: PANDA DN, Landsat C2 L2 reflectance/QA/harmonization, Luojia gains, DEM merge."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from pandafine.core.channels import LANDSAT_BANDS
+from pandafine.core.grid import CHINA_ALBERS, grid_from_bbox
+from pandafine.preprocess import calibrate as cal
+from pandafine.sensors import landsat as ls
+from pandafine.sensors import luojia as lj
+from repo_paths import REALDATA
+
+ANCHOR = (-2643772.86, 5926896.53)
+
+
+def make_cfg(**pre):
+    base = {"panda_resampling": "nearest", "panda_out_of_range": "error", "luojia_background": 2.0e-6,
+            "spike_factor": 4.0, "landsat_gapfill_years": 2}
+    base.update(pre)
+    return {"preprocess": base}
+
+
+def write_tif(path, arr, crs, transform, nodata=None, dtype=None):
+    arr = np.asarray(arr)
+    arr3 = arr[None] if arr.ndim == 2 else arr
+    with rasterio.open(path, "w", driver="GTiff", width=arr3.shape[2], height=arr3.shape[1], count=arr3.shape[0],
+                       dtype=dtype or arr3.dtype.name, crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(arr3)
+    return path
+
+
+# ----------------------------------------------------------------------------- PANDA
+
+PANDA_T = Affine(1000.0, 0, ANCHOR[0] + 3000000, 0, -1000.0, ANCHOR[1] - 2000000)
+
+
+def test_panda_int8_read_and_saturation(tmp_path):
+    dn = np.array([[0, 5, 63, -128], [62, 63, 1, 30]], dtype=np.int8)
+    raw = write_tif(tmp_path / "p.tif", dn, CHINA_ALBERS, PANDA_T, nodata=-128)
+    out = cal.calibrate_panda(make_cfg(), raw, tmp_path / "out" / "2018.tif")
+    with rasterio.open(out) as src:
+        assert src.count == 2 and src.dtypes == ("float32", "float32")
+        assert src.descriptions == ("dn", "saturated")
+        assert src.transform == PANDA_T and src.crs == CRS.from_user_input(CHINA_ALBERS)
+        d, s = src.read()
+    np.testing.assert_array_equal(d, [[0, 5, 63, np.nan], [62, 63, 1, 30]])
+    np.testing.assert_array_equal(s, [[0, 0, 1, np.nan], [0, 1, 0, 0]])
+
+
+def test_panda_uint8_nodata_255(tmp_path):
+    dn = np.array([[255, 10], [63, 0]], dtype=np.uint8)
+    raw = write_tif(tmp_path / "p.tif", dn, CHINA_ALBERS, PANDA_T, nodata=255)
+    d, s = rasterio.open(cal.calibrate_panda(make_cfg(), raw, tmp_path / "o.tif")).read()
+    np.testing.assert_array_equal(d, [[np.nan, 10], [63, 0]])
+    np.testing.assert_array_equal(s, [[np.nan, 0], [1, 0]])
+
+
+def test_panda_out_of_range_error_and_clip(tmp_path):
+    dn = np.array([[-5, 10, 70], [63, 100, 0]], dtype=np.int8)  # 3 pixels outside 0..63, no nodata
+    raw = write_tif(tmp_path / "odd_panda.tif", dn, CHINA_ALBERS, PANDA_T)
+    out = tmp_path / "o.tif"
+    with pytest.raises(ValueError, match=r"odd_panda\.tif.*3 pixel"):
+        cal.calibrate_panda(make_cfg(panda_out_of_range="error"), raw, out)
+    assert not out.exists()
+    with pytest.warns(UserWarning, match=r"odd_panda\.tif.*3 pixel"):
+        cal.calibrate_panda(make_cfg(panda_out_of_range="clip"), raw, out)
+    d, s = rasterio.open(out).read()
+    np.testing.assert_array_equal(d, [[0, 10, 63], [63, 63, 0]])
+    np.testing.assert_array_equal(s, [[0, 0, 1], [1, 1, 0]])
+
+
+def test_raster_without_crs_is_refused(tmp_path):
+    bad = tmp_path / "no_georef.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(bad, "w", driver="GTiff", width=3, height=2, count=1, dtype="uint8") as dst:
+            dst.write(np.ones((1, 2, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"no_georef\.tif.*no CRS"):
+        cal.calibrate_panda(make_cfg(), bad, tmp_path / "o.tif")
+    # a CRS but no transform is refused too
+    bad2 = tmp_path / "no_transform.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(bad2, "w", driver="GTiff", width=3, height=2, count=1, dtype="uint8",
+                           crs="EPSG:4326") as dst:
+            dst.write(np.ones((1, 2, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"no_transform\.tif.*no geotransform"):
+        cal.calibrate_panda(make_cfg(), bad2, tmp_path / "o.tif")
+
+
+@pytest.mark.realdata
+def test_panda_real_china_dmsplike_int8(tmp_path):
+    raw = REALDATA / "kingsley_china_dmsplike" / "DMSP-like2018.tif"
+    if not raw.is_file():
+        pytest.skip(f"real sample rasters not present ({raw})")
+    out = cal.calibrate_panda(make_cfg(), raw, tmp_path / "2018.tif")
+    with rasterio.open(raw) as src:
+        assert src.dtypes[0] == "int8"
+        dn_raw = src.read(1)
+        crs, transform = src.crs, src.transform
+    with rasterio.open(out) as dst:
+        assert dst.crs == crs and dst.transform == transform
+        d, s = dst.read()
+    ok = np.isfinite(d)
+    assert ok.all()  # the file declares no nodata: every pixel is a DN
+    hist_raw = np.bincount(dn_raw.astype(np.int64).ravel(), minlength=64)
+    hist_out = np.bincount(d[ok].astype(np.int64), minlength=64)
+    np.testing.assert_array_equal(hist_out, hist_raw)
+    assert np.array_equal(s == 1, d == 63) and hist_raw[63] > 0
+
+
+@pytest.mark.realdata
+def test_real_raster_without_georeferencing_is_refused(tmp_path):
+    raw = REALDATA / "nighttimelights_jl_mumbai" / "april2012.tif"
+    if not raw.is_file():
+        pytest.skip(f"real sample rasters not present ({raw})")
+    with pytest.raises(ValueError, match=r"april2012\.tif: raster has no CRS"):
+        cal.calibrate_panda(make_cfg(), raw, tmp_path / "o.tif")
+
+
+# ----------------------------------------------------------------------------- Landsat (pure)
+
+
+def test_landsat_dn_reflectance_round_trip_and_fill():
+    dn = np.array([0, 1, 7273, 43636, 65535], dtype=np.uint16)
+    rho = ls.dn_to_reflectance(dn)
+    assert np.isnan(rho[0])
+    np.testing.assert_allclose(rho[1:], dn[1:] * 0.0000275 - 0.2, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(rho[2:4], [0.0, 1.0], atol=2e-5)
+    np.testing.assert_array_equal(ls.reflectance_to_dn(rho), dn)
+
+
+def test_qa_masks_exactly_the_flagged_bits():
+    qa = np.array([1 << b for b in range(8)] + [0, (1 << 6) | (1 << 7), (1 << 5) | (1 << 3), 21824, 22280],
+                  dtype=np.uint16)
+    expect = np.array([True] * 5 + [False] * 3 + [False, False, True, False, True])
+    # 21824 = clear+water-free land, clear bit set, low confidence bits only; 22280 has the cloud bit (3).
+    np.testing.assert_array_equal(ls.qa_reject(qa), expect)
+
+
+def test_sensor_of_scene_ids():
+    assert ls.sensor_of("LT05_L2SP_127036_19900712_20200916_02_T1") == "TM"
+    assert ls.sensor_of("LT04_L2SP_127036_19880712_20200916_02_T1") == "TM"
+    assert ls.sensor_of("LE07_L2SP_127036_20010712_20200916_02_T1") == "ETM+"
+    assert ls.sensor_of("LC08_L2SP_127036_20180712_20200916_02_T1") == "OLI"
+    assert ls.acquisition_date("LC08_L2SP_127036_20180712_20200916_02_T1") == "20180712"
+    with pytest.raises(ValueError, match="LX99"):
+        ls.sensor_of("LX99_L2SP_127036_20180712_20200916_02_T1")
+
+
+def test_roy_harmonization_inverts_known_tm_values():
+    rho_oli = np.linspace(0.02, 0.6, 11, dtype=np.float32)
+    for band, (slope, intercept) in ls.ROY2016_OLS.items():
+        tm = (rho_oli - intercept) / slope  # inverse mapping
+        np.testing.assert_allclose(ls.harmonize_to_oli(tm, band), rho_oli, atol=1e-6)
+    assert ls.ROY2016_OLS["nir"] == (0.8462, 0.0412) and ls.ROY2016_OLS["blue"] == (0.8474, 0.0003)
+
+
+# ----------------------------------------------------------------------------- Landsat (files)
+
+UTM49 = "EPSG:32649"
+UTM_T = Affine(30.0, 0, 300000.0, 0, -30.0, 3790000.0)
+
+
+def write_landsat_scene(year_dir: Path, scene_id: str, dn_by_number: dict[int, np.ndarray], qa: np.ndarray):
+    d = year_dir / scene_id
+    d.mkdir(parents=True)
+    for n, arr in dn_by_number.items():
+        write_tif(d / f"{scene_id}_SR_B{n}.TIF", arr.astype(np.uint16), UTM49, UTM_T, nodata=0)
+    write_tif(d / f"{scene_id}_QA_PIXEL.TIF", qa.astype(np.uint16), UTM49, UTM_T, nodata=1)
+    return d
+
+
+def test_landsat_tm_scene_harmonized_masked_windowed(tmp_path):
+    rng = np.random.default_rng(0)
+    shape = (37, 45)
+    truth = {b: rng.uniform(0.03, 0.5, shape).astype(np.float32) for b in ls.ROY2016_OLS}  # OLI reflectance
+    nums = ls.SENSOR_BANDS["TM"]
+    dn = {nums[b]: ls.reflectance_to_dn(ls.oli_to_tm(truth[b], b)) for b in truth}
+    qa = np.full(shape, 21824, dtype=np.uint16)  # clear land
+    flags = {(3, 4): 1 << 0, (10, 11): 1 << 1, (20, 7): 1 << 2, (30, 40): 1 << 3, (36, 44): 1 << 4}
+    for (r, c), bit in flags.items():
+        qa[r, c] |= bit
+    qa[5, 5] |= 1 << 5  # snow: not masked
+    dn[nums["red"]][12, 13] = 0  # fill in one band only
+    raw_year = tmp_path / "raw" / "1990"
+    scene = "LT05_L2SP_127036_19900712_20200916_02_T1"
+    write_landsat_scene(raw_year, scene, dn, qa)
+
+    outs = cal.calibrate_landsat_year(make_cfg(), raw_year, tmp_path / "cal" / "1990")
+    assert [p.name for p in outs] == [f"{scene}.tif"]
+    small = cal.calibrate_landsat_scene(raw_year / scene, tmp_path / "small.tif", window=16)  # 3x3 windows
+    with rasterio.open(outs[0]) as src:
+        assert src.count == 7 and src.descriptions == LANDSAT_BANDS
+        assert src.crs == CRS.from_user_input(UTM49) and src.transform == UTM_T
+        out = src.read()
+    np.testing.assert_array_equal(out, rasterio.open(small).read())
+
+    masked = np.zeros(shape, bool)
+    for rc in flags:
+        masked[rc] = True
+    assert np.array_equal(np.isnan(out).all(axis=0), masked)  # exactly the QA-flagged pixels, all bands
+    assert np.isnan(out[LANDSAT_BANDS.index("red"), 12, 13]) and np.isfinite(out[:, 12, 13]).sum() == 6
+    ok = ~masked
+    for b in ls.ROY2016_OLS:  # TM made by the inverse mapping comes back to OLI (DN quantization ~3e-5)
+        np.testing.assert_allclose(out[LANDSAT_BANDS.index(b)][ok & np.isfinite(out[3])],
+                                   truth[b][ok & np.isfinite(out[3])], atol=5e-5)
+    np.testing.assert_array_equal(out[0], out[1])  # TM coastal = harmonized blue
+
+
+def test_landsat_oli_scene_band_order(tmp_path):
+    shape = (8, 9)
+    values = {n: np.full(shape, 10000 + 1000 * n) for n in range(1, 8)}
+    raw_year = tmp_path / "2018"
+    write_landsat_scene(raw_year, "LC08_L2SP_127036_20180712_20200916_02_T1", values,
+                        np.full(shape, 21824))
+    (out,) = cal.calibrate_landsat_year(make_cfg(), raw_year, tmp_path / "o")
+    arr = rasterio.open(out).read()
+    for i in range(7):  # OLI: no harmonization, band n -> i = n-1
+        np.testing.assert_allclose(arr[i], (10000 + 1000 * (i + 1)) * 0.0000275 - 0.2, atol=1e-6)
+
+
+def test_landsat_missing_band_names_the_scene(tmp_path):
+    raw_year = tmp_path / "2000"
+    scene = "LE07_L2SP_127036_20000712_20200916_02_T1"
+    write_landsat_scene(raw_year, scene, {n: np.full((4, 4), 9000) for n in (1, 2, 3, 4, 5)}, np.zeros((4, 4)))
+    with pytest.raises(FileNotFoundError, match=f"{scene}_SR_B7"):
+        cal.calibrate_landsat_year(make_cfg(), raw_year, tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------- Luojia-01
+
+
+def test_luojia_dn_radiance_round_trip():
+    dn = np.array([0, 1, 100, 2500, 40000, 2**31 - 1], dtype=np.int64)
+    rad = lj.dn_to_radiance(dn)
+    np.testing.assert_allclose(rad, dn.astype(float) ** 1.5 * 1e-10, rtol=1e-6)
+    np.testing.assert_allclose(lj.radiance_to_dn(rad), dn, rtol=1e-6)
+    assert np.isnan(lj.dn_to_radiance(np.array([-3]))[0])
+
+
+META = """<?xml version="1.0" encoding="UTF-8"?>
+<ProductMetaData>
+  <ImagingTime>{time}</ImagingTime>
+  <TopLeftLatitude>{tl[1]}</TopLeftLatitude><TopLeftLongitude>{tl[0]}</TopLeftLongitude>
+  <TopRightLatitude>{tr[1]}</TopRightLatitude><TopRightLongitude>{tr[0]}</TopRightLongitude>
+  <BottomRightLatitude>{br[1]}</BottomRightLatitude><BottomRightLongitude>{br[0]}</BottomRightLongitude>
+  <BottomLeftLatitude>{bl[1]}</BottomLeftLatitude><BottomLeftLongitude>{bl[0]}</BottomLeftLongitude>
+</ProductMetaData>
+"""
+
+PIX = 0.00125  # degrees (~115 m x 139 m near Xi'an)
+
+
+def field(lon, lat):
+    """A smooth known radiance field (W m-2 sr-1 um-1), everywhere above the 2e-6 background."""
+    bumps = [(108.94, 34.24, 0.02, 2.0e-5), (109.00, 34.27, 0.025, 1.5e-5), (108.985, 34.215, 0.015, 1.0e-5)]
+    out = np.full(np.broadcast(lon, lat).shape, 4e-6)
+    for x0, y0, s, a in bumps:
+        out += a * np.exp(-((lon - x0) ** 2 + (lat - y0) ** 2) / (2 * s * s))
+    return out
+
+
+def write_luojia_frame(year_dir: Path, frame_id: str, west: float, north: float, cols: int, rows: int,
+                       gain: float, inset: int = 2):
+    """Raw frame: INT32 DN of gain x field, 0 outside a slightly skewed footprint, + _meta.xml."""
+    year_dir.mkdir(parents=True, exist_ok=True)
+    t = Affine(PIX, 0, west, 0, -PIX, north)
+    cc, rr = np.meshgrid(np.arange(cols) + 0.5, np.arange(rows) + 0.5)
+    lon, lat = t @ (cc, rr)
+    dn = np.rint(lj.radiance_to_dn(gain * field(lon, lat))).astype(np.int32)
+    east, south = west + cols * PIX, north - rows * PIX
+    e = inset * PIX
+    corners = dict(tl=(west + e, north - e), tr=(east - e, north - 1.5 * e), br=(east - 1.5 * e, south + e),
+                   bl=(west + 1.5 * e, south + 1.5 * e))
+    meta = lj.FrameMeta(tuple(corners[k] for k in ("tl", "tr", "br", "bl")))
+    inside = lj.footprint_mask(meta, (rows, cols), t, "EPSG:4326")
+    dn[~inside] = 0
+    write_tif(year_dir / f"{frame_id}.tif", dn, "EPSG:4326", t)
+    (year_dir / f"{frame_id}_meta.xml").write_text(META.format(time="2018-09-01T14:05:00", **corners))
+    return inside
+
+
+def test_meta_xml_and_footprint_mask(tmp_path):
+    inside = write_luojia_frame(tmp_path, "F1", 108.9, 34.3, 20, 16, 1.0, inset=3)
+    meta = lj.parse_meta_xml(tmp_path / "F1_meta.xml")
+    assert meta.imaging_time == "2018-09-01T14:05:00"
+    assert meta.footprint[0] == pytest.approx((108.9 + 3 * PIX, 34.3 - 3 * PIX))
+    assert not inside[:2].any() and not inside[:, :2].any() and inside[8, 10]
+    rad, grid = cal.load_luojia_radiance(tmp_path / "F1.tif", tmp_path / "F1_meta.xml")
+    assert np.array_equal(np.isfinite(rad), inside)
+    (tmp_path / "bad_meta.xml").write_text("<a><TopLeftLatitude>34</TopLeftLatitude></a>")
+    with pytest.raises(ValueError, match=r"bad_meta\.xml.*TopLeftLongitude"):
+        lj.parse_meta_xml(tmp_path / "bad_meta.xml")
+
+
+def test_solve_gains_network_exact_and_orphan():
+    true = {"a": 1.0, "b": 0.8, "c": 1.25, "d": 0.5}  # L_f = true_f * T
+    pairs = {(i, j): true[i] / true[j] for i, j in [("a", "b"), ("b", "c"), ("a", "c"), ("c", "d")]}
+    ref = cal.choose_reference(list(true), pairs)
+    assert ref == "c"  # three overlaps
+    g = cal.solve_gains(list(true), pairs, ref)
+    for f in true:
+        assert g[f] * true[f] == pytest.approx(true[ref], rel=1e-12)
+    with pytest.warns(UserWarning, match="'e'"):
+        g2 = cal.solve_gains(list(true) + ["e"], pairs, "a")
+    assert g2["e"] == 1.0 and g2["a"] == 1.0 and g2["b"] == pytest.approx(1.25)
+
+
+def test_luojia_intercalibration_recovers_gains(tmp_path):
+    raw = tmp_path / "raw" / "2018"
+    gains_true = {"LJ_A": 0.9, "LJ_B": 1.0, "LJ_C": 1.12}
+    # A and C overlap B only: B (gain 1.0) has the most overlaps and is the reference.
+    write_luojia_frame(raw, "LJ_A", 108.895, 34.305, 68, 84, gains_true["LJ_A"])
+    write_luojia_frame(raw, "LJ_B", 108.945, 34.300, 64, 80, gains_true["LJ_B"])
+    write_luojia_frame(raw, "LJ_C", 108.990, 34.302, 56, 82, gains_true["LJ_C"])
+    grid = grid_from_bbox((108.90, 34.20, 109.05, 34.30), CHINA_ALBERS, 125.0, 8, ANCHOR)
+    out = tmp_path / "cal" / "2018"
+    rec = cal.calibrate_luojia_year(make_cfg(), raw, grid, out)
+    saved = json.loads((out / "gains.json").read_text())
+    assert saved["reference"] == rec["reference"] == "LJ_B"
+    assert set(saved["pairs"]) == {"LJ_A/LJ_B", "LJ_B/LJ_C"}
+    for f, g in gains_true.items():
+        assert saved["gains"][f] == pytest.approx(1.0 / g, rel=0.01), f
+    # calibrated frames: reference-scale radiance, NaN outside the footprint, on the frame's own grid
+    for f in gains_true:
+        with rasterio.open(out / f"{f}.tif") as src, rasterio.open(raw / f"{f}.tif") as rsrc:
+            assert src.transform == rsrc.transform and src.dtypes[0] == "float32"
+            cal_rad = src.read(1)
+            t = src.transform
+        cc, rr = np.meshgrid(np.arange(cal_rad.shape[1]) + 0.5, np.arange(cal_rad.shape[0]) + 0.5)
+        truth = field(*(t @ (cc, rr)))
+        ok = np.isfinite(cal_rad)
+        assert 0.8 * ok.size < ok.sum() < ok.size
+        np.testing.assert_allclose(cal_rad[ok], truth[ok], rtol=0.012)
+
+
+# ----------------------------------------------------------------------------- DEM
+
+
+def test_dem_merge_two_tiles(tmp_path):
+    raw = tmp_path / "dem"
+    raw.mkdir()
+    t1 = Affine(0.1, 0, 108.0, 0, -0.1, 35.0)
+    t2 = Affine(0.1, 0, 109.0, 0, -0.1, 35.0)
+    a = np.arange(100, dtype=np.float32).reshape(10, 10) + 400
+    b = np.full((10, 10), 700, dtype=np.int16)
+    b[0, 0] = -32768
+    write_tif(raw / "Copernicus_DSM_COG_30_N34_00_E108_00_DEM.tif", a, "EPSG:4326", t1)
+    write_tif(raw / "Copernicus_DSM_COG_30_N34_00_E109_00_DEM.tif", b, "EPSG:4326", t2, nodata=-32768)
+    out = cal.calibrate_dem(make_cfg(), raw, tmp_path / "cal" / "dem.tif")
+    with rasterio.open(out) as src:
+        assert src.crs == CRS.from_epsg(4326) and src.dtypes[0] == "float32" and np.isnan(src.nodata)
+        assert (src.width, src.height) == (20, 10)
+        assert src.transform.almost_equals(Affine(0.1, 0, 108.0, 0, -0.1, 35.0))
+        m = src.read(1)
+    np.testing.assert_array_equal(m[:, :10], a)
+    assert np.isnan(m[0, 10]) and np.all(m[:, 10:][~np.isnan(m[:, 10:])] == 700)
+
+
+def _blob_scene(shape=(60, 70), centre=(28.0, 33.0), shift=(0.0, 0.0)):
+    """A steep Gaussian 'city' (radiance) sampled with its centre moved by ``shift`` (rows, cols)."""
+    rr, cc = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    r0, c0 = centre[0] + shift[0], centre[1] + shift[1]
+    return 1e-7 + 3e-4 * np.exp(-((rr - r0) ** 2 + (cc - c0) ** 2) / (2 * 6.0 ** 2))
+
+
+def test_register_shift_recovers_subpixel_offset():
+    b = _blob_scene()
+    a = _blob_scene(shift=(0.5, -0.4))  # a's content sits 0.5 row lower, 0.4 col left of b's
+    drow, dcol, _ = cal.register_shift(a, b, 2e-6)
+    assert drow == pytest.approx(-0.5, abs=0.08) and dcol == pytest.approx(0.4, abs=0.08)
+
+
+def test_overlap_ratio_is_robust_to_shift_and_hot_pixels():
+    b = _blob_scene()
+    a = 1.13 * _blob_scene(shift=(0.6, 0.5))
+    a[[10, 40, 45], [20, 30, 50]] = 0.05  # hot pixels
+    half = np.full(a.shape, np.nan)
+    half[:, 20:] = 1.0  # the overlap cuts through the city: a shift would bias a plain flux ratio
+    res = cal.overlap_ratio(a * half, b * half, 2e-6)
+    assert res.ratio == pytest.approx(1.13, rel=0.005)
+    assert res.pixels > 500 and res.shift[0] < -0.4
+    # too few lit pixels in common -> no ratio
+    dark = np.full(a.shape, 1e-7)
+    assert cal.overlap_ratio(dark, dark, 2e-6) is None
+
+
+def test_solve_gains_weights_favour_large_overlaps():
+    # a-b and b-c are exact; a-c (a small corner overlap) is 10 % off
+    pairs = {("a", "b"): 1.25, ("b", "c"): 0.8, ("a", "c"): 1.1}
+    exact = cal.solve_gains(["a", "b", "c"], {k: v for k, v in pairs.items() if k != ("a", "c")}, "b")
+    unweighted = cal.solve_gains(["a", "b", "c"], pairs, "b")
+    weighted = cal.solve_gains(["a", "b", "c"], pairs, "b", weights={("a", "b"): 1000, ("b", "c"): 1000,
+                                                                      ("a", "c"): 10})
+    err = lambda g: max(abs(g[f] / exact[f] - 1) for f in exact)  # noqa: E731
+    assert err(weighted) < 0.002 < 0.02 < err(unweighted)

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import rasterio
+
+from pandafine.core.raster_io import read_raster, write_raster
+from pandafine.core.windows import row_bands
+from pandafine.preprocess.resample import resample_layer, resample_to_grid
+
+
+def test_row_bands_cover_exactly():
+    bands = list(row_bands(10, 4))
+    assert bands == [(0, 4), (4, 4), (8, 2)]
+    with pytest.raises(ValueError):
+        list(row_bands(10, 0))
+
+
+def test_panda_nearest_gives_exact_8x8_blocks(tmp_path, small_grid):
+    coarse = small_grid.coarse()
+    dn = np.arange(coarse.height * coarse.width, dtype=np.float32).reshape(coarse.shape) % 64
+    sat = (dn >= 63).astype(np.float32)
+    src = write_raster(tmp_path / "panda.tif", np.stack([dn, sat]), coarse, nodata=np.nan)
+    out = resample_layer("panda", src, small_grid, tmp_path / "out.tif", method="nearest")
+    arr, g = read_raster(out)
+    assert g.same_as(small_grid)
+    np.testing.assert_array_equal(arr[0], np.kron(dn, np.ones((8, 8), np.float32)))
+
+
+def test_average_preserves_block_means_and_nodata(tmp_path, small_grid):
+    fine = small_grid.scaled(4)
+    rng = np.random.default_rng(0)
+    x = rng.random(fine.shape, dtype=np.float32)
+    x[:8, :8] = np.nan  # a 2x2-pixel hole at the working resolution
+    src = write_raster(tmp_path / "fine.tif", x, fine, nodata=np.nan)
+    out = resample_to_grid(src, small_grid, tmp_path / "avg.tif", method="average", band_rows=7)
+    arr, _ = read_raster(out)
+    expect = np.nanmean(x.reshape(small_grid.height, 4, small_grid.width, 4), axis=(1, 3))
+    assert np.isnan(arr[0, :2, :2]).all()
+    np.testing.assert_allclose(arr[0, 2:, 2:], expect[2:, 2:], rtol=1e-5)
+
+
+def test_missing_crs_is_a_clear_error(tmp_path):
+    p = tmp_path / "nocrs.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=4, height=4, count=1, dtype="float32") as dst:
+        dst.write(np.ones((1, 4, 4), np.float32))
+    from affine import Affine
+
+    from pandafine.core.grid import CHINA_ALBERS, Grid
+
+    grid = Grid(CHINA_ALBERS, Affine(125, 0, 0, 0, -125, 0), 8, 8, 8)
+    with pytest.raises(ValueError, match="nocrs.tif.*no CRS"):
+        resample_to_grid(p, grid, tmp_path / "o.tif", method="bilinear")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_real_china_dmsplike_year_on_working_grid(tmp_path, realdata):
+    """A real China-wide DMSP-like file (Albers, int8) resamples onto a grid snapped to its origin
+    with every DN preserved (nearest, exact 8x8 blocks)."""
+    from pandafine.core.grid import grid_from_bbox
+
+    src = realdata / "kingsley_china_dmsplike" / "DMSP-like2018.tif"
+    with rasterio.open(src) as ds:
+        anchor = (ds.transform.c, ds.transform.f)
+        crs = ds.crs.to_wkt()
+    grid = grid_from_bbox((121.2, 30.9, 121.8, 31.4), crs, 125.0, 8, anchor)  # Shanghai
+    out = resample_to_grid(src, grid, tmp_path / "sh.tif", method="nearest")
+    arr, _ = read_raster(out)
+    with rasterio.open(src) as ds:
+        win = rasterio.windows.from_bounds(*grid.bounds, transform=ds.transform)
+        orig = ds.read(1, window=win.round_offsets().round_lengths()).astype(np.float32)
+        if ds.nodata is not None:
+            orig[orig == ds.nodata] = np.nan
+    np.testing.assert_array_equal(arr[0][::8, ::8], orig)
+    assert np.nanmax(arr) > 30  # Shanghai is bright

@@ -1,0 +1,189 @@
+"""End to end: the tiny config (2 years, ~11 x 11 km) through Snakemake, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_config_path, run_snakemake):
+    work = tmp_path_factory.mktemp("tiny")
+    proc = run_snakemake(work, "--cores", "32", config=tiny_config_path)
+    if proc.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed:\n{proc.stderr[-6000:]}\n{logs}")
+    return work
+
+
+@pytest.mark.slow
+def test_products_are_valid_cogs(tiny_run):
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    from pandafine.core.grid import Grid
+
+    grid = Grid.read_json(tiny_run / "results" / "grid.json")
+    for year in (2018, 2019):
+        cog = tiny_run / "results" / "panda_fine" / f"PANDA-FINE_{year}.tif"
+        valid, errors, _ = cog_validate(str(cog))
+        assert valid, errors
+        with rasterio.open(cog) as ds:
+            assert ds.crs is not None and ds.transform.almost_equals(grid.transform)
+            assert (ds.height, ds.width) == grid.shape
+            if max(grid.shape) > 256:  # overviews go down to 256 px; tests/product/test_cog.py checks them
+                assert ds.overviews(1), "internal overviews expected"
+            assert ds.profile["tiled"] and ds.compression is not None
+            data = ds.read(1)
+            assert np.isfinite(data).mean() > 0.9 and np.nanmax(data) > 0
+            assert ds.tags()["year"] == str(year)
+
+
+@pytest.mark.slow
+def test_catalog_of_the_run_validates_against_the_official_stac_schemas(tiny_run):
+    """The pipeline's catalog.json and its items: STAC 1.1.0 core, projection v2.0.0, raster v1.1.0."""
+    import os
+
+    from pandafine.product.catalog import FILE_EXT
+    from stac_schemas import SCHEMA_WHEEL_ENV, validate_catalog
+
+    if not os.environ.get(SCHEMA_WHEEL_ENV):
+        pytest.skip(f"{SCHEMA_WHEEL_ENV} unset (.ci/run downloads the pinned schema wheel and sets it)")
+    catalog = tiny_run / "results" / "panda_fine" / "catalog.json"
+    problems, unchecked = validate_catalog(catalog, os.environ[SCHEMA_WHEEL_ENV])
+    assert not problems, problems
+    items = [link for link in json.loads(catalog.read_text())["links"] if link["rel"] == "item"]
+    assert len(items) == 2  # 2018 and 2019
+    assert unchecked == {FILE_EXT}, unchecked
+
+
+@pytest.mark.slow
+def test_metrics_name_both_methods(tiny_run):
+    metrics = json.loads((tiny_run / "results" / "models" / "unet" / "metrics.json").read_text())
+    split = metrics["test_split"]
+    for method in ("model", "interpolation"):
+        for key in ("psnr_log_db", "psnr_radiance_db", "ssim_log", "rmse_radiance"):
+            assert np.isfinite(split[method][key])
+    assert "data_range" in split
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op_and_one_deleted_year_is_rebuilt_alone(tiny_run, tiny_config_path, run_snakemake):
+    proc = run_snakemake(tiny_run, "-n", config=tiny_config_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    (tiny_run / "results" / "panda_fine" / "PANDA-FINE_2019.tif").unlink()
+    proc = run_snakemake(tiny_run, "-n", config=tiny_config_path)
+    out = proc.stdout + proc.stderr
+    jobs = [line.split()[0] for line in out.splitlines() if line.strip() and line.split()[0] in (
+        "infer", "cube", "train", "download", "calibrate_panda", "export", "all")]
+    assert sorted(set(jobs)) == ["all", "infer"], out
+
+
+def test_bad_config_fails_before_any_job(tmp_path, tiny_config_path, run_snakemake):
+    import yaml
+
+    cfg = yaml.safe_load(tiny_config_path.read_text())
+    cfg["grid"]["pixel_size"] = -5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(tmp_path, "--cores", "1", config=bad)
+    assert proc.returncode != 0
+    assert "grid.pixel_size" in proc.stderr
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results" / "grid.json").exists()
+
+
+def test_dry_run_lists_every_stage(tmp_path, tiny_config_path, run_snakemake):
+    proc = run_snakemake(tmp_path, "-n", config=tiny_config_path)
+    assert proc.returncode == 0, proc.stderr
+    for rule in ("download", "calibrate_panda", "calibrate_landsat", "calibrate_luojia", "calibrate_dem",
+                 "denoise_luojia", "composite_landsat", "mosaic", "resample_panda", "resample_landsat",
+                 "resample_dem", "cube", "patches", "train", "evaluate", "export", "infer"):
+        assert rule in proc.stdout, rule
+
+
+def test_generative_model_products_come_from_its_checkpoint(tmp_path, tiny_config_path, run_snakemake):
+    """model.name: diffusion: infer samples checkpoint.pt (no ONNX export), infer.ensemble reaches the job."""
+    import yaml
+
+    cfg = yaml.safe_load(tiny_config_path.read_text())
+    cfg["model"] = {"name": "diffusion", "width": 8, "depth": 2}
+    cfg["infer"]["ensemble"] = 4
+    cfg["ablation"]["enabled"] = False
+    path = tmp_path / "diffusion.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(tmp_path, "-n", "-p", "--forceall", config=path)
+    assert proc.returncode == 0, proc.stderr
+    import re
+
+    assert not re.search(r"^(local)?rule export:", proc.stdout, re.M), "a generative model is not exported"
+    infer = [line for line in proc.stdout.splitlines() if "pandafine infer" in line]
+    assert infer and all("--model results/models/diffusion/checkpoint.pt" in line for line in infer), infer
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny_run, tiny_config_path, run_snakemake) -> Path:
+    """``snakemake --report`` of the tiny run (built once for the report tests)."""
+    out = tiny_run / "report.html"
+    proc = run_snakemake(tiny_run, "--report", str(out), config=tiny_config_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+REPORT_ITEMS = ("quicklooks.png", "training_curve.png", "total_light.png", "metrics.csv", "metrics.html",
+                "test_panels.png", "ablation.csv", "ablation.html")
+
+
+@pytest.mark.slow
+def test_report_bundles_every_figure(tiny_report):
+    html = tiny_report.read_text(errors="ignore")
+    for name in REPORT_ITEMS:
+        assert name in html, name
+
+
+@pytest.mark.slow
+def test_ablation_follows_the_config_section(tiny_run, tiny_config_path):
+    import csv
+
+    import yaml
+
+    section = yaml.safe_load(tiny_config_path.read_text())["ablation"]
+    with open(tiny_run / "results" / "ablation" / "ablation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["row"]) for r in rows] == sorted(section["rows"])
+    trained = [r for r in rows if r["model"] != "interpolation"]
+    assert trained and all(int(r["epochs_run"]) == section["epochs"] for r in trained)
+    page = (tiny_run / "results" / "report" / "ablation.html").read_text()
+    assert all(f"<td>{r['name']}</td>" in page for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_opens_in_headless_browser(tiny_report):
+    """The report loads in headless Chromium with no JavaScript error and no failed or external
+    request, its menu lists the categories, and every figure and table can be opened."""
+    import os
+
+    from browser import check_snakemake_report, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("PANDAFINE_BROWSER_TEST") == "1":
+            pytest.fail("PANDAFINE_BROWSER_TEST=1 but no chromium: apt-get install chromium")
+        pytest.skip("no chromium on PATH (apt-get install chromium, or set PANDAFINE_CHROMIUM)")
+    rep = check_snakemake_report(tiny_report)
+    assert rep.problems == []
+    walk = rep.values["walk"]
+    for category in ("Product", "Model", "Evaluation"):
+        assert category in walk["menu"]
+    assert all(text is not None for text in walk["categories"].values()), walk["categories"].keys()
+    shown = {info["name"]: info for info in walk["shown"].values()}
+    assert set(REPORT_ITEMS) <= set(shown), sorted(shown)
+    for name in ("quicklooks.png", "training_curve.png", "total_light.png", "test_panels.png"):
+        assert "error" not in shown[name] and shown[name]["width"] > 100 and shown[name]["height"] > 100, shown[name]
+    assert shown["metrics.html"]["rows"] == 3  # header, model, interpolation
+    assert "interpolation" in shown["metrics.html"]["text"]
+    n_ablation = len((tiny_report.parent / "results" / "ablation" / "ablation.csv").read_text().splitlines())
+    assert shown["ablation.html"]["rows"] == n_ablation  # header and one row per ablation row
