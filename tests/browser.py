@@ -7,8 +7,8 @@ calls, browser log entries of level ``error`` (failed resource loads, blocked
 content), failed network requests and every request for a URL that is neither
 ``file:``, ``data:``, ``blob:`` nor ``about:`` (the page would need the network).
 
-Used by tests/test_report_browser.py (the checker itself, on small pages) and by
-tests/test_workflow.py (the tiny workflow's ``snakemake --report`` output).
+Used by tests/product/test_report_browser.py (the checker itself, on small pages) and by
+tests/workflow/test_workflow.py (the tiny workflow's ``snakemake --report`` output).
 """
 
 from __future__ import annotations

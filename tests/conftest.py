@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,21 @@ import yaml
 from affine import Affine
 
 from pandafine.core.grid import CHINA_ALBERS, Grid
+from repo_paths import REALDATA, REPO  # noqa: F401  (REPO: also for tests that take it from here)
 
-REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def _run_snakemake(workdir: Path, *args: str, config: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``snakemake -s <repo>/Snakefile --directory workdir --configfile config *args`` in a subprocess."""
+    return subprocess.run(SNAKEMAKE + ["--directory", str(workdir), "--configfile", str(config), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def run_snakemake():
+    """The one way tests run the workflow: ``run_snakemake(workdir, *args, config=path)``."""
+    return _run_snakemake
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +55,21 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real sample rasters not present at {REALDATA}")
     return REALDATA
+
+
+#: Fixtures that train a model (seconds each): every test that uses one is marked ``slow``, so the
+#: fast loop (``pytest -m "not slow"``) skips them. A new training fixture goes in this list.
+MODEL_TRAINING_FIXTURES = frozenset({
+    "trained",      # inference/test_sampling.py, studies/test_design_space.py, training/test_evaluate.py
+    "ablation",     # studies/test_ablation.py
+    "first_run",    # studies/test_design_space_cli.py
+    "exported",     # training/test_export.py
+    "unet", "mmntlsr",  # training/test_quantize.py
+    "reference",    # training/test_train.py
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if MODEL_TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -92,8 +92,11 @@ def write_fake_train_zarr(path, *, patch: int = 16, size: int = 64, years=(2018,
     return path
 
 
-def tiny_config(**train) -> dict:
-    """A config with the keys the model stages read, sized for fast tests."""
+def stage_config(**train) -> dict:
+    """The config keys the model stages read (run, grid, model, train, infer), sized for fast tests.
+
+    Not a workflow config: the ``tiny_config`` fixture (tests/data/tiny.yaml) is the smallest one.
+    """
     cfg = {
         "run": {"seed": 3},
         "grid": {"factor": 8},

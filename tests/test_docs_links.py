@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_paths import REPO
+
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 README_MAX_BYTES = 10_500

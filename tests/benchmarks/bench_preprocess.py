@@ -94,18 +94,19 @@ def synthesize(cfg: dict, size: int, landsat_res: float, n_scenes: int, raw: Pat
 
     from pandafine.core.grid import Grid
     from pandafine.sensors.landsat import SENSOR_BANDS, reflectance_to_dn
+    from pandafine.synthetic import observe as obs
     from pandafine.synthetic import scene as syn
 
     grid = bench_grid(cfg, size)
     rng = np.random.default_rng(size)
     # PANDA: 1 km cells on the anchor lattice (+2 cells margin), uint8 DN 0..63, nodata 255
-    pgrid = syn.panda_grid(grid)
+    pgrid = obs.panda_grid(grid)
     x, y = _centres(pgrid, 0, pgrid.height)
     dn = np.clip(np.rint(40 * np.maximum(field(x, y, 1), 0) ** 2 * 63 / 40), 0, 63).astype(np.uint8)
     with _writer(raw / "panda" / f"PANDA_China_{YEAR}.tif", pgrid, 1, "uint8", 255) as dst:
         dst.write(dn[None])
     # Landsat: scenes on one UTM grid covering the region
-    lgrid = syn.landsat_grid(grid, landsat_res)
+    lgrid = obs.landsat_grid(grid, landsat_res)
     endm = np.asarray(syn.ENDMEMBERS["vegetation"], np.float32), np.asarray(syn.ENDMEMBERS["urban"], np.float32)
     scenes = []
     for i in range(n_scenes):

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from fake_tiles import make_scene, tiny_config, write_fake_train_zarr  # noqa: E402
+from fake_tiles import make_scene, stage_config, write_fake_train_zarr  # noqa: E402
 from pandafine.inference import sampling as TS  # noqa: E402
 from pandafine.models.checkpoint import read_checkpoint
 from pandafine.models.registry import load_trained_model
@@ -61,7 +61,7 @@ def train(workdir: Path, epochs: int, width: int) -> tuple[Path, dict]:
         if (out / "checkpoint.pt").exists():
             print(f"{name}: reusing {out}")
             continue
-        cfg = tiny_config(epochs=epochs if name != "unet" else max(10, epochs // 2), patience=10 * epochs,
+        cfg = stage_config(epochs=epochs if name != "unet" else max(10, epochs // 2), patience=10 * epochs,
                           learning_rate=2e-3, batch_size=8)
         cfg["model"] = {"name": name, "width": width, "depth": 2}
         if name == "diffusion":
@@ -153,7 +153,7 @@ def main() -> None:
                       f"{seams['ratio']:10.3f}  {TS.relative_rmse(other, one):14.3f}  "
                       f"{TS.relative_rmse(one, truth):14.3f}")
     print("\ndesign space (test split of the fake tiles, fp32, this machine):")
-    cfg = tiny_config()
+    cfg = stage_config()
     recs = [D.table_record(D.evaluate_sampling(cfg, zarr, dirs["unet"]), dirs["unet"])]
     for name in ("diffusion", "flow"):
         for spec in SAMPLERS[name]:

@@ -63,6 +63,7 @@ def setup(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_no_product_and_rerun_is_identical(tmp_path, setup):
     from pandafine.product.cog import validate_cog
 

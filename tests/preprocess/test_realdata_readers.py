@@ -47,6 +47,7 @@ def pandafine(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 # ----------------------------------------------------------------------------- Shanghai, PANDA stand-in
 
 
+@pytest.mark.slow
 def test_shanghai_china_dmsplike_through_download_calibrate_resample(tmp_path, realdata):
     cfg = yaml.safe_load((REPO / "workflow" / "configs" / "shanghai_real.yaml").read_text())
     cfg = copy.deepcopy(cfg)

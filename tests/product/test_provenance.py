@@ -12,6 +12,7 @@ import pytest
 import yaml
 from affine import Affine
 
+from pandafine.core.checksums import tree_digest, tree_sha256
 from pandafine.product.provenance import (
     PROVENANCE_NAME,
     Drift,
@@ -19,8 +20,6 @@ from pandafine.product.provenance import (
     read_provenance,
     record_provenance,
     run_verify,
-    tree_digest,
-    tree_sha256,
     verify_products,
 )
 

@@ -1,6 +1,7 @@
 """ONNX export: dynamic shapes, NaN inputs, parity with PyTorch, export.json."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +47,25 @@ def test_onnx_graph_contract(exported):
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["pandafine.channels"])[0] == "panda"
     assert meta["pandafine.radiance_units"] == "W m-2 sr-1 um-1"
+    # no source locations: the file does not depend on where the checkout lives or on source line numbers
+    assert not [p.key for n in proto.graph.node for p in n.metadata_props if p.key in X.SOURCE_LOCATION_KEYS]
+    src = str(Path(X.__file__).resolve().parents[2])
+    assert src.encode() not in (model_dir / "model.onnx").read_bytes()
+
+
+def test_drop_source_locations_keeps_other_metadata():
+    from onnx import helper
+
+    node = helper.make_node("Relu", ["x"], ["y"])
+    for key, value in (("pkg.torch.onnx.stack_trace", 'File "/home/me/src/m.py", line 3'), ("namespace", "m")):
+        entry = node.metadata_props.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [1])],
+                              [helper.make_tensor_value_info("y", 1, [1])])
+    proto = helper.make_model(graph)
+    assert X.drop_source_locations(proto) == 1
+    assert [(p.key, p.value) for p in proto.graph.node[0].metadata_props] == [("namespace", "m")]
+    assert X.drop_source_locations(proto) == 0
 
 
 def test_onnxruntime_matches_torch_on_new_shape_with_nan(exported):

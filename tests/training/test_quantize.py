@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 from fake_tiles import stage_config, write_fake_train_zarr
 from pandafine.config import ConfigError, validate_config
 from pandafine.core.scaling import radiance_to_log
+from pandafine.models import model_filename, precision_path
 from pandafine.models.registry import build_wrapper
 from pandafine.studies import precision as P
 from pandafine.tiles.store import PatchStore
@@ -122,14 +123,14 @@ def test_head_tail_and_grid_nodes_known_graph():
 
 
 def test_names_and_calibration_selection():
-    assert Q.model_filename("fp32") == "model.onnx" and Q.model_filename("int8") == "model.int8.onnx"
-    assert Q.precision_path("/m/model.onnx", "fp16") == Path("/m/model.fp16.onnx")
-    assert Q.precision_path("/m/model.onnx", "fp32") == Path("/m/model.onnx")
+    assert model_filename("fp32") == "model.onnx" and model_filename("int8") == "model.int8.onnx"
+    assert precision_path("/m/model.onnx", "fp16") == Path("/m/model.fp16.onnx")
+    assert precision_path("/m/model.onnx", "fp32") == Path("/m/model.onnx")
     assert Q.record_path("/m/model.int8.onnx") == Path("/m/model.int8.json")
     assert Q.calibration_indices(10, 4).tolist() == [0, 3, 6, 9]
     assert Q.calibration_indices(3, 64).tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="int4"):
-        Q.model_filename("int4")
+        model_filename("int4")
     with pytest.raises(ValueError, match="training split is empty"):
         Q.calibration_indices(0, 4)
 
@@ -251,7 +252,7 @@ def test_precision_table(unet, tmp_path):
         assert r["sec_per_megapixel"] > 0 and r["speed_ratio"] == pytest.approx(
             rows["fp32"]["sec_per_megapixel"] / r["sec_per_megapixel"])
         assert abs(r["psnr_log_loss_db"]) <= 0.3  # the acceptance bound holds on this toy model too
-        assert (tmp_path / "precision" / Q.model_filename(p)).is_file()
+        assert (tmp_path / "precision" / model_filename(p)).is_file()
     assert rows["fp16-rounded"]["sec_per_megapixel"] is None
     assert len(out["timing"]["seconds_per_round"]["fp32"]) == 2
     assert out["records"]["int8"]["calibration"]["n_tiles"] >= 1
