@@ -73,11 +73,19 @@ class FaultHandler(BaseHTTPRequestHandler):
             srv.active += 1
             srv.max_active = max(srv.max_active, srv.active)
             fault = srv.faults[path].popleft() if srv.faults.get(path) else None
+        self._counted = True
         try:
             self._serve(path, fault, srv.modes.get(path, set()))
         finally:
-            with srv.lock:
-                srv.active -= 1
+            self._done()
+
+    def _done(self):
+        """This request no longer counts as active: called before the last bytes go out, since the client
+        may start its next request as soon as it has them (before this thread runs another line)."""
+        if self._counted:
+            self._counted = False
+            with self.server.lock:
+                self.server.active -= 1
 
     def _send(self, code: int, body: bytes, headers: dict | None = None, length: int | None = None):
         self.send_response(code)
@@ -127,6 +135,7 @@ class FaultHandler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.02)
             return
+        self._done()
         self.wfile.write(body)
 
 
