@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -79,6 +80,7 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
     if abs(total - 1.0) > 1e-6:
         msgs.append(f"key 'tiles.fractions': values {fr} must add up to 1 (they add up to {total:g})")
     allow_http = bool(cfg.get("download", {}).get("allow_http", False))
+    msgs.extend(panda_pattern_errors(cfg["sources"].get("panda", {})))
     for layer, src in cfg["sources"].items():
         kind = src["kind"]
         if kind == "local" and "path" not in src:
@@ -90,6 +92,25 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
         if kind not in ("synthetic", "local", "http", "stac"):
             msgs.append(f"key 'sources.{layer}.kind': value '{kind}' is not available yet "
                         "(implemented: synthetic, local, http, stac)")
+    return msgs
+
+
+def panda_pattern_errors(src: Mapping[str, Any]) -> list[str]:
+    """``sources.panda.pattern`` must name a file for each year: ``{year}`` once, no directory part, no ``..``."""
+    pattern = src.get("pattern")
+    if pattern is None:
+        return []
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+    except ValueError as exc:
+        return [f"key 'sources.panda.pattern': value {pattern!r} is not a valid template ({exc})"]
+    msgs = []
+    if fields != ["year"]:
+        msgs.append(f"key 'sources.panda.pattern': value {pattern!r} must contain {{year}} once and no other "
+                    f"field (found {fields})")
+    if "/" in pattern or "\\" in pattern or pattern.startswith(".") or ".." in pattern:
+        msgs.append(f"key 'sources.panda.pattern': value {pattern!r} must be a file name (no directory, no "
+                    "'..', not hidden); put the directory in sources.panda.path")
     return msgs
 
 

@@ -2,17 +2,22 @@
 
 Files are copied (through a temporary name) into ``resources/raw/{layer}/`` so
 that later stages read one layout whatever the source, and each copy's size and
-sha256 are recorded in the layer's ``manifest.json``.
+sha256 are recorded in the layer's ``manifest.json``. Every destination name is
+checked to lie inside the layer directory and every ``sources.{layer}.sha256``
+entry is checked against its source file before anything is written.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from pandafine.core.atomic import atomic_path
+from pandafine.core.checksums import sha256_file
+from pandafine.sources.fetch import safe_join
 from pandafine.sources.manifest import write_manifest
 
 
@@ -48,14 +53,42 @@ def _tree_files(src: Mapping, layer: str) -> list[tuple[Path, str]]:
     return pairs
 
 
+log = logging.getLogger(__name__)
+
+
+def check_checksums(pairs: Sequence[tuple[Path, str]], expected: Mapping[str, str], layer: str) -> None:
+    """Raise ``ValueError`` naming the file if a source file's sha256 differs from ``sources.{layer}.sha256``."""
+    for source_path, rel in pairs:
+        want = expected.get(rel)
+        if want is None:
+            continue
+        got = sha256_file(source_path)
+        if got != want.lower():
+            raise ValueError(f"{source_path}: sha256 {got} differs from sources.{layer}.sha256[{rel!r}] = {want}; "
+                             "nothing was copied")
+    unused = sorted(set(expected) - {rel for _, rel in pairs})
+    if unused:
+        log.warning("sources.%s.sha256 lists file(s) not taken from sources.%s.path: %s", layer, layer,
+                    ", ".join(unused))
+
+
 def download_local(cfg: Mapping, layer: str, out_dir: str | Path, years: Sequence[int]) -> Path:
-    """Copy a layer's files from ``sources.{layer}.path`` into ``out_dir``; return the manifest path."""
+    """Copy a layer's files from ``sources.{layer}.path`` into ``out_dir``; return the manifest path.
+
+    Every destination is checked to lie inside ``out_dir`` and every ``sources.{layer}.sha256`` entry
+    against its source before the first copy, so a bad name or checksum writes nothing.
+    """
     src = cfg["sources"][layer]
     out_dir = Path(out_dir)
     pairs = _panda_files(src, years) if layer == "panda" else _tree_files(src, layer)
+    dests = [safe_join(out_dir, rel) for _, rel in pairs]
+    for (_, rel), dest in zip(pairs, dests):
+        if dest.relative_to(out_dir).as_posix() != Path(rel).as_posix():
+            raise ValueError(f"sources.{layer}: file name {rel!r} is not a plain relative path inside "
+                             f"{out_dir} (it would be written as {dest})")
+    check_checksums(pairs, src.get("sha256") or {}, layer)
     records = []
-    for source_path, rel in pairs:
-        dest = out_dir / rel
+    for (source_path, _), dest in zip(pairs, dests):
         with atomic_path(dest) as tmp:
             shutil.copyfile(source_path, tmp)
         records.append((dest, str(source_path.resolve())))
