@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -19,6 +20,8 @@ import numpy as np
 from pandafine.core.atomic import atomic_path
 from pandafine.core.channels import CHANNELS
 from pandafine.tiles.cube import open_cube
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -69,14 +72,36 @@ def assign_splits(origins: Sequence[tuple[int, int]], params: SplitParams) -> np
     return np.array([code[(r // block_px, c // block_px)] for r, c in origins], dtype=np.int8)
 
 
+#: A channel whose training-split standard deviation is at most this times ``max(1, |mean|)`` is constant
+#: there (e.g. PANDA saturated on every training patch): it is centred and not scaled (std 1), since
+#: dividing by a floored std would turn any other value at inference into a huge input.
+CONSTANT_STD = 1e-6
+
+
 def channel_stats(inputs: np.ndarray) -> tuple[list[float], list[float]]:
-    """NaN-ignoring per-channel mean and std of (N, C, P, P) patches (std floored at 1e-6)."""
+    """NaN-ignoring per-channel mean and std of (N, C, P, P) patches; std 1 for a constant channel.
+
+    A channel with no finite value gets mean 0 and std 1; one whose std is at most
+    :data:`CONSTANT_STD` times ``max(1, |mean|)`` gets std 1 (see :func:`constant_channels`).
+    """
     mean, std = [], []
     for c in range(inputs.shape[1]):
         vals = inputs[:, c][np.isfinite(inputs[:, c])]
-        mean.append(float(vals.mean()) if vals.size else 0.0)
-        std.append(max(float(vals.std()) if vals.size else 1.0, 1e-6))
+        m = float(vals.mean()) if vals.size else 0.0
+        s = float(vals.std()) if vals.size else 0.0
+        mean.append(m)
+        std.append(1.0 if s <= CONSTANT_STD * max(1.0, abs(m)) else s)
     return mean, std
+
+
+def constant_channels(inputs: np.ndarray, channels) -> list[str]:
+    """Names of the channels that are constant (or empty) in ``inputs`` (N, C, P, P)."""
+    out = []
+    for c, name in enumerate(channels):
+        vals = inputs[:, c][np.isfinite(inputs[:, c])]
+        if not vals.size or float(vals.std()) <= CONSTANT_STD * max(1.0, abs(float(vals.mean()))):
+            out.append(name)
+    return out
 
 
 def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mapping[int, str | Path],
@@ -123,6 +148,10 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
     split = assign_splits(list(zip(rows, cols)), params)
     inputs_arr = np.stack(inputs)
     mean, std = channel_stats(inputs_arr[split == 0])
+    constant = constant_channels(inputs_arr[split == 0], CHANNELS)
+    if constant:
+        log.warning("%s: channel(s) %s are constant on the training split (centred, not scaled): the model "
+                    "learns nothing from them", out_path, ", ".join(constant))
     n = len(inputs)
     with atomic_path(out_path) as tmp:
         root = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")

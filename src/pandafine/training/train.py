@@ -536,6 +536,32 @@ def resume_from(files: RunFiles, fingerprint: Mapping[str, Any], run: Optimizati
     return state
 
 
+#: A normalized input value beyond this (in training-split standard deviations) marks a channel as suspect
+#: when training diverges.
+EXTREME_NORMALIZED = 1e3
+
+
+def extreme_channels(store: PatchStore, idx: np.ndarray, limit: float = EXTREME_NORMALIZED,
+                     n: int = 64) -> list[str]:
+    """Channels whose normalized values on (up to ``n``) patches ``idx`` reach ``limit`` or are not finite."""
+    x, _ = store.read(idx[:n])
+    mean = np.asarray(store.normalization["mean"], np.float64)[None, :, None, None]
+    std = np.asarray(store.normalization["std"], np.float64)[None, :, None, None]
+    with np.errstate(all="ignore"):
+        z = np.abs((x.astype(np.float64) - mean) / std)
+    bad = [name for c, name in enumerate(store.channels)
+           if np.any(np.isinf(z[:, c])) or np.nanmax(z[:, c], initial=0.0) >= limit]
+    return bad
+
+
+def divergence_message(store: PatchStore, train_idx: np.ndarray, epoch: int, loss: float, score: float) -> str:
+    """Why training stopped: the epoch, the non-finite numbers and the channels that look responsible."""
+    suspects = extreme_channels(store, train_idx)
+    return (f"{store.path}: training diverged at epoch {epoch} (train loss {loss}, validation PSNR(log) "
+            f"{score}); the last finished epoch is kept for resuming. Channels with extreme normalized values "
+            f"(>= {EXTREME_NORMALIZED:g} training standard deviations): {', '.join(suspects) or 'none'}")
+
+
 def train_model(cfg: Mapping[str, Any], train_zarr, out_dir, *, stop_after: int | None = None,
                 progress: bool | None = None, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> Path:
     """Train (or resume training) the configured model; return the path of ``checkpoint.pt``.
@@ -617,6 +643,8 @@ def _run_epochs(state: LoopState, run: Optimization, spec: TrainSpec, store: Pat
             train_loss = train_one_epoch(run.model, run.opt, store, train_idx, spec, e, run.amp)
             run.sched.step()
             score = val.score(run.model, store, 2 * spec.batch_size)
+            if not math.isfinite(train_loss) or (val.idx.size and not math.isfinite(score)):
+                raise ValueError(divergence_message(store, train_idx, e + 1, train_loss, score))
             state.end_epoch(score, bool(val.idx.size), {"epoch": e + 1, "train_loss": train_loss,
                                                         "val_psnr_log": score, "lr": lr,
                                                         "seconds": time.perf_counter() - t0}, spec, run.model)
