@@ -13,6 +13,8 @@ from pandafine import __version__
 
 LAYERS = ("panda", "landsat", "dem", "luojia")
 
+DESCRIPTION = "The ``pandafine`` command line: one subcommand per workflow stage."
+
 #: The function that runs each subcommand, as ``module:function`` in :mod:`pandafine.cli`. The CLI imports
 #: the module only after it has set the thread budget (numpy, GDAL and torch read it when they load), and
 #: only the module of the subcommand run, so a stage loads just the libraries it uses.
@@ -48,7 +50,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pandafine", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="pandafine", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pandafine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
