@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 
+from pandafine.core.grid import Grid
 from pandafine.core.raster_io import read_raster, write_raster
 from pandafine.core.windows import row_bands
 from pandafine.preprocess.resample import resample_layer, resample_to_grid
@@ -71,3 +73,29 @@ def test_real_china_dmsplike_year_on_working_grid(tmp_path, realdata):
             orig[orig == ds.nodata] = np.nan
     np.testing.assert_array_equal(arr[0][::8, ::8], orig)
     assert np.nanmax(arr) > 30  # Shanghai is bright
+
+
+def _dem(tmp_path, grid, name="dem.tif"):
+    return write_raster(tmp_path / name, np.random.default_rng(1).random((1,) + grid.shape, dtype=np.float32),
+                        grid, nodata=np.nan)
+
+
+def test_dem_of_another_place_is_refused_naming_the_file(tmp_path, small_grid):
+    elsewhere = Grid(small_grid.crs, Affine.translation(500_000, 0) * small_grid.transform, small_grid.width,
+                     small_grid.height, small_grid.factor)  # 500 km east
+    src = _dem(tmp_path, elsewhere)
+    out = tmp_path / "out.tif"
+    with pytest.raises(ValueError, match=r"dem\.tif: covers 0\.0 % of the working grid.*min_coverage = 99 %"):
+        resample_layer("dem", src, small_grid, out, min_coverage=0.99)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_partial_coverage_is_measured_against_the_minimum(tmp_path, small_grid):
+    # the DEM covers the left half of the grid
+    half = Grid(small_grid.crs, small_grid.transform, small_grid.width // 2, small_grid.height, small_grid.factor)
+    src = _dem(tmp_path, half)
+    with pytest.raises(ValueError, match=r"covers 50\.0 % of the working grid"):
+        resample_layer("dem", src, small_grid, tmp_path / "a.tif", min_coverage=0.99)
+    assert resample_layer("dem", src, small_grid, tmp_path / "b.tif", min_coverage=0.4).is_file()
+    # Landsat gaps are clouds, not another place: no coverage check for it
+    assert resample_layer("landsat", src, small_grid, tmp_path / "c.tif", min_coverage=0.99).is_file()

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from fake_tiles import stage_config, write_fake_train_zarr
 
+from fake_tiles import stage_config, write_fake_train_zarr
 from pandafine.models.checkpoint import read_checkpoint
 from pandafine.tiles.patches import channel_stats, constant_channels
 from pandafine.tiles.store import PatchStore

@@ -12,7 +12,7 @@ from pandafine.core.grid import Grid, grid_from_config
 from pandafine.preprocess import calibrate as cal
 from pandafine.preprocess import denoise as dn
 from pandafine.preprocess.mosaic import mosaic_frames
-from pandafine.preprocess.resample import resample_layer
+from pandafine.preprocess.resample import DEFAULT_MIN_COVERAGE, resample_layer
 from pandafine.sources.registry import download_layer
 from pandafine.tiles.cube import build_cube
 from pandafine.tiles.patches import SplitParams, build_training_set
@@ -73,7 +73,8 @@ def mosaic(args, cfg: Mapping[str, Any]) -> None:
 
 def resample(args, cfg: Mapping[str, Any]) -> None:
     method = cfg["preprocess"]["panda_resampling"] if args.layer == "panda" else None
-    resample_layer(args.layer, args.input, read_grid(args.grid), args.output, method=method)
+    resample_layer(args.layer, args.input, read_grid(args.grid), args.output, method=method,
+                   min_coverage=cfg["preprocess"].get("min_coverage", DEFAULT_MIN_COVERAGE))
 
 
 def cube(args, cfg: Mapping[str, Any]) -> None:
