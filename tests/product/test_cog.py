@@ -13,6 +13,7 @@ from affine import Affine
 
 from pandafine import __version__
 from pandafine.config import config_hash
+from pandafine.config_keys import product_config
 from pandafine.product.cog import overview_levels, product_tags, validate_cog, write_cog
 from repo_paths import REPO
 
@@ -128,10 +129,13 @@ def test_product_tags(tmp_path):
     assert tags["quantity"] == "radiance" and tags["scale"] == "radiance"
     assert tags["year"] == "2005"
     assert tags["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
-    assert tags["config_sha256"] == config_hash(cfg)
+    assert tags["config_sha256"] == config_hash(product_config(cfg))
     assert tags["pandafine_version"] == __version__ and __version__ in tags["software"]
     changed = copy.deepcopy(cfg)
     changed["infer"]["overlap"] = 0.5
     assert product_tags(changed, 2005, model)["config_sha256"] != tags["config_sha256"]
+    study = copy.deepcopy(cfg)
+    study["ablation"]["epochs"] = 9  # a study setting does not change what a product is
+    assert product_tags(study, 2005, model)["config_sha256"] == tags["config_sha256"]
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
         product_tags(cfg, 2005, tmp_path / "nope.onnx")

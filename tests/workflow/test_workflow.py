@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,82 @@ def test_report_opens_in_headless_browser(tiny_report):
     assert "interpolation" in shown["metrics.html"]["text"]
     n_ablation = len((tiny_report.parent / "results" / "ablation" / "ablation.csv").read_text().splitlines())
     assert shown["ablation.html"]["rows"] == n_ablation  # header and one row per ablation row
+
+
+def _dry_run_jobs(run_snakemake, workdir: Path, config: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run (Snakemake's job stats table)."""
+    proc = run_snakemake(workdir, "-n", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    stats = out[out.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"(?m)^(\w+)\s+(\d+)$", stats) if m.group(1) != "total"}
+
+
+def _complete(workdir: Path, config: Path, run_snakemake) -> None:
+    """Finish the tiny run (another test deletes a product and only dry-runs) and check nothing is left."""
+    proc = run_snakemake(workdir, "--cores", "2", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _dry_run_jobs(run_snakemake, workdir, config) == {}
+
+
+def _edited(tiny_config_path: Path, tmp_path: Path, name: str, edit) -> Path:
+    import yaml
+
+    cfg = yaml.safe_load(tiny_config_path.read_text())
+    edit(cfg)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, edit, expected", [
+    # read by infer only: infer and what is made from the products
+    ("overlap", lambda c: c["infer"].update(overlap=0.5),
+     {"infer", "catalog", "provenance", "report_figures", "temporal", "all"}),
+    # read by train: training and everything after it, nothing before
+    ("epochs", lambda c: c["train"].update(epochs=2),
+     {"train", "evaluate", "export", "infer", "catalog", "provenance", "report_figures", "temporal",
+      "ablation", "report_ablation", "all"}),
+    # a study setting: the study only, never the products
+    ("ablation", lambda c: c["ablation"].update(epochs=2), {"ablation", "report_ablation", "all"}),
+    # a preprocessing setting: its stage and what follows from it
+    ("spike", lambda c: c["preprocess"].update(spike_factor=5.0),
+     {"denoise_luojia", "mosaic", "patches", "train", "evaluate", "export", "infer", "catalog", "provenance",
+      "report_figures", "temporal", "ablation", "report_ablation", "all"}),
+])
+def test_config_edit_reruns_exactly_the_affected_rules(tiny_run, tiny_config_path, run_snakemake, tmp_path,
+                                                       name, edit, expected):
+    _complete(tiny_run, tiny_config_path, run_snakemake)
+    jobs = _dry_run_jobs(run_snakemake, tiny_run, _edited(tiny_config_path, tmp_path, name, edit))
+    assert set(jobs) == expected, jobs
+
+
+@pytest.mark.slow
+def test_a_year_added_to_the_run_is_downloaded(tiny_run, tiny_config_path, run_snakemake, tmp_path):
+    _complete(tiny_run, tiny_config_path, run_snakemake)
+    jobs = _dry_run_jobs(run_snakemake, tiny_run,
+                         _edited(tiny_config_path, tmp_path, "year", lambda c: c["run"].update(first_year=2017)))
+    assert {"download", "calibrate_panda", "composite_landsat", "infer"} <= set(jobs), jobs
+    assert jobs["calibrate_panda"] >= 1 and jobs["infer"] >= 1
+
+
+@pytest.mark.slow
+def test_another_config_cannot_touch_what_this_run_read(tiny_run, tiny_config_path, run_snakemake, tmp_path):
+    """A second Snakemake process (here a dry run) with another config leaves this run's config file and
+    products alone, and `pandafine verify` still finds the products as recorded."""
+    import subprocess
+    import sys
+
+    _complete(tiny_run, tiny_config_path, run_snakemake)
+    before = {p.name: p.read_bytes() for p in (tiny_run / "results" / "config").glob("*.yaml")}
+    other = _edited(tiny_config_path, tmp_path, "other", lambda c: c["train"].update(epochs=5))
+    _dry_run_jobs(run_snakemake, tiny_run, other)
+    after = {p.name: p.read_bytes() for p in (tiny_run / "results" / "config").glob("*.yaml")}
+    assert all(after[name] == data for name, data in before.items())
+    assert len(after) == len(before) + 1
+    proc = subprocess.run([sys.executable, "-m", "pandafine", "verify", str(tiny_run / "results" / "panda_fine")],
+                          capture_output=True, text=True, cwd=tiny_run)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -4,6 +4,7 @@ rule calibrate_panda:
     output:
         "results/calibrated/panda/{year}.tif",
     params:
+        config=rule_config_digest(config, "calibrate_panda"),
         raw=lambda wc: f"resources/raw/panda/{panda_name(wc.year)}",
     log:
         "logs/calibrate/panda_{year}.log",
@@ -22,6 +23,8 @@ rule calibrate_landsat:
         "resources/raw/landsat/manifest.json",
     output:
         directory("results/calibrated/landsat/{year}"),
+    params:
+        config=rule_config_digest(config, "calibrate_landsat"),
     log:
         "logs/calibrate/landsat_{year}.log",
     threads: 1
@@ -40,6 +43,8 @@ rule calibrate_luojia:
         grid="results/grid.json",
     output:
         directory("results/calibrated/luojia/{year}"),
+    params:
+        config=rule_config_digest(config, "calibrate_luojia"),
     log:
         "logs/calibrate/luojia_{year}.log",
     threads: 1
@@ -57,6 +62,8 @@ rule calibrate_dem:
         "resources/raw/dem/manifest.json",
     output:
         "results/calibrated/dem/dem.tif",
+    params:
+        config=rule_config_digest(config, "calibrate_dem"),
     log:
         "logs/calibrate/dem.log",
     threads: 1

@@ -5,7 +5,8 @@ import os
 import sys
 from pathlib import Path
 
-from pandafine.config import years as config_years
+from pandafine.config import config_hash, years as config_years
+from pandafine.config_keys import rule_config_digest
 
 YEARS = config_years(config)
 TARGET_YEARS = list(config["run"]["target_years"])
@@ -35,19 +36,22 @@ ABLATION_ARGS = " ".join(
 DESIGN_SPACE = config.get("design_space", {})
 DESIGN_SPACE_ENABLED = bool(DESIGN_SPACE.get("enabled", False))
 
-# Every job reads the same effective config (config.yaml plus any --config overrides). It is
-# rewritten only when its content changes, so re-parsing the Snakefile never triggers reruns.
-EFFECTIVE_CONFIG = "results/config.yaml"
+# Every job reads the effective config (config.yaml plus any --configfile/--config) from a file named by
+# its content hash, written once and never overwritten: a second Snakemake process with another config
+# (even `-n`) writes another file and cannot change what this run's jobs read. Jobs find it in
+# $PANDAFINE_CONFIG (set by the shell prefix below), so the rules' command text does not change with the
+# config; what each rule depends on is its `config` param (pandafine.config_keys), and a changed param
+# reruns the rule.
+EFFECTIVE_CONFIG = f"results/config/{config_hash(config)[:16]}.yaml"
 
 
 def _write_effective_config():
     import yaml
     from pandafine.core.atomic import write_text_atomic
 
-    text = yaml.safe_dump(dict(config), sort_keys=False)
     path = Path(EFFECTIVE_CONFIG)
-    if not path.exists() or path.read_text() != text:
-        write_text_atomic(path, text)
+    if not path.exists():
+        write_text_atomic(path, yaml.safe_dump(dict(config), sort_keys=False))
 
 
 _write_effective_config()
@@ -60,7 +64,10 @@ os.environ.update(PANDAFINE_REPO=str(Path(workflow.basedir).resolve()))
 
 # The pandafine executable of the environment running Snakemake, appended to PATH so that a
 # per-rule conda environment (--software-deployment-method conda) still takes precedence.
-shell.prefix(f'export PATH="$PATH:{Path(sys.executable).parent}"; set -euo pipefail; ')
+shell.prefix(
+    f'export PATH="$PATH:{Path(sys.executable).parent}"; export PANDAFINE_CONFIG={EFFECTIVE_CONFIG}; '
+    "set -euo pipefail; "
+)
 
 
 #: The conda environment of every rule (with --software-deployment-method conda), relative to the rule files.
@@ -75,7 +82,7 @@ def per_attempt(base):
 
 def pf(stage):
     """Command prefix of a stage: config and thread budget come from the rule."""
-    return f"pandafine {stage} --config {EFFECTIVE_CONFIG} --threads {{threads}}"
+    return f'pandafine {stage} --config "$PANDAFINE_CONFIG" --threads {{threads}}'
 
 
 def panda_name(year):

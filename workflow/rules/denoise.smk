@@ -3,6 +3,8 @@ rule denoise_luojia:
         "results/calibrated/luojia/{year}",
     output:
         directory("results/denoised/luojia/{year}"),
+    params:
+        config=rule_config_digest(config, "denoise_luojia"),
     log:
         "logs/denoise/luojia_{year}.log",
     threads: 1
@@ -21,6 +23,8 @@ rule composite_landsat:
         grid="results/grid.json",
     output:
         "results/denoised/landsat/{year}.tif",
+    params:
+        config=rule_config_digest(config, "composite_landsat"),
     log:
         "logs/denoise/landsat_{year}.log",
     threads: 1

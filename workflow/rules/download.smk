@@ -1,6 +1,8 @@
 rule download:
     output:
         "resources/raw/{layer}/manifest.json",
+    params:
+        config=lambda wc: rule_config_digest(config, "download", wc.layer),
     log:
         "logs/download/{layer}.log",
     threads: 1
@@ -16,6 +18,8 @@ rule download:
 rule download_truth:
     output:
         "resources/synthetic/manifest.json",
+    params:
+        config=rule_config_digest(config, "download", "truth"),
     log:
         "logs/download/truth.log",
     threads: 1
@@ -31,6 +35,8 @@ rule download_truth:
 rule grid:
     output:
         "results/grid.json",
+    params:
+        config=rule_config_digest(config, "grid"),
     log:
         "logs/grid.log",
     threads: 1

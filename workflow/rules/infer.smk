@@ -4,6 +4,8 @@ rule infer:
         model=MODEL_ONNX,  # infer.precision (model.smk)
     output:
         "results/panda_fine/PANDA-FINE_{year}.tif",
+    params:
+        config=rule_config_digest(config, "infer"),
     log:
         "logs/infer/{year}.log",
     threads: 2
@@ -23,6 +25,8 @@ rule catalog:
     output:
         catalog="results/panda_fine/catalog.json",
         item_files=expand("results/panda_fine/items/PANDA-FINE_{year}.json", year=YEARS),
+    params:
+        config=rule_config_digest(config, "catalog"),
     log:
         "logs/catalog.log",
     threads: 1
@@ -42,6 +46,8 @@ rule provenance:
         cubes=expand("results/tiles/cube/{year}.zarr", year=YEARS),
     output:
         "results/panda_fine/provenance.json",
+    params:
+        config=rule_config_digest(config, "provenance"),
     log:
         "logs/provenance.log",
     threads: 1

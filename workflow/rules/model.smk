@@ -4,6 +4,8 @@ rule train:
     output:
         checkpoint=f"results/models/{MODEL}/checkpoint.pt",
         history=f"results/models/{MODEL}/history.csv",
+    params:
+        config=rule_config_digest(config, "train"),
     log:
         f"logs/train/{MODEL}.log",
     threads: 4
@@ -24,6 +26,8 @@ rule evaluate:
         metrics=report(f"results/models/{MODEL}/metrics.json", category="Evaluation"),
         panels=report(f"results/models/{MODEL}/test_panels.png", caption="../report/test_panels.rst",
                       category="Evaluation"),
+    params:
+        config=rule_config_digest(config, "evaluate"),
     log:
         f"logs/evaluate/{MODEL}.log",
     threads: 2
@@ -42,6 +46,8 @@ rule export:
         checkpoint=f"results/models/{MODEL}/checkpoint.pt",
     output:
         f"results/models/{MODEL}/model.onnx",
+    params:
+        config=rule_config_digest(config, "export"),
     log:
         f"logs/export/{MODEL}.log",
     threads: 2
@@ -63,6 +69,8 @@ rule quantize:
         record=f"results/models/{MODEL}/model.{{precision}}.json",
     wildcard_constraints:
         precision="fp16|int8",
+    params:
+        config=rule_config_digest(config, "quantize"),
     log:
         f"logs/quantize/{MODEL}.{{precision}}.log",
     threads: 2
@@ -85,6 +93,8 @@ rule precision:
     output:
         json=f"results/models/{MODEL}/precision/precision.json",
         md=f"results/models/{MODEL}/precision/precision.md",
+    params:
+        config=rule_config_digest(config, "precision"),
     log:
         f"logs/precision/{MODEL}.log",
     threads: 2
@@ -109,6 +119,7 @@ rule ablation:
         csv=report("results/ablation/ablation.csv", caption="../report/ablation.rst", category="Model"),
         md="results/ablation/ablation.md",
     params:
+        config=rule_config_digest(config, "ablation"),
         args=ABLATION_ARGS,
     log:
         "logs/ablation.log",
@@ -134,6 +145,7 @@ rule design_space:
         csv="results/design_space/design_space.csv",
         md="results/design_space/design_space.md",
     params:
+        config=rule_config_digest(config, "design_space"),
         spec=repr({k: v for k, v in DESIGN_SPACE.items() if k != "enabled"}),
     log:
         "logs/design_space.log",

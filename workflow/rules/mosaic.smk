@@ -4,6 +4,8 @@ rule mosaic:
         grid="results/grid.json",
     output:
         "results/target/{year}.tif",
+    params:
+        config=rule_config_digest(config, "mosaic"),
     log:
         "logs/mosaic/{year}.log",
     threads: 1

@@ -11,6 +11,8 @@ rule report_figures:
         total_csv=report("results/report/total_light.csv", caption="../report/total_light.rst", category="Product"),
         metrics=report("results/report/metrics.csv", caption="../report/metrics.rst", category="Model"),
         metrics_html=report("results/report/metrics.html", caption="../report/metrics.rst", category="Model"),
+    params:
+        config=rule_config_digest(config, "report_figures"),
     log:
         "logs/report.log",
     threads: 1
@@ -29,6 +31,8 @@ rule report_ablation:
         "results/ablation/ablation.csv",
     output:
         report("results/report/ablation.html", caption="../report/ablation.rst", category="Model"),
+    params:
+        config=rule_config_digest(config, "report_ablation"),
     log:
         "logs/report_ablation.log",
     threads: 1

@@ -4,6 +4,8 @@ rule resample_panda:
         grid="results/grid.json",
     output:
         "results/resampled/panda/{year}.tif",
+    params:
+        config=rule_config_digest(config, "resample_panda"),
     log:
         "logs/resample/panda_{year}.log",
     threads: 1
@@ -22,6 +24,8 @@ rule resample_landsat:
         grid="results/grid.json",
     output:
         "results/resampled/landsat/{year}.tif",
+    params:
+        config=rule_config_digest(config, "resample_landsat"),
     log:
         "logs/resample/landsat_{year}.log",
     threads: 1
@@ -40,6 +44,8 @@ rule resample_dem:
         grid="results/grid.json",
     output:
         "results/resampled/dem/dem.tif",
+    params:
+        config=rule_config_digest(config, "resample_dem"),
     log:
         "logs/resample/dem.log",
     threads: 1

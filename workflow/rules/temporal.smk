@@ -11,6 +11,7 @@ rule temporal:
     output:
         report(f"results/models/{MODEL}/temporal.json", category="Evaluation"),
     params:
+        config=rule_config_digest(config, "temporal"),
         truths=expand("resources/synthetic/truth/radiance_{year}.tif", year=TEMPORAL_YEARS),
     log:
         f"logs/evaluate/{MODEL}_temporal.log",

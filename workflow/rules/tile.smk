@@ -6,6 +6,8 @@ rule cube:
         grid="results/grid.json",
     output:
         directory("results/tiles/cube/{year}.zarr"),
+    params:
+        config=rule_config_digest(config, "cube"),
     log:
         "logs/tile/cube_{year}.log",
     threads: 1
@@ -24,6 +26,8 @@ rule patches:
         targets=expand("results/target/{year}.tif", year=TARGET_YEARS),
     output:
         directory("results/tiles/train.zarr"),
+    params:
+        config=rule_config_digest(config, "patches"),
     log:
         "logs/tile/patches.log",
     threads: 1

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from pandafine import __version__
 from pandafine.config import config_hash
+from pandafine.config_keys import product_config
 from pandafine.core.atomic import atomic_path
 from pandafine.core.checksums import sha256_file, tree_sha256
 from pandafine.core.scaling import RADIANCE_UNITS
@@ -36,7 +37,8 @@ def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLik
     Parameters
     ----------
     cfg : mapping
-        The validated workflow config (hashed with :func:`pandafine.config.config_hash`).
+        The validated workflow config; ``config_sha256`` is :func:`pandafine.config.config_hash` of its
+        :func:`~pandafine.config_keys.product_config` (the sections of studies and downloads left out).
     year : int
         Product year.
     model_path : path
@@ -63,7 +65,7 @@ def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLik
         "year": str(int(year)),
         "model": model_path.name,
         "model_sha256": sha256_file(model_path),
-        "config_sha256": config_hash(cfg),
+        "config_sha256": config_hash(product_config(cfg)),
         "software": f"pandafine {__version__}",
         "pandafine_version": __version__,
     }

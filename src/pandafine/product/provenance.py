@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from pandafine.config import config_hash, load_config
+from pandafine.config_keys import product_config
 from pandafine.core.atomic import write_text_atomic
 from pandafine.core.checksums import sha256_file, tree_sha256
 from pandafine.models import model_filename
@@ -92,21 +93,37 @@ def _products(product_dir: Path) -> list[Path]:
 
 
 def _config_digest(config: str | os.PathLike) -> str:
-    return config_hash(load_config(config))
+    """What a product's ``config_sha256`` tag holds for this config file: the hash of its product part."""
+    return config_hash(product_config(load_config(config)))
+
+
+def recorded_config(product_dir: str | os.PathLike) -> Path | None:
+    """The config file ``provenance.json`` says the products were made with, if it is recorded and exists."""
+    path = Path(product_dir) / PROVENANCE_NAME
+    if not path.is_file():
+        return None
+    rec = (json.loads(path.read_text()).get("config") or {}).get("path")
+    if not rec:
+        return None
+    config = (Path(product_dir) / rec).resolve()
+    return config if config.is_file() else None
 
 
 def default_inputs(product_dir: str | os.PathLike) -> dict[str, Path | None]:
     """Model, config and cube directory of the standard layout around ``results/panda_fine``.
 
-    ``results/config.yaml`` (the effective config of the workflow), the model named by it
-    (``results/models/{model.name}/model.onnx``, or ``model.{fp16,int8}.onnx`` as
-    ``infer.precision`` says) and ``results/tiles/cube/``; each is
-    ``None`` when it does not exist.
+    The config is the one ``provenance.json`` records (the workflow writes it as
+    ``results/config/{hash}.yaml`` and never overwrites it), else ``results/config.yaml``;
+    the model is the one it names (``results/models/{model.name}/model.onnx``, or
+    ``model.{fp16,int8}.onnx`` as ``infer.precision`` says); the cubes are
+    ``results/tiles/cube/``. Each is ``None`` when it does not exist.
     """
     results = Path(product_dir).resolve().parent
-    config = results / "config.yaml"
+    config = recorded_config(product_dir)
+    if config is None and (results / "config.yaml").is_file():
+        config = results / "config.yaml"
     model = None
-    if config.is_file():
+    if config is not None:
         import yaml
 
         cfg = yaml.safe_load(config.read_text()) or {}
@@ -115,8 +132,7 @@ def default_inputs(product_dir: str | os.PathLike) -> dict[str, Path | None]:
         if name and (results / "models" / name / fname).is_file():
             model = results / "models" / name / fname
     cubes = results / "tiles" / "cube"
-    return {"config": config if config.is_file() else None, "model": model,
-            "cubes": cubes if cubes.is_dir() else None}
+    return {"config": config, "model": model, "cubes": cubes if cubes.is_dir() else None}
 
 
 def record_provenance(product_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
@@ -160,6 +176,7 @@ def record_provenance(product_dir: str | os.PathLike, *, model: str | os.PathLik
         "format": FORMAT,
         "model": None if model is None else {"path": _rel(model, product_dir), "sha256": sha256_file(Path(model))},
         "config_sha256": None if config is None else _config_digest(config),
+        "config": None if config is None else {"path": _rel(config, product_dir)},
         "products": products,
     }
     return write_text_atomic(product_dir / PROVENANCE_NAME, json.dumps(doc, indent=2, sort_keys=True) + "\n")
