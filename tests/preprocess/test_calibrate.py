@@ -404,3 +404,11 @@ def test_solve_gains_weights_favour_large_overlaps():
                                                                       ("a", "c"): 10})
     err = lambda g: max(abs(g[f] / exact[f] - 1) for f in exact)  # noqa: E731
     assert err(weighted) < 0.002 < 0.02 < err(unweighted)
+
+
+def test_luojia_frame_without_meta_xml_names_the_frame(tmp_path):
+    year = tmp_path / "2018"
+    year.mkdir()
+    (year / "LJ_frame_1.tif").write_bytes(b"not read")
+    with pytest.raises(FileNotFoundError, match=r"LJ_frame_1\.tif: missing footprint file LJ_frame_1_meta\.xml"):
+        cal.luojia_frames(year)
