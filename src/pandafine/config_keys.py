@@ -17,6 +17,8 @@ import hashlib
 import json
 from typing import Any, Mapping, Sequence
 
+from pandafine.sources.registry import source_kind
+
 #: Sections that describe studies, evaluations and how to download, not what a product is.
 NON_PRODUCT_SECTIONS = ("ablation", "design_space", "evaluate", "download")
 
@@ -63,7 +65,7 @@ def download_keys(cfg: Mapping[str, Any], layer: str) -> tuple[str, ...]:
     policy for http and stac."""
     if layer == "truth":
         return ("region", "grid", "run", "synthetic")
-    kind = cfg["sources"].get(layer, {"kind": "synthetic"})["kind"]
+    kind = source_kind(cfg, layer)
     keys = ("region", "grid", "run", f"sources.{layer}")
     if kind == "synthetic":
         keys += ("synthetic", "sources.panda.pattern")

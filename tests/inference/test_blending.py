@@ -19,6 +19,7 @@ from pandafine.inference.blending import (
 
 # --------------------------------------------------------------------------- windows
 
+
 @pytest.mark.parametrize("kind", WINDOW_KINDS)
 @pytest.mark.parametrize("shape", [(64, 64), (48, 80), (7, 7)])
 def test_window_is_symmetric_with_maximum_one_and_floor(kind, shape):

@@ -137,6 +137,7 @@ def test_mosaic_seams_no_worse_than_frame_interiors(luojia_run):
     m_seam, m_in = float(np.mean(err[seam])), float(np.mean(err[interior]))
     assert m_seam <= m_in
 
+
 def test_denoise_removes_hot_pixels_and_keeps_lights(luojia_run):
     """>= 95 % of the injected hot pixels are gone; lit pixels change by < 1 % on average."""
     bg = float(luojia_run["cfg"]["preprocess"]["luojia_background"])

@@ -5,7 +5,8 @@ import os
 import sys
 from pathlib import Path
 
-from pandafine.config import config_hash, years as config_years
+from pandafine.config import config_hash, infer_precision, years as config_years
+from pandafine.models import model_filename
 from pandafine.config_keys import rule_config_digest
 
 YEARS = config_years(config)
@@ -17,11 +18,11 @@ SYNTHETIC = all(src["kind"] == "synthetic" for src in config["sources"].values()
 TEMPORAL_YEARS = [y for y in config.get("evaluate", {}).get("temporal_years", []) if y in YEARS]
 
 # infer.precision: the infer rule runs model.onnx (fp32) or the fp16/int8 model made from it.
-PRECISION = config["infer"].get("precision", "fp32")
+PRECISION = infer_precision(config)
 # Generative models (diffusion, flow) are sampled from their checkpoint in PyTorch (no ONNX export).
 GENERATIVE = MODEL in ("diffusion", "flow")
 MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else
-              f"results/models/{MODEL}/" + ("model.onnx" if PRECISION == "fp32" else f"model.{PRECISION}.onnx"))
+              f"results/models/{MODEL}/{model_filename(PRECISION)}")
 
 # The ablation (model.smk): `ablation.epochs`/`ablation.rows`/`ablation.seeds` become --epochs/--rows/--seeds.
 ABLATION = config.get("ablation", {})

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("verify", "recheck products against their recorded provenance (provenance.json and COG tags); "
                       "exit status 1 on drift")
-    p.set_defaults(config=None, needs_config=False)  # optional here: default results/config.yaml beside the product directory
+    p.set_defaults(config=None, needs_config=False)  # optional: default the config provenance.json records
     p.add_argument("product_dir", type=Path, help="directory of PANDA-FINE_{year}.tif (results/panda_fine)")
     p.add_argument("--model", type=Path, help="model.onnx (default: results/models/{model.name}/model.onnx)")
     p.add_argument("--cubes", type=Path, help="directory of the {year}.zarr cubes (default: results/tiles/cube)")

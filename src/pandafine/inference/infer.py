@@ -75,10 +75,6 @@ class InferParams:
                    tuple(c["providers"]), int(c.get("ensemble", 1)))
 
 
-
-
-
-
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
     """Iterate over ``items`` produced by a background thread, at most ``depth`` ahead.
 
@@ -422,8 +418,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
 
     bands, finalize, extra_tags = PRODUCT_BANDS[:1], None, {}
     if model_path.suffix == ".pt":  # a generative model's checkpoint: tiled sampling in PyTorch
-        # lazy: sampling loads torch, needed only for generative checkpoints
-        from pandafine.inference.sampling import checkpoint_tile_predictor  # lazy: torch
+        from pandafine.inference.sampling import checkpoint_tile_predictor  # lazy: loads torch, only needed here
 
         session, bands, finalize, extra_tags = checkpoint_tile_predictor(model_path, params.ensemble,
                                                                          n_channels=len(cube.channels))

@@ -35,16 +35,6 @@ def resolve_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {**MODEL_DEFAULTS.get(name, {}), **dict(model_cfg)}
 
 
-
-
-
-
-
-
-
-
-
-
 def input_multiple(model_cfg: Mapping[str, Any]) -> int:
     """Input height and width of the model must be multiples of this (1 if unconstrained)."""
     if model_cfg.get("name") in ("unet", "diffusion", "flow"):
@@ -52,7 +42,6 @@ def input_multiple(model_cfg: Mapping[str, Any]) -> int:
     if model_cfg.get("name") == "mmntlsr":  # PANDA is encoded at 1/8 resolution
         return max(8, 2 ** int(model_cfg["depth"]))
     return 1
-
 
 
 #: Precisions of ``infer.precision``; fp32 is the exported model itself.

@@ -191,8 +191,6 @@ class ConditionalUNet(nn.Module):
         return self.head(y)
 
 
-
-
 class GenerativeModel(nn.Module):
     """Shared part of the conditional diffusion and flow models (see the module docstring).
 

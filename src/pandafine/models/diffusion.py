@@ -45,8 +45,10 @@ def make_schedule(kind: str, timesteps: int) -> DiffusionSchedule:
         return DiffusionSchedule.cosine(timesteps)
     raise ValueError(f"key 'model.schedule': unknown schedule {kind!r} (available: {', '.join(SCHEDULES)})")
 
+
 #: Sampler used when ``model.sampler`` leaves keys out.
 DEFAULT_SAMPLER = {"kind": "ddim", "steps": 10, "eta": 0.0}
+
 
 class ConditionalDiffusion(GenerativeModel):
     """Conditional VP diffusion model (eps- or v-prediction).

@@ -30,6 +30,7 @@ TIME_SCALE = 1000.0
 #: Sampler used when ``model.sampler`` leaves keys out.
 DEFAULT_SAMPLER = {"kind": "euler", "steps": 10}
 
+
 class ConditionalFlow(GenerativeModel):
     """Conditional rectified-flow model predicting the velocity ``eps - x0``.
 

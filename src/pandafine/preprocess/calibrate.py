@@ -61,7 +61,6 @@ CALIBRATION_SPIKE_FACTOR = 10.0
 CALIBRATION_HOT_FACTOR = 5.0
 
 
-
 # ----------------------------------------------------------------------------- I/O helpers
 
 
@@ -255,14 +254,6 @@ def load_luojia_radiance(tif: str | Path, xml: str | Path) -> tuple[np.ndarray, 
     if not np.isfinite(rad).any():
         raise ValueError(f"{tif}: no pixel of the frame lies inside its footprint ({Path(xml).name})")
     return rad, grid
-
-
-
-
-
-
-
-
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,6 @@ COVERAGE_LAYERS = ("panda", "dem")
 DEFAULT_MIN_COVERAGE = 0.99
 
 
-
-
 def _resampling(name: str):
     from rasterio.enums import Resampling
 

@@ -70,10 +70,6 @@ class Drift:
         return f"{self.path}: {self.what}"
 
 
-
-
-
-
 def read_tags(cog: str | os.PathLike) -> dict[str, str]:
     """The provenance tags (:data:`PROVENANCE_TAGS`) present in a COG's dataset tags."""
     import rasterio

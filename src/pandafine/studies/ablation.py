@@ -242,7 +242,6 @@ def aggregate_seeds(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-
 def table_csv(records: Sequence[Mapping[str, Any]]) -> str:
     """CSV text of the table (:data:`CSV_COLUMNS`; empty cells where a value does not apply)."""
     return csv_text(records, CSV_COLUMNS)

@@ -523,7 +523,6 @@ def _evaluate_point(cfg, train_zarr: Path, model_dir: Path, model_rec: Mapping[s
     return rec
 
 
-
 def run_design_space(cfg: Mapping[str, Any], train_zarr, out_dir, *, spec_path=None, epochs: int | None = None
                      ) -> Path:
     """Train (or reuse) every model of the design space, evaluate every point, write the table.

@@ -78,30 +78,35 @@ def assign_splits(origins: Sequence[tuple[int, int]], params: SplitParams) -> np
 CONSTANT_STD = 1e-6
 
 
-def channel_stats(inputs: np.ndarray) -> tuple[list[float], list[float]]:
-    """NaN-ignoring per-channel mean and std of (N, C, P, P) patches; std 1 for a constant channel.
+def channel_moments(inputs: np.ndarray) -> list[tuple[float, float, bool]]:
+    """Per channel of (N, C, P, P) patches: NaN-ignoring mean, normalizing std, and whether it is constant.
 
-    A channel with no finite value gets mean 0 and std 1; one whose std is at most
-    :data:`CONSTANT_STD` times ``max(1, |mean|)`` gets std 1 (see :func:`constant_channels`).
+    A channel with no finite value, or whose std is at most :data:`CONSTANT_STD` times
+    ``max(1, |mean|)``, is constant: its normalizing std is 1 (its mean is 0 when it is empty).
     """
-    mean, std = [], []
+    out = []
     for c in range(inputs.shape[1]):
         vals = inputs[:, c][np.isfinite(inputs[:, c])]
         m = float(vals.mean()) if vals.size else 0.0
         s = float(vals.std()) if vals.size else 0.0
-        mean.append(m)
-        std.append(1.0 if s <= CONSTANT_STD * max(1.0, abs(m)) else s)
-    return mean, std
+        constant = s <= CONSTANT_STD * max(1.0, abs(m))
+        out.append((m, 1.0 if constant else s, constant))
+    return out
+
+
+def normalization(moments: Sequence[tuple[float, float, bool]]) -> tuple[list[float], list[float]]:
+    """The per-channel means and normalizing stds of :func:`channel_moments`."""
+    return [m for m, _, _ in moments], [s for _, s, _ in moments]
+
+
+def channel_stats(inputs: np.ndarray) -> tuple[list[float], list[float]]:
+    """Normalization of (N, C, P, P) patches: per-channel mean and std, std 1 for a constant channel."""
+    return normalization(channel_moments(inputs))
 
 
 def constant_channels(inputs: np.ndarray, channels) -> list[str]:
     """Names of the channels that are constant (or empty) in ``inputs`` (N, C, P, P)."""
-    out = []
-    for c, name in enumerate(channels):
-        vals = inputs[:, c][np.isfinite(inputs[:, c])]
-        if not vals.size or float(vals.std()) <= CONSTANT_STD * max(1.0, abs(float(vals.mean()))):
-            out.append(name)
-    return out
+    return [name for name, (_, _, constant) in zip(channels, channel_moments(inputs)) if constant]
 
 
 def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mapping[int, str | Path],
@@ -147,8 +152,9 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
                          f"{', '.join(str(p) for p in target_paths.values())}")
     split = assign_splits(list(zip(rows, cols)), params)
     inputs_arr = np.stack(inputs)
-    mean, std = channel_stats(inputs_arr[split == 0])
-    constant = constant_channels(inputs_arr[split == 0], CHANNELS)
+    moments = channel_moments(inputs_arr[split == 0])
+    mean, std = normalization(moments)
+    constant = [name for name, (_, _, flat) in zip(CHANNELS, moments) if flat]
     if constant:
         log.warning("%s: channel(s) %s are constant on the training split (centred, not scaled): the model "
                     "learns nothing from them", out_path, ", ".join(constant))

@@ -154,7 +154,6 @@ def method_metrics(pred: np.ndarray, true: np.ndarray, mask: np.ndarray, range_l
     }
 
 
-
 # --------------------------------------------------------------------------- I/O
 
 def _patch_offsets(store, idx) -> tuple[np.ndarray, np.ndarray]:

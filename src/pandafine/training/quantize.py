@@ -62,16 +62,10 @@ CALIBRATION_TILES = 64
 CALIBRATION_BATCH = 8
 
 
-
-
-
-
 def record_path(model_path) -> Path:
     """The JSON record written beside a converted model (``model.int8.onnx`` -> ``model.int8.json``)."""
     p = Path(model_path)
     return p.with_suffix(".json")
-
-
 
 
 # --------------------------------------------------------------------------- graph analysis (pure)

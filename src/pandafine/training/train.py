@@ -59,10 +59,6 @@ SHIFTED_CHANNELS = ("panda", "panda_saturated")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-# --------------------------------------------------------------------------- patches (I/O)
-
-
-
 # --------------------------------------------------------------------------- pure helpers
 
 @dataclass(frozen=True)
@@ -250,8 +246,6 @@ def _deterministic_torch(warn_only: bool = False) -> Iterator[None]:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
-
-
 def masked_l1(z_pred, target):
     """Mean ``|z_pred - z(target)|`` over pixels with a finite target radiance (0 if there are none)."""
     import torch
@@ -286,12 +280,7 @@ def true_log(store: PatchStore, idx) -> np.ndarray:
         return np.where(np.isfinite(t), radiance_to_log(np.nan_to_num(t)), np.nan).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- checkpoints (I/O)
-
-
-
-
-
+# --------------------------------------------------------------------------- history and state copies
 
 
 def _history_csv(rows) -> str:
