@@ -20,10 +20,9 @@ import numpy as np
 from pandafine.core.atomic import atomic_path
 from pandafine.core.channels import CHANNELS
 from pandafine.tiles.cube import open_cube
+from pandafine.tiles.store import SPLIT_NAMES
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -169,6 +168,6 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
         root.create_array("col", data=np.array(cols, dtype=np.int32))
         root.attrs.update({"channels": list(CHANNELS), "patch": P, "grid": grid.to_dict(),
                            "normalization": {"mean": mean, "std": std},
-                           "counts": {s: int((split == i).sum()) for i, s in enumerate(SPLITS)},
+                           "counts": {s: int((split == i).sum()) for i, s in enumerate(SPLIT_NAMES)},
                            "n_patches": n, "seed": params.seed, "split_block": params.split_block})
     return Path(out_path)

@@ -13,8 +13,10 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-#: Split codes of ``train.zarr``'s ``split`` array.
-SPLITS = {"train": 0, "val": 1, "test": 2}
+#: The splits, in the order of their codes in ``train.zarr``'s ``split`` array (0 train, 1 val, 2 test).
+SPLIT_NAMES = ("train", "val", "test")
+#: Split name -> code.
+SPLITS = {name: code for code, name in enumerate(SPLIT_NAMES)}
 
 
 #: Patch stores up to this size are read into memory once; larger ones batch by batch.
