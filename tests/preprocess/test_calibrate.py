@@ -367,6 +367,54 @@ def test_dem_merge_two_tiles(tmp_path):
     assert np.isnan(m[0, 10]) and np.all(m[:, 10:][~np.isnan(m[:, 10:])] == 700)
 
 
+def _slope(rows, cols, transform):
+    """Elevation rising linearly to the east: 100 m per degree of longitude, sampled at pixel centres."""
+    cc, rr = np.meshgrid(np.arange(cols) + 0.5, np.arange(rows) + 0.5)
+    lon, _ = transform * (cc, rr)
+    return (400.0 + 100.0 * (lon - 108.0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("crs", ["EPSG:4490", "EPSG:4326"])
+def test_dem_in_one_crs_keeps_it(tmp_path, crs):
+    # CGCS2000 (EPSG:4490) is China's national geographic CRS; it is not rejected
+    raw = tmp_path / "dem"
+    raw.mkdir()
+    t = Affine(0.1, 0, 108.0, 0, -0.1, 35.0)
+    write_tif(raw / "tile.tif", _slope(10, 10, t), crs, t)
+    out = cal.calibrate_dem(make_cfg(), raw, tmp_path / "dem.tif")
+    with rasterio.open(out) as src:
+        assert src.crs == CRS.from_user_input(crs) and src.transform.almost_equals(t)
+        np.testing.assert_array_equal(src.read(1), _slope(10, 10, t))
+
+
+def test_dem_tiles_in_different_crs_are_reprojected_and_merged(tmp_path):
+    raw = tmp_path / "dem"
+    raw.mkdir()
+    t1 = Affine(0.01, 0, 108.0, 0, -0.01, 35.0)
+    t2 = Affine(0.01, 0, 108.5, 0, -0.01, 35.0)
+    write_tif(raw / "a.tif", _slope(50, 50, t1), "EPSG:4326", t1)
+    # the east tile in UTM zone 49N (metres), sampled from the same slope
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+    dst_t, w, h = calculate_default_transform("EPSG:4326", "EPSG:32649", 50, 50, 108.5, 34.5, 109.0, 35.0)
+    utm = np.full((h, w), np.nan, np.float32)
+    reproject(_slope(50, 50, t2), utm, src_transform=t2, src_crs="EPSG:4326", dst_transform=dst_t,
+              dst_crs="EPSG:32649", resampling=Resampling.bilinear, dst_nodata=np.nan)
+    write_tif(raw / "b.tif", utm, "EPSG:32649", dst_t, nodata=float("nan"))
+    out = cal.calibrate_dem(make_cfg(), raw, tmp_path / "dem.tif")
+    with rasterio.open(out) as src:
+        assert src.crs == CRS.from_epsg(4326)
+        m = src.read(1)
+        expect = _slope(src.height, src.width, src.transform)
+        assert src.tags()["source_crs"] == "EPSG:32649;EPSG:4326"
+        cc, rr = np.meshgrid(np.arange(src.width) + 0.5, np.arange(src.height) + 0.5)
+        lon, lat = src.transform * (cc, rr)
+    ok = np.isfinite(m)
+    inside = (lon > 108.02) & (lon < 108.98) & (lat > 34.52) & (lat < 34.98)
+    assert ok[inside].all()  # both tiles, the seam included, hold data
+    # the reprojected tile keeps its elevations (bilinear of a linear slope: exact up to edge effects)
+    np.testing.assert_allclose(m[ok], expect[ok], atol=1.0)
+
+
 def _blob_scene(shape=(60, 70), centre=(28.0, 33.0), shift=(0.0, 0.0)):
     """A steep Gaussian 'city' (radiance) sampled with its centre moved by ``shift`` (rows, cols)."""
     rr, cc = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)

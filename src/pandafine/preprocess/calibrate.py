@@ -7,7 +7,7 @@
   relative inter-calibration of the frames of a year: registered, outlier-screened
   flux ratios on the overlaps (on the working grid), gains by pixel-weighted
   network least squares in log space.
-* DEM: tiles merged into one EPSG:4326 float32 raster.
+* DEM: tiles (any CRS) merged into one float32 raster.
 
 Pure computations are the functions without a path argument; the
 ``calibrate_*`` functions do the file I/O.
@@ -15,6 +15,7 @@ Pure computations are the functions without a path argument; the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
@@ -516,34 +517,62 @@ def calibrate_luojia_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, grid
 
 
 def calibrate_dem(cfg: Mapping[str, Any], raw_dir: str | Path, out_path: str | Path) -> Path:
-    """Merge every DEM tile under ``raw_dir`` into one float32 EPSG:4326 raster (NaN nodata).
+    """Merge every DEM tile under ``raw_dir`` into one float32 raster (NaN nodata).
 
-    The finest tile resolution is used; where tiles overlap the first (sorted by
-    name) wins. The merge is written chunk by chunk (``rasterio.merge`` with a
-    destination path), so memory does not grow with the mosaic size.
+    Tiles may be in any CRS GDAL knows (EPSG:4326, CGCS2000 = EPSG:4490, a UTM
+    zone, ...). When they all share one CRS the merge keeps it; otherwise every
+    tile is reprojected (bilinear) to EPSG:4326 first. The resample stage
+    reprojects the result onto the working grid either way. The finest tile
+    resolution is used; where tiles overlap the first (sorted by name) wins.
+    The merge is written chunk by chunk (``rasterio.merge`` with a destination
+    path), so memory does not grow with the mosaic size.
     """
-    from rasterio.crs import CRS
+    import rasterio
     from rasterio.merge import merge
 
     raw_dir = Path(raw_dir)
     tiles = sorted(p for p in raw_dir.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
     if not tiles:
         raise FileNotFoundError(f"{raw_dir}: no DEM tile (*.tif)")
-    wgs84 = CRS.from_epsg(4326)
-    res_x, res_y = math.inf, math.inf
+    crss = []
     for t in tiles:
         with open_georeferenced(t) as src:
-            if src.crs != wgs84:
-                raise ValueError(f"{t}: DEM tile CRS is {src.crs}; expected EPSG:4326")
-            res_x, res_y = min(res_x, src.res[0]), min(res_y, src.res[1])
+            crss.append(src.crs)
+    target = crss[0] if all(c == crss[0] for c in crss) else DEM_COMMON_CRS
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        merge([str(t) for t in tiles], res=(res_x, res_y), nodata=float("nan"), dtype="float32",
-              dst_path=tmp, dst_kwds=dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
-                                          compress="deflate", predictor=3))
-        import rasterio
-
-        with rasterio.open(tmp, "r+") as dst:
-            dst.set_band_description(1, "elevation")
-            dst.update_tags(units="m", tiles=len(tiles))
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(_dem_tile_in(t, target)) for t in tiles]
+        res_x = min(src.res[0] for src in sources)
+        res_y = min(src.res[1] for src in sources)
+        with atomic_path(out_path) as tmp:
+            merge(sources, res=(res_x, res_y), nodata=float("nan"), dtype="float32",
+                  dst_path=tmp, dst_kwds=dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
+                                              compress="deflate", predictor=3))
+            with rasterio.open(tmp, "r+") as dst:
+                dst.set_band_description(1, "elevation")
+                dst.update_tags(units="m", tiles=len(tiles), source_crs=";".join(sorted({c.to_string() for c in crss})))
     return out_path
+
+
+#: CRS the DEM tiles are reprojected to when they do not share one.
+DEM_COMMON_CRS = "EPSG:4326"
+
+
+@contextlib.contextmanager
+def _dem_tile_in(path: Path, crs):
+    """A DEM tile opened for reading in ``crs``: the file itself, or a bilinear ``WarpedVRT`` of it."""
+    from rasterio.crs import CRS
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    crs = CRS.from_user_input(crs)
+    with open_georeferenced(path) as src:
+        if src.crs == crs:
+            yield src
+            return
+        nodata = src.nodata if src.nodata is not None else (np.nan if src.dtypes[0].startswith("float") else None)
+        opts = dict(crs=crs, resampling=Resampling.bilinear, dtype="float32", dst_nodata=np.nan)
+        if nodata is not None:
+            opts["src_nodata"] = nodata
+        with WarpedVRT(src, **opts) as vrt:
+            yield vrt
