@@ -31,7 +31,7 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "calibrate_luojia": ("preprocess.luojia_background",),
     "calibrate_dem": (),
     "denoise_luojia": ("preprocess.luojia_background", "preprocess.spike_factor"),
-    "composite_landsat": ("preprocess.landsat_gapfill_years",),
+    "composite_landsat": ("preprocess.landsat_gapfill_years", "preprocess.min_landsat_coverage"),
     "mosaic": (),
     "resample_panda": ("preprocess.panda_resampling", "preprocess.min_coverage"),
     "resample_landsat": (),

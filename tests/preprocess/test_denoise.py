@@ -239,3 +239,58 @@ def test_composite_without_neighbours_leaves_nan(tmp_path):
     a = rasterio.open(out).read()
     assert np.isnan(a[:7, 4:8, 4:8]).all() and np.all(a[7, 4:8, 4:8] == 0)
     assert np.all(a[7, 12:, 12:] == 1)
+
+
+def test_composite_records_its_coverage(tmp_path):
+    grid, write_scene = composite_setup(tmp_path)
+    H, W = grid.shape
+    d = {2000: tmp_path / "2000", 2001: tmp_path / "2001"}
+    # 2000 is cloudy on a box; 2001 is clear there, so the gap is filled
+    write_scene(d[2000], "LE07_L2SP_127036_20000601_20200916_02_T1", 0.3, [(0, 8, 0, W)])
+    write_scene(d[2001], "LE07_L2SP_127036_20010601_20200916_02_T1", 0.4)
+    out = dn.composite_landsat_year(make_cfg(landsat_gapfill_years=1), 2000, d, grid, tmp_path / "o.tif")
+    with rasterio.open(out) as src:
+        cov = dn.LandsatCoverage.from_tags(src.tags())
+        count = src.read(8)
+    assert cov.year == 2000 and cov.scenes == 1 and cov.valid == 1.0
+    assert cov.clear == pytest.approx((count > 0).mean(), abs=1e-6)
+    assert 1 - 9 / H < cov.clear < 1 - 5 / H  # about the 8 cloudy rows are not clear (the box edge is tilted)
+
+
+def _scene_far_away(tmp_path, grid, km):
+    """One clear calibrated scene the size of the grid's footprint, ``km`` kilometres east of it."""
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = transform_bounds(grid.crs, UTM49, *grid.bounds, densify_pts=21)
+    g = Grid(UTM49, Affine(30.0, 0, left + km * 1000.0, 0, -30.0, top), int((right - left) // 30) + 2,
+             int((top - bottom) // 30) + 2, 1)
+    arr = np.full((7, g.height, g.width), 0.2, np.float32)
+    write_raster(tmp_path / "2000" / "LC08_L2SP_127036_20000601_20200916_02_T1.tif", arr, g,
+                 nodata=float("nan"), band_names=LANDSAT_BANDS)
+    return {2000: tmp_path / "2000"}
+
+
+def test_landsat_of_another_place_is_an_error(tmp_path):
+    grid, _ = composite_setup(tmp_path)
+    d = _scene_far_away(tmp_path, grid, 500)
+    out = tmp_path / "den" / "2000.tif"
+    with pytest.raises(ValueError, match=r"Landsat 2000: .*valid on 0\.0 % .*min_landsat_coverage = 90 %.*"
+                                         r"scene footprints .*LC08_L2SP_127036_20000601_20200916_02_T1\.tif"):
+        dn.composite_landsat_year(make_cfg(landsat_gapfill_years=1), 2000, d, grid, out)
+    assert not out.exists() and not list(out.parent.glob("*"))  # nothing written, no temporary left
+
+
+def test_landsat_covering_part_of_the_grid_names_the_scenes(tmp_path):
+    grid, _ = composite_setup(tmp_path)
+    width_km = grid.width * grid.pixel_size / 1000
+    d = _scene_far_away(tmp_path, grid, 0.6 * width_km)  # covers the east ~40 % of the grid
+    out = tmp_path / "o.tif"
+    with pytest.raises(ValueError, match=r"valid on \d+\.\d % .*LC08_L2SP_127036_20000601_20200916_02_T1\.tif \("):
+        dn.composite_landsat_year(make_cfg(landsat_gapfill_years=0), 2000, d, grid, out)
+    assert not out.exists()
+    # a lower minimum accepts the partial composite and records how much it covers
+    with pytest.warns(UserWarning, match="no clear observation"):
+        dn.composite_landsat_year(make_cfg(landsat_gapfill_years=0, min_landsat_coverage=0.2), 2000, d, grid, out)
+    with rasterio.open(out) as src:
+        cov = dn.LandsatCoverage.from_tags(src.tags())
+    assert 0.25 < cov.valid == cov.clear < 0.6

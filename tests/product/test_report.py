@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pandafine.core.raster_io import write_raster
+from pandafine.preprocess.denoise import LandsatCoverage
 from pandafine.product.report import build_report, metrics_rows, raster_total, year_map, yearly_totals
 
 
@@ -40,9 +41,15 @@ def test_build_report_writes_every_figure(tmp_path, small_grid):
                                                   "model": {"psnr_log_db": 30.0, "ssim_log": 0.9},
                                                   "interpolation": {"psnr_log_db": 25.0, "ssim_log": 0.5}}}))
     assert [r["method"] for r in metrics_rows(json.loads(metrics.read_text()))] == ["model", "interpolation"]
-    out = build_report(prods, prods, hist, metrics, tmp_path / "report")
+    landsat = {}
+    for y, (clear, valid) in {2018: (0.5, 1.0), 2019: (0.25, 0.95)}.items():
+        landsat[y] = write_raster(tmp_path / f"{y}.tif", np.zeros(small_grid.shape, np.float32), small_grid,
+                                  tags=LandsatCoverage(y, 3, clear, valid).tags() | {"year": y})
+    out = build_report(prods, prods, hist, metrics, tmp_path / "report", landsat=landsat)
     for p in out:
         assert p.is_file() and p.stat().st_size > 0
+    assert (tmp_path / "report" / "landsat_coverage.csv").read_text().splitlines() == [
+        "year,scenes,clear_percent,valid_percent", "2018,3,50,100", "2019,3,25,95"]
     assert (tmp_path / "report" / "metrics.csv").read_text().splitlines()[1].startswith("model,30")
     page = (tmp_path / "report" / "metrics.html").read_text()
     assert "<td>model</td>" in page and '<td class="num">30</td>' in page and "log: 3" in page

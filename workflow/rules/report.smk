@@ -2,6 +2,7 @@ rule report_figures:
     input:
         products=expand("results/panda_fine/PANDA-FINE_{year}.tif", year=YEARS),
         panda=expand("results/calibrated/panda/{year}.tif", year=YEARS),
+        landsat=expand("results/denoised/landsat/{year}.tif", year=YEARS),
         history=f"results/models/{MODEL}/history.csv",
         metrics=f"results/models/{MODEL}/metrics.json",
     output:
@@ -11,6 +12,7 @@ rule report_figures:
         total_csv=report("results/report/total_light.csv", caption="../report/total_light.rst", category="Product"),
         metrics=report("results/report/metrics.csv", caption="../report/metrics.rst", category="Model"),
         metrics_html=report("results/report/metrics.html", caption="../report/metrics.rst", category="Model"),
+        landsat=report("results/report/landsat_coverage.csv", caption="../report/landsat_coverage.rst", category="Inputs"),
     params:
         config=rule_config_digest(config, "report_figures"),
     log:
@@ -22,7 +24,7 @@ rule report_figures:
     conda:
         CONDA_ENV
     shell:
-        pf("report") + " --products {input.products} --panda {input.panda} --history {input.history} --metrics {input.metrics} --out results/report &> {log}"
+        pf("report") + " --products {input.products} --panda {input.panda} --landsat {input.landsat} --history {input.history} --metrics {input.metrics} --out results/report &> {log}"
 
 
 # The ablation table as a page the report shows (the CSV itself is a report item of rule ablation).

@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("report", "figures and tables for `snakemake --report`: quicklooks, training curve, total light")
     p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")
     p.add_argument("--panda", required=True, type=Path, nargs="+", help="calibrated PANDA {year}.tif files")
+    p.add_argument("--landsat", type=Path, nargs="+",
+                   help="yearly Landsat composites {year}.tif (their coverage goes to landsat_coverage.csv)")
     p.add_argument("--history", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="report directory")

@@ -11,7 +11,8 @@ from pandafine.product.report import build_report, csv_to_html, year_map
 
 
 def report(args, cfg: Mapping[str, Any]) -> None:
-    build_report(year_map(args.products), year_map(args.panda), args.history, args.metrics, args.out)
+    build_report(year_map(args.products), year_map(args.panda), args.history, args.metrics, args.out,
+                 landsat=year_map(args.landsat) if args.landsat else None)
 
 
 def report_table(args, cfg: Mapping[str, Any]) -> None:

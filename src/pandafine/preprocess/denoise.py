@@ -19,13 +19,18 @@ of the clear observations is taken and their number is band 8
 ``clear_count``; pixels without any clear observation are filled from the
 nearest years (year +/- 1, then +/- 2, ... up to
 ``preprocess.landsat_gapfill_years``, both sides pooled) and keep
-``clear_count`` 0. Work goes block by block over the grid.
+``clear_count`` 0. Work goes block by block over the grid. The composite's
+tags record its coverage (``clear_coverage``: fraction of the grid with a clear
+observation in the year itself; ``valid_coverage``: after gap filling); a
+composite valid on less than ``preprocess.min_landsat_coverage`` of the grid
+(scenes of another place, a search that found nothing) is an error.
 """
 
 from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +47,9 @@ from pandafine.core.windows import frame_bounds_on, grid_window_of, intersect_bl
 COMPOSITE_BANDS = LANDSAT_BANDS + ("clear_count",)
 #: Block edge (working pixels) of the Landsat composite.
 COMPOSITE_WINDOW = 512
+#: Default of ``preprocess.min_landsat_coverage``: the composite (gap filling included) must be valid on
+#: at least this fraction of the working grid.
+DEFAULT_MIN_LANDSAT_COVERAGE = 0.9
 
 _NEIGHBOURS = [(dr, dc) for dr in (0, 1, 2) for dc in (0, 1, 2) if (dr, dc) != (1, 1)]
 
@@ -268,23 +276,25 @@ def composite_landsat_year(cfg: Mapping[str, Any], year: int, calibrated_year_di
         (clear observations in ``year`` itself; 0 where gap-filled).
     """
     max_gap = int(cfg["preprocess"]["landsat_gapfill_years"])
+    min_coverage = float(cfg["preprocess"].get("min_landsat_coverage", DEFAULT_MIN_LANDSAT_COVERAGE))
     dirs = {int(k): Path(v) for k, v in calibrated_year_dirs.items()}
     own = _scene_blocks(_year_scenes(dirs, year), grid)
+    neighbours = []  # per distance d: the pooled scenes of year - d and year + d
+    for d in range(1, max_gap + 1):
+        neighbours.append(_scene_blocks(_year_scenes(dirs, year - d) + _year_scenes(dirs, year + d), grid))
+    if not own and not any(neighbours) and min_coverage > 0:
+        raise ValueError(landsat_coverage_message(year, dirs, grid, 0.0, min_coverage, max_gap))
     if not own:
         warnings.warn(f"Landsat {year}: no calibrated scene over the working grid "
                       f"(looked in {dirs.get(year)}); the composite is gap-filled from neighbouring years",
                       stacklevel=2)
-    neighbours = []  # per distance d: the pooled scenes of year - d and year + d
-    for d in range(1, max_gap + 1):
-        neighbours.append(_scene_blocks(_year_scenes(dirs, year - d) + _year_scenes(dirs, year + d), grid))
     profile = geotiff_profile(grid, len(COMPOSITE_BANDS), "float32", float("nan"), zlevel=1)
-    tags = {"year": year, "units": "surface reflectance (OLI-equivalent)", "gapfill_years": max_gap,
-            "scenes": len(own)}
-    unfilled = 0
-    with open_writer(out_path, profile, COMPOSITE_BANDS, tags) as dst:
+    unfilled = clear = 0
+    with open_writer(out_path, profile, COMPOSITE_BANDS) as dst:
         for w in iter_windows(grid.width, grid.height, window):
             block = (w.row_off, w.col_off, w.height, w.width)
             med, count = _composite_block(own, grid, block)
+            clear += int((count > 0).sum())
             gap = count == 0
             for scenes in neighbours:
                 if not gap.any():
@@ -297,7 +307,61 @@ def composite_landsat_year(cfg: Mapping[str, Any], year: int, calibrated_year_di
                 gap &= ~use
             unfilled += int(gap.sum())
             dst.write(np.concatenate([med, count[None].astype(np.float32)]), window=w)
+        coverage = LandsatCoverage(year, len(own), clear / (grid.width * grid.height),
+                                    1.0 - unfilled / (grid.width * grid.height))
+        if coverage.valid < min_coverage:
+            raise ValueError(landsat_coverage_message(year, dirs, grid, coverage.valid, min_coverage, max_gap))
+        dst.update_tags(year=year, units="surface reflectance (OLI-equivalent)", gapfill_years=max_gap,
+                        **coverage.tags())
     if unfilled:
         warnings.warn(f"Landsat {year}: {unfilled} working-grid pixel(s) have no clear observation within "
                       f"+/-{max_gap} year(s); they are NaN in {out_path}", stacklevel=2)
+    print(f"Landsat {year}: {len(own)} scene(s) over the grid; clear observations on "
+          f"{100 * coverage.clear:.1f} % of it, valid after gap filling on {100 * coverage.valid:.1f} %")
     return Path(out_path)
+
+
+@dataclass(frozen=True)
+class LandsatCoverage:
+    """How much of the working grid a yearly Landsat composite covers (fractions 0..1)."""
+
+    year: int
+    scenes: int
+    #: fraction with at least one clear observation in the year itself
+    clear: float
+    #: fraction valid after gap filling from neighbouring years
+    valid: float
+
+    def tags(self) -> dict[str, str]:
+        """GeoTIFF tags of the composite."""
+        return {"scenes": str(self.scenes), "clear_coverage": f"{self.clear:.6f}",
+                "valid_coverage": f"{self.valid:.6f}"}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> "LandsatCoverage":
+        """Read back what :meth:`tags` wrote (``KeyError`` for a composite without them)."""
+        return cls(int(tags["year"]), int(tags["scenes"]), float(tags["clear_coverage"]),
+                   float(tags["valid_coverage"]))
+
+
+def landsat_coverage_message(year: int, dirs: Mapping[int, Path], grid: Grid, coverage: float,
+                             min_coverage: float, max_gap: int) -> str:
+    """Why a Landsat composite was refused: how much of the grid it covers, where the scenes lie."""
+    from rasterio.warp import transform_bounds
+
+    years = [y for y in range(year - max_gap, year + max_gap + 1) if y in dirs]
+    feet = []
+    for y in years:
+        for p in _year_scenes(dirs, y):
+            g = grid_of(p)
+            try:
+                feet.append(f"{p.name} {tuple(round(v) for v in transform_bounds(g.crs, grid.crs, *g.bounds))}")
+            except Exception:  # a footprint that does not transform is reported in its own CRS
+                feet.append(f"{p.name} {tuple(g.bounds)} in its own CRS")
+    where = ("scene footprints (in the grid's CRS): " + "; ".join(feet[:5]) + (" ..." if len(feet) > 5 else "")
+             if feet else f"no calibrated scene at all in {', '.join(str(dirs[y]) for y in years) or 'no directory'}")
+    return (f"Landsat {year}: the composite is valid on {100 * coverage:.1f} % of the working grid "
+            f"(clear observations of {year} +/- {max_gap} year(s)), less than preprocess.min_landsat_coverage = "
+            f"{100 * min_coverage:g} %: {where}; the working grid's bounds are "
+            f"{tuple(round(v) for v in grid.bounds)}. Are the scenes of another place, or did the search find "
+            f"none? (set preprocess.min_landsat_coverage lower to accept a partial composite)")

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from pandafine.core.atomic import atomic_path, write_text_atomic
+from pandafine.preprocess.denoise import LandsatCoverage
 
 
 def _pyplot():
@@ -200,9 +201,31 @@ def total_light_figure(rows: Sequence[Mapping], out_png: str | Path) -> Path:
     return _save(fig, out_png)
 
 
+def landsat_coverage_rows(composites: Mapping[int, str | Path]) -> list[dict]:
+    """Per year: scenes over the grid and the composite's clear and valid coverage (percent of the grid)."""
+    import rasterio
+
+    rows = []
+    for year in sorted(composites):
+        with rasterio.open(composites[year]) as src:
+            try:
+                cov = LandsatCoverage.from_tags(src.tags())
+            except KeyError as exc:
+                raise ValueError(f"{composites[year]}: no coverage tag {exc}; expected a Landsat composite "
+                                 "written by `pandafine denoise --layer landsat`") from None
+        rows.append({"year": year, "scenes": cov.scenes, "clear_percent": round(100 * cov.clear, 2),
+                     "valid_percent": round(100 * cov.valid, 2)})
+    return rows
+
+
 def build_report(products: Mapping[int, str | Path], panda: Mapping[int, str | Path], history_csv: str | Path,
-                 metrics_json: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write every report figure and table into ``out_dir``; return their paths."""
+                 metrics_json: str | Path, out_dir: str | Path,
+                 landsat: Mapping[int, str | Path] | None = None) -> list[Path]:
+    """Write every report figure and table into ``out_dir``; return their paths.
+
+    With ``landsat`` ({year: composite}), also ``landsat_coverage.csv``
+    (:func:`landsat_coverage_rows`).
+    """
     out_dir = Path(out_dir)
     rows = yearly_totals(products, panda)
     metrics = json.loads(Path(metrics_json).read_text())
@@ -216,7 +239,9 @@ def build_report(products: Mapping[int, str | Path], panda: Mapping[int, str | P
         write_text_atomic(out_dir / "metrics.csv", _csv(mrows, mcols)),
         csv_to_html(out_dir / "metrics.csv", out_dir / "metrics.html", title="Test-split metrics",
                     notes=[_data_range_note(metrics)]),
-    ]
+    ] + ([write_text_atomic(out_dir / "landsat_coverage.csv",
+                            _csv(landsat_coverage_rows(landsat), ["year", "scenes", "clear_percent", "valid_percent"]))]
+         if landsat else [])
 
 
 def _data_range_note(metrics: Mapping) -> str:
