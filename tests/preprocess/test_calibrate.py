@@ -344,6 +344,24 @@ def test_luojia_intercalibration_recovers_gains(tmp_path):
         np.testing.assert_allclose(cal_rad[ok], truth[ok], rtol=0.012)
 
 
+def test_luojia_frames_of_another_place_fail_at_calibrate(tmp_path):
+    raw = tmp_path / "raw" / "2018"
+    write_luojia_frame(raw, "LJ_A", 108.895, 34.305, 68, 84, 1.0)
+    write_luojia_frame(raw, "LJ_FAR", 113.0, 30.0, 40, 40, 1.0)  # ~600 km away
+    grid = grid_from_bbox((108.90, 34.20, 109.05, 34.30), CHINA_ALBERS, 125.0, 8, ANCHOR)
+    # one frame off the grid: left out with a warning naming it
+    with pytest.warns(UserWarning, match=r"LJ_FAR.*do not overlap the working grid"):
+        rec = cal.calibrate_luojia_year(make_cfg(), raw, grid, tmp_path / "cal")
+    assert list(rec["gains"]) == ["LJ_A"] and not (tmp_path / "cal" / "LJ_FAR.tif").exists()
+    # every frame off the grid: an error at calibrate (not a late one at patches), nothing written
+    (raw / "LJ_A.tif").unlink()
+    (raw / "LJ_A_meta.xml").unlink()
+    out = tmp_path / "cal2"
+    with pytest.raises(ValueError, match=r"2018: no Luojia-01 frame overlaps the working grid .*LJ_FAR \("):
+        cal.calibrate_luojia_year(make_cfg(), raw, grid, out)
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- DEM
 
 

@@ -479,9 +479,19 @@ def calibrate_luojia_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, grid
     files = {f: (tif, xml) for f, tif, xml in frames}
 
     # Each frame's block of the working grid (frames are read one or two at a time).
-    blocks = {}
-    for f in ids:
-        blocks[f] = grid_window_of(frame_bounds_on(grid_of(files[f][0]), grid), grid)
+    bounds = {f: frame_bounds_on(grid_of(files[f][0]), grid) for f in ids}
+    blocks = {f: grid_window_of(bounds[f], grid) for f in ids}
+    off = [f for f in ids if blocks[f] is None]
+    if off:
+        feet = "; ".join(f"{f} {tuple(round(v) for v in bounds[f])}" for f in off[:5]) + (" ..." if len(off) > 5 else "")
+        where = (f"footprints in the grid's CRS: {feet}; the working grid's bounds are "
+                 f"{tuple(round(v) for v in grid.bounds)}")
+        if len(off) == len(ids):
+            raise ValueError(f"{raw_year_dir}: no Luojia-01 frame overlaps the working grid ({where}); "
+                             "are the frames of another place?")
+        warnings.warn(f"{raw_year_dir}: Luojia-01 frame(s) {off} do not overlap the working grid and are "
+                      f"left out ({where})", stacklevel=2)
+        ids = [f for f in ids if f not in off]
 
     pairs: dict[tuple[str, str], PairRatio] = {}
     for a_i, fa in enumerate(ids):
