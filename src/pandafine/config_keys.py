@@ -33,7 +33,7 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "denoise_luojia": ("preprocess.luojia_background", "preprocess.spike_factor"),
     "composite_landsat": ("preprocess.landsat_gapfill_years", "preprocess.min_landsat_coverage"),
     "mosaic": (),
-    "resample_panda": ("preprocess.panda_resampling", "preprocess.min_coverage"),
+    "resample_panda": ("preprocess.panda_resampling", "preprocess.min_coverage", "preprocess.panda_alignment"),
     "resample_landsat": (),
     "resample_dem": ("preprocess.min_coverage",),
     "cube": ("tiles.chunk",),

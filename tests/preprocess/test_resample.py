@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import rasterio
@@ -99,3 +101,33 @@ def test_partial_coverage_is_measured_against_the_minimum(tmp_path, small_grid):
     assert resample_layer("dem", src, small_grid, tmp_path / "b.tif", min_coverage=0.4).is_file()
     # Landsat gaps are clouds, not another place: no coverage check for it
     assert resample_layer("landsat", src, small_grid, tmp_path / "c.tif", min_coverage=0.99).is_file()
+
+
+def test_lattice_offset_folds_into_half_a_cell(small_grid):
+    from pandafine.core.grid import lattice_offset
+
+    coarse = small_grid.coarse().transform
+    cell = coarse.a
+    assert lattice_offset(coarse, small_grid) == (0.0, 0.0)
+    assert lattice_offset(Affine.translation(3 * cell + 300, -cell - 700) * coarse, small_grid) == \
+        pytest.approx((300.0, 300.0))
+    assert lattice_offset(small_grid.transform, small_grid) is None  # 125 m pixels: not the 1 km lattice
+
+
+@pytest.mark.parametrize("shift", [(300.0, 0.0), (-120.0, 450.0)])
+def test_panda_off_the_anchor_lattice_is_refused_or_snapped(tmp_path, small_grid, shift):
+    coarse = small_grid.coarse()
+    dn = np.arange(coarse.height * coarse.width, dtype=np.float32).reshape(coarse.shape) % 64
+    shifted = Grid(coarse.crs, Affine.translation(*shift) * coarse.transform, coarse.width, coarse.height, 1)
+    src = write_raster(tmp_path / "PANDA_2000.tif", np.stack([dn, dn * 0]), shifted, nodata=np.nan)
+    out = tmp_path / "out.tif"
+    offset = re.escape(f"x {shift[0]:+.1f} m, y {shift[1]:+.1f} m")
+    with pytest.raises(ValueError, match=rf"PANDA_2000\.tif: .*off the working grid's coarse lattice .*"
+                                         rf"{offset}.*panda_alignment: snap"):
+        resample_layer("panda", src, small_grid, out, method="nearest", min_coverage=0.0)
+    assert not out.exists()
+    with pytest.warns(UserWarning, match="snapped onto the lattice"):
+        resample_layer("panda", src, small_grid, out, method="nearest", min_coverage=0.0,
+                       panda_alignment="snap")
+    arr, _ = read_raster(out)
+    np.testing.assert_array_equal(arr[0], np.kron(dn, np.ones((8, 8), np.float32)))

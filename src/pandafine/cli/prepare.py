@@ -74,7 +74,8 @@ def mosaic(args, cfg: Mapping[str, Any]) -> None:
 def resample(args, cfg: Mapping[str, Any]) -> None:
     method = cfg["preprocess"]["panda_resampling"] if args.layer == "panda" else None
     resample_layer(args.layer, args.input, read_grid(args.grid), args.output, method=method,
-                   min_coverage=cfg["preprocess"].get("min_coverage", DEFAULT_MIN_COVERAGE))
+                   min_coverage=cfg["preprocess"].get("min_coverage", DEFAULT_MIN_COVERAGE),
+                   panda_alignment=cfg["preprocess"].get("panda_alignment", "error"))
 
 
 def cube(args, cfg: Mapping[str, Any]) -> None:

@@ -130,6 +130,25 @@ class Grid:
                 and CRS.from_user_input(self.crs) == CRS.from_user_input(other.crs))
 
 
+def lattice_offset(transform: Affine, grid: Grid) -> tuple[float, float] | None:
+    """How far a raster's pixel lattice lies from ``grid``'s coarse (PANDA) lattice, in grid CRS units.
+
+    ``transform`` is the raster's (in the grid's CRS). Returns the (x, y) offset
+    of its pixel corners from the nearest coarse-lattice corners, each in
+    ``[-cell / 2, cell / 2)``, where ``cell = pixel_size * factor``; ``None``
+    when the lattices are not comparable (another pixel size, rotation).
+    """
+    cell = grid.pixel_size * grid.factor
+    a, b, c, d, e, f = tuple(transform)[:6]
+    if b or d or abs(a - cell) > 1e-6 * cell or abs(-e - cell) > 1e-6 * cell:
+        return None
+
+    def fold(v: float) -> float:
+        return (v + cell / 2) % cell - cell / 2
+
+    return fold(c - grid.transform.c), fold(f - grid.transform.f)
+
+
 def snap_bounds(bounds: tuple[float, float, float, float], cell: float,
                 anchor: tuple[float, float]) -> tuple[float, float, float, float]:
     """Snap (left, bottom, right, top) outward to the lattice ``anchor + k * cell``."""

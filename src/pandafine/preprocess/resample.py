@@ -9,13 +9,14 @@ set by the band height and the grid width, not by the region.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from pandafine.core.atomic import atomic_path
-from pandafine.core.grid import Grid
+from pandafine.core.grid import Grid, lattice_offset
 from pandafine.core.raster_io import geotiff_profile
 from pandafine.core.windows import row_bands
 
@@ -27,6 +28,11 @@ LAYER_RESAMPLING = {"landsat": "average", "dem": "bilinear", "panda": "nearest",
 COVERAGE_LAYERS = ("panda", "dem")
 #: Default of ``preprocess.min_coverage``.
 DEFAULT_MIN_COVERAGE = 0.99
+#: What to do with a PANDA raster (grid CRS, coarse cell size) whose lattice is off ``grid.anchor``
+#: (``preprocess.panda_alignment``): ``error``, or ``snap`` it onto the lattice with a warning.
+PANDA_ALIGNMENT_MODES = ("error", "snap")
+#: Lattice offsets up to this fraction of a working pixel are rounding, not misalignment.
+ALIGNMENT_TOLERANCE = 1e-3
 
 
 def _resampling(name: str):
@@ -40,14 +46,18 @@ def _resampling(name: str):
 
 def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, method: str,
                      band_names: Sequence[str] | None = None, band_rows: int = 1024,
-                     min_coverage: float | None = None) -> Path:
+                     min_coverage: float | None = None, alignment: str | None = None) -> Path:
     """Warp every band of ``src_path`` onto ``grid`` and write a float32 GeoTIFF (NaN nodata).
 
     Source nodata (declared or NaN) never leaks into valid output pixels: it is
     excluded from the interpolation, and output pixels not covered by the
     source are NaN. With ``min_coverage``, a result whose band 1 is valid on less
     than that fraction of the grid raises ``ValueError`` (naming the file, its
-    footprint and the grid's bounds) and nothing is written.
+    footprint and the grid's bounds) and nothing is written. With ``alignment``
+    (see :data:`PANDA_ALIGNMENT_MODES`), a source in the grid's CRS with the
+    coarse cell size whose pixel corners are off the grid's coarse lattice
+    (``grid.anchor``) raises ``ValueError`` (``'error'``) or is shifted onto the
+    nearest lattice position with a warning (``'snap'``).
     """
     import rasterio
     from rasterio.crs import CRS
@@ -67,6 +77,10 @@ def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, 
                         height=grid.height, resampling=resampling, dtype="float32", dst_nodata=np.nan)
         if nodata is not None:
             vrt_opts["src_nodata"] = nodata
+        if alignment is not None:
+            snapped = aligned_transform(src_path, src, grid, alignment)
+            if snapped is not None:
+                vrt_opts["src_transform"] = snapped
         profile = geotiff_profile(grid, src.count, "float32", np.nan)
         with atomic_path(out_path) as tmp, WarpedVRT(src, **vrt_opts) as vrt, \
                 rasterio.open(tmp, "w", **profile) as dst:
@@ -84,6 +98,29 @@ def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, 
     return Path(out_path)
 
 
+def aligned_transform(src_path: Path, src, grid: Grid, mode: str):
+    """The transform that puts ``src`` on ``grid``'s coarse lattice, or None when it is there already
+    (or not comparable: another CRS or cell size). Mode ``'error'`` raises instead of snapping."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    if mode not in PANDA_ALIGNMENT_MODES:
+        raise ValueError(f"preprocess.panda_alignment={mode!r}; expected one of {', '.join(PANDA_ALIGNMENT_MODES)}")
+    if src.crs != CRS.from_user_input(grid.crs):
+        return None
+    offset = lattice_offset(src.transform, grid)
+    if offset is None or max(abs(v) for v in offset) <= ALIGNMENT_TOLERANCE * grid.pixel_size:
+        return None
+    dx, dy = offset
+    msg = (f"{src_path}: its 1 km pixel lattice is off the working grid's coarse lattice (grid.anchor) by "
+           f"x {dx:+.1f} m, y {dy:+.1f} m (origin {src.transform.c:.2f}, {src.transform.f:.2f})")
+    if mode == "error":
+        raise ValueError(msg + "; is it a file of another product or grid? Fix grid.anchor, or set "
+                               "preprocess.panda_alignment: snap to shift it onto the lattice")
+    warnings.warn(msg + "; snapped onto the lattice (preprocess.panda_alignment: snap)", stacklevel=2)
+    return Affine.translation(-dx, -dy) * src.transform
+
+
 def coverage_message(src_path: Path, src, grid: Grid, coverage: float, min_coverage: float) -> str:
     """Why a layer was refused: how much of the grid it covers, its footprint and the grid's bounds."""
     from rasterio.warp import transform_bounds
@@ -99,12 +136,15 @@ def coverage_message(src_path: Path, src, grid: Grid, coverage: float, min_cover
 
 
 def resample_layer(layer: str, src_path: str | Path, grid: Grid, out_path: str | Path, *,
-                   method: str | None = None, min_coverage: float | None = None) -> Path:
+                   method: str | None = None, min_coverage: float | None = None,
+                   panda_alignment: str = "error") -> Path:
     """Resample one layer with its configured method (see :data:`LAYER_RESAMPLING`).
 
-    ``min_coverage`` applies to the :data:`COVERAGE_LAYERS` only.
+    ``min_coverage`` applies to the :data:`COVERAGE_LAYERS` only, ``panda_alignment``
+    to PANDA only.
     """
     if layer not in LAYER_RESAMPLING:
         raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYER_RESAMPLING)}")
     return resample_to_grid(src_path, grid, out_path, method=method or LAYER_RESAMPLING[layer],
-                            min_coverage=min_coverage if layer in COVERAGE_LAYERS else None)
+                            min_coverage=min_coverage if layer in COVERAGE_LAYERS else None,
+                            alignment=panda_alignment if layer == "panda" else None)
