@@ -267,3 +267,46 @@ def test_another_config_cannot_touch_what_this_run_read(tiny_run, tiny_config_pa
     proc = subprocess.run([sys.executable, "-m", "pandafine", "verify", str(tiny_run / "results" / "panda_fine")],
                           capture_output=True, text=True, cwd=tiny_run)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_with_different_configs(tiny_run, tiny_config_path, run_snakemake, tmp_path):
+    """Two real Snakemake processes with different configs in one directory, at the same time: the second
+    is refused by the lock, a dry run with yet another config changes nothing the first reads, and the
+    first run's model and training tiles equal those of a solo run (``tiny_run``)."""
+    import subprocess
+    import time
+
+    from conftest import SNAKEMAKE
+    from pandafine.core.checksums import sha256_file, tree_sha256
+
+    (model,) = [p.relative_to(tiny_run) for p in (tiny_run / "results" / "models").glob("*/model.onnx")]
+    work = tmp_path / "work"
+    work.mkdir()
+    first = subprocess.Popen(SNAKEMAKE + ["--directory", str(work), "--configfile", str(tiny_config_path),
+                                          "--cores", "2", str(model)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any((work / ".snakemake" / "locks").glob("*")) or not (work / "results" / "config").is_dir():
+            assert first.poll() is None, f"the first run ended before taking its lock:\n{first.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the first run took no lock within 300 s"
+            time.sleep(0.2)
+        ours = {p.name: p.read_bytes() for p in (work / "results" / "config").glob("*.yaml")}
+        other = _edited(tiny_config_path, tmp_path, "other", lambda c: c["train"].update(epochs=1, learning_rate=0.01))
+        dry = run_snakemake(work, "-n", str(model), config=other)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        second = run_snakemake(work, "--cores", "1", str(model), config=other)
+        assert first.poll() is None, "the first run ended before the second started: nothing was concurrent"
+        assert second.returncode != 0 and "cannot be locked" in (second.stdout + second.stderr)
+        out, _ = first.communicate(timeout=900)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, out[-3000:]
+    for name, data in ours.items():
+        assert (work / "results" / "config" / name).read_bytes() == data
+    assert sha256_file(work / model) == sha256_file(tiny_run / model)
+    assert tree_sha256(work / "results" / "tiles" / "train.zarr") == \
+        tree_sha256(tiny_run / "results" / "tiles" / "train.zarr")
+
