@@ -557,7 +557,7 @@ def calibrate_dem(cfg: Mapping[str, Any], raw_dir: str | Path, out_path: str | P
         with atomic_path(out_path) as tmp:
             merge(sources, res=(res_x, res_y), nodata=float("nan"), dtype="float32",
                   dst_path=tmp, dst_kwds=dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
-                                              compress="deflate", predictor=3))
+                                              compress="deflate", predictor=3, BIGTIFF="IF_SAFER"))
             with rasterio.open(tmp, "r+") as dst:
                 dst.set_band_description(1, "elevation")
                 dst.update_tags(units="m", tiles=len(tiles), source_crs=";".join(sorted({c.to_string() for c in crss})))

@@ -39,7 +39,15 @@ import numpy as np
 from pandafine.core.atomic import atomic_path
 from pandafine.core.channels import LANDSAT_BANDS
 from pandafine.core.grid import Grid
-from pandafine.core.raster_io import geotiff_profile, grid_of, iter_windows, open_writer, read_raster, write_raster
+from pandafine.core.raster_io import (
+    geotiff_profile,
+    grid_of,
+    iter_windows,
+    open_raster,
+    open_writer,
+    read_raster,
+    write_raster,
+)
 from pandafine.core.scaling import RADIANCE_UNITS
 from pandafine.core.windows import frame_bounds_on, grid_window_of, intersect_blocks
 
@@ -214,7 +222,6 @@ def _warp_block(path: Path, grid: Grid, block: tuple[int, int, int, int], pad: i
     Only the source window under the block (plus ``pad`` pixels) is read and
     warped, so the cost of a block does not grow with the scene or the grid.
     """
-    import rasterio
     from rasterio.crs import CRS
     from rasterio.enums import Resampling
     from rasterio.warp import reproject, transform_bounds
@@ -223,7 +230,7 @@ def _warp_block(path: Path, grid: Grid, block: tuple[int, int, int, int], pad: i
     r0, c0, h, w = block
     dst_t = grid.window_transform(r0, c0)
     dst_crs = CRS.from_user_input(grid.crs)
-    with rasterio.open(path) as src:
+    with open_raster(path) as src:
         out = np.full((src.count, h, w), np.nan, np.float32)
         (left, right), (top, bottom) = zip(dst_t * (0, 0), dst_t * (w, h))
         bounds = transform_bounds(dst_crs, src.crs, min(left, right), min(top, bottom), max(left, right),

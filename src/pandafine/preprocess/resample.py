@@ -17,7 +17,7 @@ import numpy as np
 
 from pandafine.core.atomic import atomic_path
 from pandafine.core.grid import Grid, lattice_offset
-from pandafine.core.raster_io import geotiff_profile
+from pandafine.core.raster_io import geotiff_profile, open_raster
 from pandafine.core.windows import row_bands
 
 #: Default resampling method per layer.
@@ -66,7 +66,7 @@ def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, 
 
     src_path = Path(src_path)
     resampling = _resampling(method)
-    with rasterio.open(src_path) as src:
+    with open_raster(src_path) as src:
         if src.crs is None:
             raise ValueError(f"{src_path}: raster has no CRS; cannot resample it onto the working grid")
         nodata = src.nodata if src.nodata is not None else (np.nan if src.dtypes[0].startswith("float") else None)

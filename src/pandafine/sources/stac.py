@@ -50,6 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from pandafine.core.faults import gdal_write_errors
 from pandafine.core.grid import Grid, grid_from_config
 from pandafine.core.windows import grid_window_of
 from pandafine.sensors.landsat import MISSION_SENSOR, band_numbers
@@ -496,7 +497,7 @@ def write_scene(plan: ScenePlan, item: Mapping[str, Any], fine: Grid, scene_dir:
                                nodata=nodata, compress="deflate", predictor=2, tiled=True,
                                blockxsize=256, blockysize=256)
                 dest = safe_join(tmp_dir, name)
-                with rasterio.open(dest, "w", **profile) as dst:
+                with gdal_write_errors(dest), rasterio.open(dest, "w", **profile) as dst:
                     for r in range(0, fine.height, chunk):
                         block = arr[r:r + chunk].values
                         try:

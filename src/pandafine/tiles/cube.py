@@ -23,14 +23,14 @@ import numpy as np
 from pandafine.core.atomic import atomic_path
 from pandafine.core.channels import CHANNELS, DEM_CHANNELS, LANDSAT_CHANNELS, PANDA_CHANNELS
 from pandafine.core.grid import Grid
+from pandafine.core.raster_io import open_raster
 from pandafine.core.windows import row_bands
 
 
 def _read_band_rows(path: Path, row_off: int, n_rows: int, expected: int, grid: Grid) -> np.ndarray:
-    import rasterio
     from rasterio.windows import Window
 
-    with rasterio.open(path) as src:
+    with open_raster(path) as src:
         if (src.height, src.width) != grid.shape or src.count != expected:
             raise ValueError(f"{path}: expected {expected} band(s) on the working grid {grid.height}x{grid.width}, "
                              f"found {src.count} band(s) of {src.height}x{src.width}")

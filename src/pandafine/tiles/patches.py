@@ -19,6 +19,7 @@ import numpy as np
 
 from pandafine.core.atomic import atomic_path
 from pandafine.core.channels import CHANNELS
+from pandafine.core.raster_io import open_raster
 from pandafine.tiles.cube import open_cube
 from pandafine.tiles.store import SPLIT_NAMES
 
@@ -111,7 +112,6 @@ def constant_channels(inputs: np.ndarray, channels) -> list[str]:
 def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mapping[int, str | Path],
                        out_path: str | Path, params: SplitParams, *, min_valid: float = 0.5) -> Path:
     """Cut patches of every supervised year into ``train.zarr`` (see docs/contracts.md)."""
-    import rasterio
     import zarr
     from rasterio.windows import Window
 
@@ -130,7 +130,7 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
             grid = cgrid
         elif not grid.same_as(cgrid):
             raise ValueError(f"{cube_paths[year]}: grid differs from the other years' cubes")
-        with rasterio.open(target_paths[year]) as tgt:
+        with open_raster(target_paths[year]) as tgt:
             if (tgt.height, tgt.width) != grid.shape:
                 raise ValueError(f"{target_paths[year]}: target is {tgt.height}x{tgt.width}, "
                                  f"the working grid is {grid.height}x{grid.width}")
