@@ -139,3 +139,23 @@ def test_product_tags(tmp_path):
     assert product_tags(study, 2005, model)["config_sha256"] == tags["config_sha256"]
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
         product_tags(cfg, 2005, tmp_path / "nope.onnx")
+
+
+def test_cog_written_on_disk_leaves_nothing_beside_the_product(tmp_path, checker, monkeypatch):
+    """Large products are assembled on disk by rio-cogeo, whose intermediate file goes in a private
+    directory; what a killed run left there is removed by the next write."""
+    import pandafine.product.cog as cog
+
+    src = tiled_tif(tmp_path / "src.tif", checker)
+    out_dir = tmp_path / "products"
+    out_dir.mkdir()
+    stale = out_dir / ".PANDA-FINE_2000.a1b2c3d4.cog.part.tif"  # a killed run's staging directory
+    stale.mkdir()
+    (stale / "tmpabc123.tif").write_bytes(b"partial")
+    other = out_dir / "PANDA-FINE_2001.tif"
+    other.write_bytes(b"another year")
+    monkeypatch.setattr(cog, "IN_MEMORY_BYTES", 0)  # the on-disk path, as for a China-wide product
+    out = write_cog(src, out_dir / "PANDA-FINE_2000.tif")
+    assert validate_cog(out)[0]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["PANDA-FINE_2000.tif", "PANDA-FINE_2001.tif"]
+    assert other.read_bytes() == b"another year"

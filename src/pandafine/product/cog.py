@@ -9,6 +9,8 @@ NaN nodata) through a temporary file and a rename.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,7 +18,7 @@ from typing import Any, Mapping
 from pandafine import __version__
 from pandafine.config import config_hash
 from pandafine.config_keys import product_config
-from pandafine.core.atomic import atomic_path
+from pandafine.core.atomic import atomic_path, remove_stale_parts
 from pandafine.core.checksums import sha256_file, tree_sha256
 from pandafine.core.scaling import RADIANCE_UNITS
 
@@ -28,6 +30,10 @@ PRODUCT_BANDS = ("radiance", "radiance_spread")
 
 #: Rasters up to this many bytes are assembled in memory by rio-cogeo; larger ones on disk.
 IN_MEMORY_BYTES = 256 * 2**20
+
+#: Tag of the private directory a COG is written in (``.{stem}.XXXXXXXX.cog.part.tif``): rio-cogeo keeps
+#: its intermediate file beside the file it writes, so it goes in there, never beside the product.
+COG_STAGING_TAG = "cog"
 
 
 def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLike,
@@ -156,13 +162,22 @@ def write_cog(src_tiled_tif: str | os.PathLike, out_path: str | os.PathLike, *, 
         in_memory = src.width * src.height * src.count * np.dtype(dtype).itemsize <= IN_MEMORY_BYTES
         profile = cog_profile(compress, blocksize, dtype)
         config = {"GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize), "GDAL_TIFF_INTERNAL_MASK": True}
+        # rio-cogeo keeps its intermediate file beside the file it writes: write into a private
+        # directory named as a temporary of ``out_path``, which the next run removes if this one is killed
+        remove_stale_parts(out_path, tags=(COG_STAGING_TAG,))
         with atomic_path(out_path) as tmp, warnings.catch_warnings():
-            # rio-cogeo multiplies Affine objects with `*` (affine >= 2.5 prefers `@`): not ours to fix
-            warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module="rio_cogeo")
-            cog_translate(src, tmp, profile, nodata=nodata, overview_resampling=overview_resampling,
-                          overview_level=overview_levels(src.width, src.height, overview_min_size),
-                          in_memory=in_memory, config=config, additional_cog_metadata=str_tags,
-                          forward_band_tags=True, quiet=True)
+            stage = Path(tempfile.mkdtemp(prefix=f".{Path(out_path).stem}.",
+                                          suffix=f".{COG_STAGING_TAG}.part{tmp.suffix}", dir=tmp.parent))
+            try:
+                # rio-cogeo multiplies Affine objects with `*` (affine >= 2.5 prefers `@`): not ours to fix
+                warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module="rio_cogeo")
+                cog_translate(src, stage / "cog.tif", profile, nodata=nodata, overview_resampling=overview_resampling,
+                              overview_level=overview_levels(src.width, src.height, overview_min_size),
+                              in_memory=in_memory, config=config, additional_cog_metadata=str_tags,
+                              forward_band_tags=True, quiet=True)
+                os.replace(stage / "cog.tif", tmp)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
     return Path(out_path)
 
 
