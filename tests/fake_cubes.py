@@ -69,6 +69,17 @@ def smooth_model(path: Path, n_channels: int = 3, seed: int = 0) -> Path:
     return save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), path)
 
 
+def with_metadata(src: Path, dst: Path, **props: str) -> Path:
+    """A copy of the ONNX model ``src`` at ``dst`` with ``metadata_props`` ``pandafine.<key>`` set to ``props``."""
+    import onnx
+
+    model = onnx.load(str(src))
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = f"pandafine.{key}", str(value)
+    return save_model(model, dst)
+
+
 def write_cube(path: Path, data: np.ndarray, year: int = 2018, chunk: int = 64,
                channels=CHANNELS) -> Path:
     import zarr

@@ -1,4 +1,4 @@
-"""Tiled inference: providers, constancy, seams, borders, masking, streaming, end-to-end COG."""
+"""Tiled inference: providers, constancy, seams, borders, masking, streaming, COG, tile vs receptive field."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ import pytest
 import yaml
 
 import pandafine.inference.blending as blending
-from fake_cubes import identity_model, model_io, save_model, smooth_model, write_cube
+from fake_cubes import identity_model, model_io, save_model, smooth_model, with_metadata, write_cube
 from pandafine.inference.blending import TileLayout
-from pandafine.inference.infer import InferParams, infer_array, infer_year, open_cube, prefetch
+from pandafine.inference.infer import (
+    InferParams,
+    check_tile_fits_model,
+    infer_array,
+    infer_year,
+    open_cube,
+    prefetch,
+)
 from pandafine.inference.providers import ProviderWarning, make_session, select_providers
 from pandafine.inference.tiling import iter_tile_batches
 from repo_paths import REPO
@@ -315,6 +322,44 @@ def test_failed_job_leaves_no_output(tmp_path, cfg, models, monkeypatch):
         infer_year(cfg, cube, models["identity"], out, progress=False)
     assert not out.exists()
     assert list(out.parent.iterdir()) == []
+
+
+def test_infer_year_refuses_a_tile_smaller_than_the_receptive_field(tmp_path, cfg, models, caplog):
+    model = with_metadata(models["smooth"], tmp_path / "m.onnx", receptive_field_px=41, input_multiple=8)
+    cube = write_cube(tmp_path / "2018.zarr", smooth_field((3, 96, 96)))
+    out = tmp_path / "out" / "PANDA-FINE_2018.tif"
+    cfg["infer"].update(tile=32, overlap=0.25)  # e.g. overridden after the export checked the config's tile
+    with pytest.raises(ValueError, match=r"key 'infer.tile': value 32 is smaller than the receptive field of "
+                                         r".*m\.onnx, 41 px .*infer\.tile >= 48 .*pandafine\.receptive_field_px"):
+        infer_year(cfg, cube, model, out, progress=False)
+    assert not out.exists()
+    cfg["infer"].update(tile=64, overlap=0.75)  # a tile holding the field, 48 px shared >= 2 x radius 20: quiet
+    with caplog.at_level("WARNING", logger="pandafine.inference.infer"):
+        assert infer_year(cfg, cube, model, out, progress=False) == out
+    assert "receptive" not in caplog.text
+
+
+def test_infer_year_warns_on_a_model_without_receptive_field_or_a_narrow_overlap(tmp_path, cfg, models, caplog):
+    cube = write_cube(tmp_path / "2018.zarr", smooth_field((3, 64, 64)))
+    cfg["infer"].update(tile=32, overlap=0.25)
+    with caplog.at_level("WARNING", logger="pandafine.inference.infer"):
+        infer_year(cfg, cube, models["smooth"], tmp_path / "a.tif", progress=False)  # exported before the key
+    assert "no receptive field in the model's metadata" in caplog.text and "infer.tile 32 is not checked" in caplog.text
+    caplog.clear()
+    model = with_metadata(models["smooth"], tmp_path / "m.onnx", receptive_field_px=21)
+    with caplog.at_level("WARNING", logger="pandafine.inference.infer"):
+        infer_year(cfg, cube, model, tmp_path / "b.tif", progress=False)  # 32 >= 21, but 8 px shared < 20
+    assert "shares 8 px between tiles" in caplog.text and "receptive radius 10 px" in caplog.text
+
+
+def test_check_tile_fits_model_reads_the_metadata():
+    p = params(tile=64, overlap=0.5)
+    assert check_tile_fits_model({"pandafine.receptive_field_px": "63"}, p) == 63
+    assert check_tile_fits_model({}, p) is None
+    with pytest.raises(ValueError, match=r"infer\.tile >= 80 \(a multiple of 16\)"):
+        check_tile_fits_model({"pandafine.receptive_field_px": "65", "pandafine.input_multiple": "16"}, p)
+    with pytest.raises(ValueError, match="is not a number of pixels"):
+        check_tile_fits_model({"pandafine.receptive_field_px": "wide"}, p, source="m.onnx")
 
 
 def test_infer_year_streams_in_bounded_bands(tmp_path, cfg, models, monkeypatch):

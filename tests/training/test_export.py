@@ -1,4 +1,4 @@
-"""ONNX export: dynamic shapes, NaN inputs, parity with PyTorch, export.json."""
+"""ONNX export: dynamic shapes, NaN inputs, parity with PyTorch, export.json, the receptive field check."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from fake_tiles import stage_config, write_fake_train_zarr
-from pandafine.models.registry import load_trained_model
+from pandafine.models import input_multiple
+from pandafine.models.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from pandafine.models.receptive_field import RF_METADATA_KEY
+from pandafine.models.registry import build_wrapper, load_trained_model
 from pandafine.tiles.store import PatchStore
 from pandafine.training import export as X
 from pandafine.training import train as T
@@ -46,6 +49,10 @@ def test_onnx_graph_contract(exported):
     assert isinstance(dims[0], str) and dims[1] == 11 and isinstance(dims[2], str) and isinstance(dims[3], str)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["pandafine.channels"])[0] == "panda"
+    # the receptive field measured at export: recorded for infer, and within the config's infer.tile (32)
+    rf = json.loads((model_dir / "export.json").read_text())["receptive_field"]
+    assert rf["recorded"] and int(meta[RF_METADATA_KEY]) == rf["px"] == 2 * rf["radius"] + 1
+    assert 1 <= rf["px"] <= stage_config()["infer"]["tile"]
     assert meta["pandafine.radiance_units"] == "W m-2 sr-1 um-1"
     # no source locations: the file does not depend on where the checkout lives or on source line numbers
     assert not [p.key for n in proto.graph.node for p in n.metadata_props if p.key in X.SOURCE_LOCATION_KEYS]
@@ -90,3 +97,45 @@ def test_parity_inputs_shapes():
     p = np.zeros((5, 3, 16, 16), np.float32)
     shapes = [a.shape for a in X.parity_inputs(p, batch_size=2, tile=40, multiple=8)]
     assert shapes == [(2, 3, 16, 16), (2, 3, 16, 16), (1, 3, 16, 16), (2, 3, 40, 40), (1, 3, 16, 32)]
+
+
+def untrained_checkpoint(model_dir, zarr_path, model_config, seed=0):
+    """``model_dir/checkpoint.pt`` of an untrained, seeded network (no training: fast)."""
+    store = PatchStore(zarr_path)
+    torch.manual_seed(seed)
+    model = build_wrapper(model_config, store.channels, store.normalization)
+    save_checkpoint(model_dir / "checkpoint.pt", {
+        "format": CHECKPOINT_FORMAT, "model_state": model.state_dict(), "model_config": dict(model_config),
+        "channels": list(store.channels), "normalization": store.normalization, "best_epoch": 0})
+    return model_dir
+
+
+def test_export_refuses_a_tile_smaller_than_the_receptive_field(tmp_path):
+    zarr_path = write_fake_train_zarr(tmp_path / "train.zarr")
+    mc = {"name": "mmntlsr", "width": 8, "depth": 2}  # PANDA encoded at 1/8: a wide field
+    model_dir = untrained_checkpoint(tmp_path / "model", zarr_path, mc)
+    model, ck = load_trained_model(model_dir)
+    patches, _ = PatchStore(zarr_path).read(PatchStore(zarr_path).indices("test"))
+    rf = X.receptive_field(model, patches, ck["channels"], input_multiple(mc))
+    assert rf.px > 16 and rf.complete
+    cfg = stage_config()
+    cfg["infer"]["tile"] = 16
+    with pytest.raises(ValueError) as err:
+        X.export_onnx(cfg, model_dir, zarr_path, model_dir / "model.onnx")
+    msg = str(err.value)
+    assert "infer.tile" in msg and "value 16" in msg and f"receptive field of {model_dir / 'checkpoint.pt'}" in msg
+    assert f"{rf.px} px" in msg and f"infer.tile >= {-(-rf.px // 8) * 8}" in msg and "nothing was exported" in msg
+    assert sorted(p.name for p in model_dir.iterdir()) == ["checkpoint.pt"]  # no model, no export.json, no temporary
+
+
+def test_check_tile_against_model_takes_the_tile_multiple():
+    from pandafine.models.receptive_field import ReceptiveField
+
+    rf = ReceptiveField(radius=12, fraction=0.99, canvas=128, samples=4, mass=1.0, complete=True)  # 25 px
+    X.check_tile_against_model(32, rf, 8, "m")
+    X.check_tile_against_model(25, rf, 1, "m")
+    with pytest.raises(ValueError, match=r"value 24 is smaller than the receptive field of m, 25 px.*>= 32 "
+                                         r"\(a multiple of 8\)"):
+        X.check_tile_against_model(24, rf, 8, "m")
+    with pytest.raises(ValueError, match=r">= 32 \(a multiple of 16\)"):
+        X.check_tile_against_model(16, rf, 16, "m")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import queue
 import tempfile
@@ -31,6 +32,7 @@ from pandafine.inference.blending import WINDOW_KINDS, TileLayout, blend_tiles
 from pandafine.inference.ort_run import bind_io
 from pandafine.inference.providers import make_session
 from pandafine.inference.tiling import iter_tile_batches, pad_block
+from pandafine.models.receptive_field import RF_METADATA_KEY, overlap_warning, tile_error
 from pandafine.product.cog import PRODUCT_BANDS, product_tags, write_cog
 from pandafine.tiles.cube import open_cube
 
@@ -146,6 +148,51 @@ def check_model_io(session, n_channels: int, *, source: str = "model") -> None:
         raise ValueError(f"{source}: input '{MODEL_INPUT}' has rank {len(shape)}; expected (B, C, H, W)")
     if isinstance(shape[1], int) and shape[1] != n_channels:
         raise ValueError(f"{source}: model expects {shape[1]} input channels, the cube has {n_channels}")
+
+
+def model_metadata(session) -> dict[str, str]:
+    """The ONNX model's metadata (``metadata_props``) as a dict; empty for objects without it."""
+    try:
+        return dict(session.get_modelmeta().custom_metadata_map)
+    except AttributeError:
+        return {}
+
+
+def check_tile_fits_model(metadata: Mapping[str, str], params: InferParams, *, source: str = "model") -> int | None:
+    """Refuse an ``infer.tile`` smaller than the model's receptive field; return the field (px) or None.
+
+    The field is the metadata key ``pandafine.receptive_field_px`` that
+    :func:`pandafine.training.export.export_onnx` measures and records
+    (:mod:`pandafine.models.receptive_field`). A model without it (exported by
+    an older version, or elsewhere) is accepted with a warning. An overlap too
+    narrow to hide the tile edges is a warning.
+
+    Raises
+    ------
+    ValueError
+        If ``params.tile`` is smaller than the recorded field, or the value is not an integer.
+    """
+    value = metadata.get(RF_METADATA_KEY)
+    if value is None:
+        log.warning("%s: no receptive field in the model's metadata (%s; exported by an older pandafine or "
+                    "elsewhere): infer.tile %d is not checked against it", source, RF_METADATA_KEY, params.tile)
+        return None
+    try:
+        px = int(value)
+    except ValueError:
+        raise ValueError(f"{source}: metadata {RF_METADATA_KEY}={value!r} is not a number of pixels") from None
+    try:
+        multiple = math.lcm(int(metadata.get("pandafine.input_multiple", 1)), MODEL_MULTIPLE)
+    except ValueError:
+        multiple = MODEL_MULTIPLE
+    error = tile_error(params.tile, px, multiple=multiple, source=source)
+    if error:
+        raise ValueError(f"{error} (the receptive field is the model's metadata {RF_METADATA_KEY}, measured "
+                         "when it was exported)")
+    note = overlap_warning(params.tile, params.overlap, px)
+    if note:
+        log.warning("%s: %s", source, note)
+    return px
 
 
 def predict_tiles(session, batches: Iterable[tuple[int, list[int], np.ndarray]], *, mask_channel: int | None = None,
@@ -428,6 +475,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
                              f"and its checkpoint.pt; {model_path} is a deterministic ONNX model")
         session = make_session(model_path, params.providers, threads(), require_gpu=require_gpu)
         check_model_io(session, len(cube.channels), source=str(model_path))
+        check_tile_fits_model(model_metadata(session), params, source=str(model_path))
         session = bind_io(session)  # IO binding on CUDA/TensorRT; the plain run on the CPU
     tags = {**product_tags(cfg, year, model_path, input_path=cube_path), **extra_tags}
 
@@ -494,5 +542,5 @@ def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
 
 
 __all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "blend_band_tiles", "run_model",
-           "check_model_io", "predict_tiles", "remove_stale_temporaries", "output_blocksize", "infer_year",
-           "infer_array")
+           "check_model_io", "model_metadata", "check_tile_fits_model", "predict_tiles", "remove_stale_temporaries",
+           "output_blocksize", "infer_year", "infer_array")

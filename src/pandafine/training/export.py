@@ -6,12 +6,19 @@ The exported graph is :class:`~pandafine.models.wrapper.PandaFineNet`: input
 and width multiples of the model's :func:`~pandafine.models.input_multiple`).
 The file is written to a temporary name and renamed only after
 ``onnx.checker`` and the onnxruntime-vs-PyTorch parity check have passed.
+
+Before anything is exported, the trained network's effective receptive field is
+measured (:mod:`pandafine.models.receptive_field`); the export fails if
+``infer.tile`` is smaller, and stores it in the ONNX metadata
+(``pandafine.receptive_field_px``), where ``pandafine infer`` checks the tile it
+runs with.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +29,14 @@ from pandafine.core.checksums import sha256_file
 from pandafine.core.runtime import configure_torch, ort_session_options
 from pandafine.core.scaling import RADIANCE_REF, RADIANCE_UNITS
 from pandafine.models import input_multiple
+from pandafine.models.receptive_field import (
+    RF_METADATA_KEY,
+    RF_SAMPLES,
+    ReceptiveField,
+    brightest_samples,
+    measure_receptive_field,
+    tile_error,
+)
 from pandafine.models.registry import load_trained_model
 from pandafine.tiles.store import PatchStore
 
@@ -87,6 +102,32 @@ def parity_inputs(patches: np.ndarray, batch_size: int, tile: int, multiple: int
     return out
 
 
+def receptive_field(model, patches: np.ndarray, channels, multiple: int) -> ReceptiveField:
+    """The effective receptive field of a trained :class:`~pandafine.models.wrapper.PandaFineNet`.
+
+    Measured (:func:`~pandafine.models.receptive_field.measure_receptive_field`) on
+    the network behind the normalization, from the :data:`RF_SAMPLES` patches
+    with the brightest PANDA channel (or channel 0), normalized as the model does
+    (nodata -> 0).
+    """
+    import torch
+
+    channels = list(channels)
+    pick = brightest_samples(patches, RF_SAMPLES, channel=channels.index("panda") if "panda" in channels else 0)
+    with torch.no_grad():
+        x = model.normalize(torch.from_numpy(np.ascontiguousarray(patches[pick], dtype=np.float32))).numpy()
+    return measure_receptive_field(model.net, x, multiple=multiple)
+
+
+def check_tile_against_model(tile: int, rf: ReceptiveField, multiple: int, source: str) -> None:
+    """Raise ``ValueError`` if ``infer.tile`` cannot hold the measured receptive field ``rf``."""
+    # tiles are multiples of the model's input multiple and of 8 (pandafine.inference.infer.MODEL_MULTIPLE)
+    error = tile_error(tile, rf.px, multiple=int(np.lcm(multiple, 8)), source=source)
+    if error:
+        raise ValueError(f"{error}. Measured at export on the trained network ({rf.samples} test patches on a "
+                         f"{rf.canvas} px canvas); nothing was exported")
+
+
 def _export_graph(model, example, path: Path, opset: int) -> str:
     """torch.onnx.export with the dynamo exporter and dynamic batch/height/width; returns the exporter name."""
     import warnings
@@ -130,13 +171,17 @@ def export_onnx(cfg: Mapping[str, Any], model_dir, train_zarr, out_path, *, opse
     -------
     dict
         The content of ``export.json``: file, sha256, opset, input/output names,
-        parity (max abs and relative differences per shape).
+        receptive field (px, radius, how it was measured), parity (max abs and
+        relative differences per shape).
 
     Raises
     ------
     RuntimeError
         If onnxruntime and PyTorch differ by more than ``PARITY_RTOL`` relative
         to the output's max (nothing is written to ``out_path`` then).
+    ValueError
+        If ``infer.tile`` is smaller than the network's receptive field
+        (:func:`receptive_field`), before anything is exported.
     """
     import onnx
     import onnxruntime as ort
@@ -156,6 +201,21 @@ def export_onnx(cfg: Mapping[str, Any], model_dir, train_zarr, out_path, *, opse
         log.warning("%s: empty test split; parity check uses the first patches", store.path)
     patches, _ = store.read(idx[:PARITY_MAX_PATCHES])
     multiple = input_multiple(ck["model_config"])
+    started = time.perf_counter()
+    rf = receptive_field(model, patches, ck["channels"], multiple)
+    rf_seconds = time.perf_counter() - started
+    source = str(Path(model_dir) / "checkpoint.pt")
+    if rf.mass > 0:
+        log.info("%s: receptive field %d px (radius %d px holds %.0f%% of the gradient mass; %d patches, "
+                 "%d px canvas, %.1f s)", source, rf.px, rf.radius, 100 * rf.fraction, rf.samples, rf.canvas,
+                 rf_seconds)
+        if not rf.complete:
+            log.warning("%s: the receptive field reaches the edge of the largest canvas (%d px); %d px is a "
+                        "lower bound", source, rf.canvas, rf.px)
+        check_tile_against_model(int(cfg["infer"]["tile"]), rf, multiple, source)
+    else:
+        log.warning("%s: the outputs do not depend on the inputs at the sampled pixels (zero gradient); the "
+                    "receptive field is not recorded and infer.tile is not checked", source)
     checks = parity_inputs(patches, int(cfg["infer"]["batch_size"]), int(cfg["infer"]["tile"]), multiple)
 
     with atomic_path(out_path) as tmp:
@@ -171,6 +231,8 @@ def export_onnx(cfg: Mapping[str, Any], model_dir, train_zarr, out_path, *, opse
             "pandafine.radiance_units": RADIANCE_UNITS,
             "pandafine.radiance_ref": repr(RADIANCE_REF),
         }
+        if rf.mass > 0:
+            meta[RF_METADATA_KEY] = str(rf.px)
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -206,6 +268,7 @@ def export_onnx(cfg: Mapping[str, Any], model_dir, train_zarr, out_path, *, opse
                   "channels": list(ck["channels"]), "nodata": "NaN", "height_width_multiple_of": multiple},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", 1, "height", "width"], "units": RADIANCE_UNITS},
         "checkpoint_epoch": ck["best_epoch"],
+        "receptive_field": {**rf.to_dict(), "recorded": rf.mass > 0},
         "parity": {
             "source": f"{len(patches)} test-split patches of {store.path}",
             "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
