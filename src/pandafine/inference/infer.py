@@ -26,6 +26,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from pandafine.core.atomic import remove_stale_parts
+from pandafine.core.faults import disk_full_error, gdal_write_errors
 from pandafine.core.runtime import threads
 from pandafine.core.scaling import RADIANCE_UNITS
 from pandafine.inference.blending import WINDOW_KINDS, TileLayout, blend_tiles
@@ -33,7 +35,7 @@ from pandafine.inference.ort_run import bind_io
 from pandafine.inference.providers import make_session
 from pandafine.inference.tiling import iter_tile_batches, pad_block
 from pandafine.models.receptive_field import RF_METADATA_KEY, overlap_warning, tile_error
-from pandafine.product.cog import PRODUCT_BANDS, product_tags, write_cog
+from pandafine.product.cog import COG_STAGING_TAG, PRODUCT_BANDS, product_tags, write_cog
 from pandafine.tiles.cube import open_cube
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ MODEL_MULTIPLE = 8
 MODEL_INPUT, MODEL_OUTPUT = "inputs", "radiance"
 #: Channel whose nodata makes the output nodata.
 MASK_CHANNEL = "panda"
+#: Tag of the temporary tiled GeoTIFF a product is blended into (``.{stem}.XXXXXXXX.tiled.part.tif``).
+TILED_TAG = "tiled"
 
 
 @dataclass(frozen=True)
@@ -262,23 +266,14 @@ def blend_band_tiles(tiles: Iterable[tuple[int, int, np.ndarray]], layout, bands
 
 
 def remove_stale_temporaries(out_path: str | os.PathLike) -> list[Path]:
-    """Remove temporary files that an interrupted run left beside ``out_path``.
+    """Remove what an interrupted run of this product left beside ``out_path``.
 
-    A killed process cannot clean up its ``.{stem}.*.part*`` files (the tiled
-    GeoTIFF and the COG being written); they are removed before a new run of the
-    same product starts. Only this product's hidden temporaries are touched.
+    A killed process cannot clean up its temporaries: the tiled GeoTIFF
+    (``.{stem}.XXXXXXXX.tiled.part.tif``), the COG's staging directory and the
+    COG being written (:func:`pandafine.core.atomic.remove_stale_parts`). Only
+    this product's temporaries are touched.
     """
-    out_path = Path(out_path)
-    removed = []
-    for p in sorted(out_path.parent.glob(f".{out_path.stem}.*.part*")):
-        if p.is_file() and not p.is_symlink():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                removed.append(p)
-    if removed:
-        log.warning("removed %d stale temporary file(s) of an interrupted run: %s", len(removed),
-                    ", ".join(p.name for p in removed))
-    return removed
+    return remove_stale_parts(out_path, tags=(TILED_TAG, COG_STAGING_TAG))
 
 
 def output_blocksize(height: int, width: int) -> int | None:
@@ -493,7 +488,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".tiled.part.tif", dir=out_path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=f".{TILED_TAG}.part.tif", dir=out_path.parent)
     os.close(fd)
     tiled_tmp = Path(tmp_name)
     n_rows = len(layout.rows)
@@ -502,6 +497,8 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
              params.window)
     try:
         with contextlib.ExitStack() as stack:
+            # GDAL errors of a failed flush (rasterio only logs them) raised once the file is closed
+            stack.enter_context(gdal_write_errors(out_path))
             bar = stack.enter_context(tqdm(total=n_rows, desc=f"infer {year}", unit="tile row",
                                            disable=not progress))
             dst = stack.enter_context(rasterio.open(tiled_tmp, "w", **profile))
@@ -521,6 +518,11 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
                     writer.write(first_row, block if finalize is None else finalize(block))
         write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
                   blocksize=int(cfg["product"]["blocksize"]), tags=tags)
+    except Exception as exc:
+        full = disk_full_error(exc, out_path)  # before the partial file is removed: its space counts as used
+        if full is not None:
+            raise full from exc
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tiled_tmp.unlink()
