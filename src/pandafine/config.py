@@ -75,6 +75,9 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
     tile = cfg["infer"]["tile"]
     if tile % factor:
         msgs.append(f"key 'infer.tile': value {tile} must be a multiple of grid.factor={factor}")
+    overlap = cfg["infer"]["overlap"]
+    if isinstance(overlap, int) and overlap >= tile:
+        msgs.append(f"key 'infer.overlap': value {overlap} px must be less than infer.tile={tile}")
     fr = cfg["tiles"]["fractions"]
     total = fr["train"] + fr["val"] + fr["test"]
     if abs(total - 1.0) > 1e-6:

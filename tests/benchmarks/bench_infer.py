@@ -46,7 +46,7 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-OVERLAPS = (0.0, 0.25, 0.5)
+OVERLAPS = (0.0, 0.25, 0.5)  # fractions of the tile, turned into pixels
 #: (throughput region side, RSS small side, RSS large side) in pixels.
 SIZES = {"full": (1024, 4000, 16000), "quick": (256, 512, 1024)}
 YEAR = 2018
@@ -146,7 +146,8 @@ def bench_throughput(cfg: dict, side: int, threads: int, device: str, providers:
     if iobinding:
         engines["ort_bound"] = BoundSession(ort, "cuda" if device.startswith("cuda") else "cpu")
     rows = []
-    for overlap in OVERLAPS:
+    for fraction in OVERLAPS:
+        overlap = int(round(tile * fraction))
         params = InferParams(tile, overlap, str(cfg["infer"]["window"]), int(cfg["infer"]["batch_size"]),
                              tuple(providers))
         layout = TileLayout(side, side, tile, overlap, params.window)
@@ -225,7 +226,7 @@ def rss_model_config(cfg: dict, which: str) -> dict:
 
 
 def bench_rss(cfg: dict, sides, threads: int, providers: list[str], workdir: Path, model_cfg: dict,
-              overlap: float | None = None) -> list[dict]:
+              overlap: int | None = None) -> list[dict]:
     from pandafine.core.channels import CHANNELS
 
     n = len(CHANNELS)
@@ -273,7 +274,7 @@ def print_throughput(thr: list[dict], device: str, providers: list[str]) -> None
         mp = r["region_px"][0] * r["region_px"][1] / 1e6
         cells = " ".join(f"{r['mpix_s'][k]:>7.3f} ({mp / r['best_s'][k]:>6.3f})" for k in names)
         pairs = ",".join(f"{x:.2f}" for x in r["ort_over_torch_pairs"])
-        print(f"{r['overlap']:>7.2f} {r['tiles']:>5} {cells} {r['ort_over_torch']:>9.2f} {pairs:>22} "
+        print(f"{r['overlap']:>7d} {r['tiles']:>5} {cells} {r['ort_over_torch']:>9.2f} {pairs:>22} "
               f"{r['max_rel_diff']:>12.2e}")
         if "bound_over_plain" in r:
             print(f"        IO-bound ORT / plain ORT: {r['bound_over_plain']:.2f} "
@@ -314,7 +315,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rss-model", default="unet:4:1",
                     help="model of the memory runs: unet:WIDTH:DEPTH (default unet:4:1), tiny "
                          "(tests/data/tiny.yaml's) or config (config.yaml's)")
-    ap.add_argument("--rss-overlap", type=float, help="overlap of the memory runs (default: config.yaml's)")
+    ap.add_argument("--rss-overlap", type=int, help="overlap (px) of the memory runs (default: config.yaml's)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     providers = args.providers or (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device.startswith("cuda")

@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     ap.add_argument("--tiles", type=Path, required=True, help="train.zarr (test-split patches)")
     ap.add_argument("--cube", type=Path, help="an inference cube; without it only the fields are measured")
     ap.add_argument("--tiles-px", default="16,24,32,48,64,96,128,176", help="tile sides to compare")
-    ap.add_argument("--overlap", default="0.25,0.5", help="overlaps to compare")
+    ap.add_argument("--overlap", default="0.25,0.5", help="overlaps to compare (fractions of the tile)")
     ap.add_argument("models", nargs="+", type=Path, help="model directories with checkpoint.pt")
     args = ap.parse_args(argv)
 
@@ -78,14 +78,14 @@ def main(argv=None) -> None:
         h, w = cube.shape[1:]
         step = int(np.lcm(multiple, 8))
         one = -(-max(h, w) // step) * step
-        ref = infer_array(session, cube, InferParams(one, 0.0, "hann", 1, ("CPUExecutionProvider",)))
+        ref = infer_array(session, cube, InferParams(one, 0, "hann", 1, ("CPUExecutionProvider",)))
         valid = np.isfinite(cube[0]) & np.isfinite(ref)
         total = float(ref[valid].sum())
         for overlap in (float(o) for o in args.overlap.split(",")):
             for tile in (int(t) for t in args.tiles_px.split(",")):
                 if tile % multiple or tile % 8:
                     continue
-                out = infer_array(session, cube, InferParams(tile, overlap, "hann", 8, ("CPUExecutionProvider",)))
+                out = infer_array(session, cube, InferParams(tile, round(tile * overlap), "hann", 8, ("CPUExecutionProvider",)))
                 loss = 100 * (float(out[valid].sum()) - total) / total
                 mad = 100 * float(np.abs(out - ref)[valid].sum()) / total
                 shared = round(tile * overlap)

@@ -98,7 +98,7 @@ def measure_checkpoint(checkpoint: Path, cube_path: Path, size: int, tile: int) 
     t0 = time.perf_counter()
     one = TS.sample_one_pass(sample, inputs, seed=0, row0=r0, col0=c0, multiple=8, mask_channel=mask)
     t1 = time.perf_counter()
-    tiled = TS.sample_region(sample, inputs, tile=tile, overlap=0.25, seed=0, row0=r0, col0=c0, batch_size=4,
+    tiled = TS.sample_region(sample, inputs, tile=tile, overlap=tile // 4, seed=0, row0=r0, col0=c0, batch_size=4,
                              mask_channel=mask)
     t2 = time.perf_counter()
     other = TS.sample_one_pass(sample, inputs, seed=1, row0=r0, col0=c0, multiple=8, mask_channel=mask)
@@ -146,7 +146,7 @@ def main() -> None:
             one = TS.sample_one_pass(sample, inputs, seed=5, row0=1000, col0=2000, multiple=4)
             other = TS.sample_one_pass(sample, inputs, seed=6, row0=1000, col0=2000, multiple=4)
             for tile in (32, 64):
-                tiled = TS.sample_region(sample, inputs, tile=tile, overlap=0.25, seed=5, row0=1000, col0=2000,
+                tiled = TS.sample_region(sample, inputs, tile=tile, overlap=tile // 4, seed=5, row0=1000, col0=2000,
                                          batch_size=4)
                 seams = TS.seam_statistics(tiled, tile, 0.25)
                 print(f"{name:10s} {label:21s} {tile:4d}  {TS.relative_rmse(tiled, one):22.4f}  "

@@ -32,7 +32,7 @@ def test_every_rule_of_the_workflow_has_its_keys():
 def test_digest_follows_only_its_keys(demo_config):
     base = rule_config_digest(demo_config, "train")
     other = copy.deepcopy(demo_config)
-    other["infer"]["overlap"] = 0.5            # not read by train
+    other["infer"]["overlap"] = 8            # not read by train
     other["ablation"]["epochs"] = 7
     assert rule_config_digest(other, "train") == base
     other["train"]["epochs"] += 1             # read by train

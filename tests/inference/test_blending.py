@@ -61,18 +61,18 @@ def test_window_floor_and_bad_kind():
 # --------------------------------------------------------------------------- tile layout
 
 def test_tile_origins_known_answers():
-    assert tile_origins(200, 64, 0.25) == [0, 48, 96, 136]
-    assert tile_origins(256, 64, 0.0) == [0, 64, 128, 192]
-    assert tile_origins(256, 64, 0.5) == [0, 32, 64, 96, 128, 160, 192]
-    assert tile_origins(50, 64, 0.25) == [0]  # smaller than a tile: one padded tile
-    assert tile_origins(64, 64, 0.25) == [0]
+    assert tile_origins(200, 64, 16) == [0, 48, 96, 136]
+    assert tile_origins(256, 64, 0) == [0, 64, 128, 192]
+    assert tile_origins(256, 64, 32) == [0, 32, 64, 96, 128, 160, 192]
+    assert tile_origins(50, 64, 16) == [0]  # smaller than a tile: one padded tile
+    assert tile_origins(64, 64, 16) == [0]
 
 
 @pytest.mark.parametrize("length,tile,overlap",
-                         list(itertools.product([65, 100, 128, 333, 1024], [16, 64, 128], [0.0, 0.25, 0.5, 0.75])))
+                         list(itertools.product([65, 100, 128, 333, 1024], [16, 64, 128], [0.0, 0.25, 0.5, 0.75])))  # overlap: fraction of the tile
 def test_tile_origins_cover_and_end_on_border(length, tile, overlap):
-    o = tile_origins(length, tile, overlap)
     stride = tile - round(tile * overlap)
+    o = tile_origins(length, tile, tile - stride)
     assert o[0] == 0
     assert o[-1] + tile == max(length, tile)  # last tile ends exactly on the border
     assert all(0 < b - a <= stride for a, b in zip(o, o[1:]))
@@ -84,7 +84,9 @@ def test_tile_origins_cover_and_end_on_border(length, tile, overlap):
 
 def test_tile_origins_rejects_bad_overlap():
     with pytest.raises(ValueError, match="overlap"):
-        tile_origins(100, 32, 1.0)
+        tile_origins(100, 32, 32)  # no stride left
+    with pytest.raises(ValueError, match="whole number of pixels"):
+        tile_origins(100, 32, 0.25)  # a fraction of the tile, as infer.overlap was before it was in pixels
 
 
 # --------------------------------------------------------------------------- border adjustment
@@ -106,7 +108,7 @@ def test_border_adjusted_window_full_weight_on_flagged_sides(kind):
 
 
 def test_layout_windows_follow_the_border():
-    lay = TileLayout(200, 232, 64, 0.25, "hann")
+    lay = TileLayout(200, 232, 64, 16, "hann")
     first, last = lay.tile_window(0, 0), lay.tile_window(lay.rows[-1], lay.cols[-1])
     inner = lay.tile_window(lay.rows[1], lay.cols[1])
     assert first[0, 0] == pytest.approx(1.0) and last[-1, -1] == pytest.approx(1.0)
@@ -125,7 +127,7 @@ def _crop_tiles(image, layout):
 
 
 @pytest.mark.parametrize("kind", WINDOW_KINDS)
-@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+@pytest.mark.parametrize("overlap", [0, 12, 24])
 def test_blend_reproduces_consistent_predictions(kind, overlap):
     rng = np.random.default_rng(0)
     image = rng.normal(size=(150, 170)).astype(np.float32)
@@ -142,7 +144,7 @@ def test_blend_reproduces_consistent_predictions(kind, overlap):
 
 @pytest.mark.parametrize("kind", WINDOW_KINDS)
 def test_blend_constant_stays_exactly_constant(kind):
-    lay = TileLayout(100, 90, 32, 0.5, kind)
+    lay = TileLayout(100, 90, 32, 16, kind)
     c = np.float32(3.7)
     tiles = ((r, col, np.full((32, 32), c, np.float32)) for r in lay.rows for col in lay.cols)
     blocks = list(blend_tiles(tiles, lay))
@@ -154,7 +156,7 @@ def test_blend_constant_stays_exactly_constant(kind):
 def test_border_rows_blend_like_interior_rows():
     """With border-adjusted windows row 0 mixes neighbouring tiles exactly like the rows
     below it (which only the first tile row covers): border pixels get full weight."""
-    lay = TileLayout(100, 160, 64, 0.25, "hann")
+    lay = TileLayout(100, 160, 64, 16, "hann")
     values = {c: float(i) for i, c in enumerate(lay.cols)}  # each tile predicts a different constant
     tiles = ((r, c, np.full((64, 64), values[c] + 10 * i, np.float32))
              for i, r in enumerate(lay.rows) for c in lay.cols)
@@ -193,3 +195,47 @@ def test_accumulator_ignores_non_finite_predictions():
     _, out = acc.flush(8)
     assert out[3, 3] == 4.0  # only the finite prediction counts
     assert out[0, 0] == pytest.approx((2 + 12) / 4)
+
+
+# --------------------------------------------------------------------------- spatial blocks
+
+def _disagreeing_tiles(image, layout):
+    """Predictions that differ from tile to tile (the image plus noise seeded by the tile's grid position),
+    so the blend weights matter; the tiles of ``layout.rows`` x ``layout.cols`` in row-major order."""
+    pad = np.pad(image, ((0, max(0, layout.tile - image.shape[0])), (0, max(0, layout.tile - image.shape[1]))),
+                 mode="edge")
+    for r in layout.rows:
+        for c in layout.cols:
+            noise = np.random.default_rng([r, c]).normal(scale=0.1, size=(layout.tile, layout.tile))
+            yield r, c, (pad[r:r + layout.tile, c:c + layout.tile] + noise).astype(np.float32)
+
+
+def _blend(layout, tiles):
+    r0, c0, h, w = layout.bounds
+    out = np.full((h, w), np.nan, np.float32)
+    for first, block in blend_tiles(tiles, layout):
+        out[first:first + len(block)] = block
+    return out
+
+
+@pytest.mark.parametrize("kind", ["hann", "gaussian", "pyramid"])
+@pytest.mark.parametrize("block", [(64, 80), (48, 48), (100, 33)])
+def test_blocks_blended_apart_equal_the_whole_grid_blend(kind, block):
+    image = np.random.default_rng(1).normal(size=(150, 170)).astype(np.float32)
+    whole_layout = TileLayout(150, 170, 48, 12, kind)
+    whole = _blend(whole_layout, _disagreeing_tiles(image, whole_layout))
+    bh, bw = block
+    assembled = np.full_like(whole, np.nan)
+    for r in range(0, 150, bh):
+        for c in range(0, 170, bw):
+            area = (r, c, min(bh, 150 - r), min(bw, 170 - c))
+            lay = TileLayout(150, 170, 48, 12, kind, area=area)
+            # the block's tiles: the grid's tiles that touch it, and no others
+            assert set(lay.rows) == {o for o in whole_layout.rows if o < r + area[2] and o + 48 > r}
+            assembled[r:r + area[2], c:c + area[3]] = _blend(lay, _disagreeing_tiles(image, lay))
+    np.testing.assert_array_equal(assembled, whole)  # bit for bit: same tiles, weights and summation order
+
+
+def test_layout_area_must_lie_in_the_grid():
+    with pytest.raises(ValueError, match="not inside the 100x90 grid"):
+        TileLayout(100, 90, 32, 8, area=(64, 0, 64, 90))

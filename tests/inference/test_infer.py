@@ -42,7 +42,7 @@ def sessions(models):
 @pytest.fixture
 def cfg():
     c = yaml.safe_load((REPO / "config.yaml").read_text())
-    c["infer"].update(tile=64, overlap=0.25, window="hann", batch_size=4, providers=["CPUExecutionProvider"])
+    c["infer"].update(tile=64, overlap=16, window="hann", batch_size=4, providers=["CPUExecutionProvider"])
     c["product"].update(compress="zstd", blocksize=256)
     return c
 
@@ -55,7 +55,7 @@ def smooth_field(shape, seed=0, sigma=2.0):
                     ).astype(np.float32)
 
 
-def params(tile=64, overlap=0.25, kind="hann", batch=4):
+def params(tile=64, overlap=16, kind="hann", batch=4):
     return InferParams(tile, overlap, kind, batch, ("CPUExecutionProvider",))
 
 
@@ -101,7 +101,7 @@ def test_make_session_reports_providers_not_in_use(models, no_gpu, monkeypatch):
 # --------------------------------------------------------------------------- blending through the model
 
 @pytest.mark.parametrize("kind", blending.WINDOW_KINDS)
-@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+@pytest.mark.parametrize("overlap", [0, 12, 24])
 def test_constant_image_stays_exactly_constant(sessions, kind, overlap):
     data = np.full((3, 104, 136), 7.25, np.float32)
     data[1:] = np.random.default_rng(1).normal(size=(2, 104, 136))  # other channels vary
@@ -112,7 +112,7 @@ def test_constant_image_stays_exactly_constant(sessions, kind, overlap):
 
 def test_region_smaller_than_tile_is_padded(sessions):
     data = smooth_field((3, 40, 50))
-    out = infer_array(sessions["identity"], data, params(64, 0.25))
+    out = infer_array(sessions["identity"], data, params(64, 16))
     np.testing.assert_array_equal(out, data[0])
 
 
@@ -128,7 +128,7 @@ def _seam_stats(out, layout):
 
 
 @pytest.mark.parametrize("kind", ["hann", "gaussian", "pyramid"])
-@pytest.mark.parametrize("overlap", [0.25, 0.5])
+@pytest.mark.parametrize("overlap", [16, 32])
 def test_no_seams_tiled_equals_one_pass(sessions, kind, overlap):
     data = smooth_field((3, 200, 232))
     sess = sessions["smooth"]
@@ -150,7 +150,7 @@ def test_no_seams_tiled_equals_one_pass(sessions, kind, overlap):
 def test_seam_metric_detects_unblended_tiles(sessions):
     """Sanity check of the seam test: abutting tiles without overlap do show seams."""
     data = smooth_field((3, 200, 232))
-    tiled = infer_array(sessions["smooth"], data, params(64, 0.0, "constant"))
+    tiled = infer_array(sessions["smooth"], data, params(64, 0, "constant"))
     across, inside = _seam_stats(tiled, TileLayout(200, 232, 64, 0.0, "constant"))
     assert across > 1.1 * inside
 
@@ -159,7 +159,7 @@ def test_seam_metric_detects_unblended_tiles(sessions):
 
 def test_tile_batches_read_the_right_pixels():
     data = np.arange(2 * 70 * 90, dtype=np.float32).reshape(2, 70, 90)
-    lay = TileLayout(70, 90, 32, 0.25)
+    lay = TileLayout(70, 90, 32, 8)
     seen = []
     for row, cols, batch in iter_tile_batches(data, lay, 3):
         assert batch.shape == (len(cols), 2, 32, 32) and len(cols) <= 3
@@ -256,7 +256,7 @@ def test_infer_year_writes_masked_cog(tmp_path, cfg, models, sessions):
     assert sorted(p.name for p in out.parent.iterdir()) == ["PANDA-FINE_2018.tif"]  # no temporary left
     ok, errors, _ = validate_cog(out)
     assert ok, errors
-    expected = infer_array(sessions["smooth"], data, params(64, 0.25, "gaussian"))
+    expected = infer_array(sessions["smooth"], data, params(64, 16, "gaussian"))
     with rasterio.open(out) as src:
         arr = src.read(1)
         grid = open_cube(cube).grid
@@ -276,7 +276,7 @@ def test_infer_year_constant_identity_file(tmp_path, cfg, models):
     data = np.full((3, 96, 120), 2.5, np.float32)
     cube = write_cube(tmp_path / "2001.zarr", data, year=2001)
     out = tmp_path / "PANDA-FINE_2001.tif"
-    cfg["infer"].update(window="pyramid", overlap=0.5)
+    cfg["infer"].update(window="pyramid", overlap=32)
     infer_year(cfg, cube, models["identity"], out, year=2001, progress=False)
     with rasterio.open(out) as src:
         assert np.all(src.read(1) == np.float32(2.5))
@@ -328,12 +328,12 @@ def test_infer_year_refuses_a_tile_smaller_than_the_receptive_field(tmp_path, cf
     model = with_metadata(models["smooth"], tmp_path / "m.onnx", receptive_field_px=41, input_multiple=8)
     cube = write_cube(tmp_path / "2018.zarr", smooth_field((3, 96, 96)))
     out = tmp_path / "out" / "PANDA-FINE_2018.tif"
-    cfg["infer"].update(tile=32, overlap=0.25)  # e.g. overridden after the export checked the config's tile
+    cfg["infer"].update(tile=32, overlap=8)  # e.g. overridden after the export checked the config's tile
     with pytest.raises(ValueError, match=r"key 'infer.tile': value 32 is smaller than the receptive field of "
                                          r".*m\.onnx, 41 px .*infer\.tile >= 48 .*pandafine\.receptive_field_px"):
         infer_year(cfg, cube, model, out, progress=False)
     assert not out.exists()
-    cfg["infer"].update(tile=64, overlap=0.75)  # a tile holding the field, 48 px shared >= 2 x radius 20: quiet
+    cfg["infer"].update(tile=64, overlap=48)  # a tile holding the field, 48 px shared >= 2 x radius 20: quiet
     with caplog.at_level("WARNING", logger="pandafine.inference.infer"):
         assert infer_year(cfg, cube, model, out, progress=False) == out
     assert "receptive" not in caplog.text
@@ -341,7 +341,7 @@ def test_infer_year_refuses_a_tile_smaller_than_the_receptive_field(tmp_path, cf
 
 def test_infer_year_warns_on_a_model_without_receptive_field_or_a_narrow_overlap(tmp_path, cfg, models, caplog):
     cube = write_cube(tmp_path / "2018.zarr", smooth_field((3, 64, 64)))
-    cfg["infer"].update(tile=32, overlap=0.25)
+    cfg["infer"].update(tile=32, overlap=8)
     with caplog.at_level("WARNING", logger="pandafine.inference.infer"):
         infer_year(cfg, cube, models["smooth"], tmp_path / "a.tif", progress=False)  # exported before the key
     assert "no receptive field in the model's metadata" in caplog.text and "infer.tile 32 is not checked" in caplog.text
@@ -349,11 +349,11 @@ def test_infer_year_warns_on_a_model_without_receptive_field_or_a_narrow_overlap
     model = with_metadata(models["smooth"], tmp_path / "m.onnx", receptive_field_px=21)
     with caplog.at_level("WARNING", logger="pandafine.inference.infer"):
         infer_year(cfg, cube, model, tmp_path / "b.tif", progress=False)  # 32 >= 21, but 8 px shared < 20
-    assert "shares 8 px between tiles" in caplog.text and "receptive radius 10 px" in caplog.text
+    assert "infer.overlap 8 px" in caplog.text and "receptive radius 10 px" in caplog.text
 
 
 def test_check_tile_fits_model_reads_the_metadata():
-    p = params(tile=64, overlap=0.5)
+    p = params(tile=64, overlap=32)
     assert check_tile_fits_model({"pandafine.receptive_field_px": "63"}, p) == 63
     assert check_tile_fits_model({}, p) is None
     with pytest.raises(ValueError, match=r"infer\.tile >= 80 \(a multiple of 16\)"):
@@ -385,13 +385,13 @@ def test_infer_year_streams_in_bounded_bands(tmp_path, cfg, models, monkeypatch)
     rng = np.random.default_rng(3)
     data = rng.uniform(0, 5, size=(3, 1024, 1024)).astype(np.float32)
     cube = write_cube(tmp_path / "big.zarr", data, chunk=256)
-    cfg["infer"].update(tile=128, overlap=0.25, batch_size=8)
+    cfg["infer"].update(tile=128, overlap=32, batch_size=8)
     cfg["product"]["blocksize"] = 512
     out = tmp_path / "PANDA-FINE_2018.tif"
     infer_year(cfg, cube, models["identity"], out, progress=False)
     assert len(buffers) == 1
     assert buffers[0].buffer_rows == 128 and buffers[0]._sum.shape == (128, 1024)
-    assert max(blocks) <= 128 and sum(blocks) == 1024 and len(blocks) == len(inf.TileLayout(1024, 1024, 128, 0.25).rows)
+    assert max(blocks) <= 128 and sum(blocks) == 1024 and len(blocks) == len(inf.TileLayout(1024, 1024, 128, 32).rows)
     with rasterio.open(out) as src:
         assert src.block_shapes[0] == (512, 512)
         assert src.overviews(1) == [2, 4]

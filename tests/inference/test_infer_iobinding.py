@@ -49,7 +49,7 @@ def test_bound_run_equals_plain_run(session):
 def test_tiled_inference_through_the_bound_path_is_unchanged(session):
     rng = np.random.default_rng(3)
     data = rng.uniform(0, 5, size=(3, 100, 70)).astype(np.float32)
-    params = InferParams(32, 0.25, "hann", 3, ("CPUExecutionProvider",))
+    params = InferParams(32, 8, "hann", 3, ("CPUExecutionProvider",))
     np.testing.assert_array_equal(infer_array(BoundSession(session, "cpu"), data, params),
                                   infer_array(session, data, params))
 
@@ -85,7 +85,7 @@ def test_infer_year_uses_the_bound_path_when_bound(tmp_path, session, monkeypatc
     import rasterio
 
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["infer"].update(tile=32, overlap=0.25, window="hann", batch_size=3, providers=["CPUExecutionProvider"])
+    cfg["infer"].update(tile=32, overlap=8, window="hann", batch_size=3, providers=["CPUExecutionProvider"])
     model = smooth_model(tmp_path / "smooth.onnx", n_channels=len(CHANNELS))
     data = np.random.default_rng(5).uniform(0, 5, size=(3, 90, 80)).astype(np.float32)
     data[0, 10:20, 10:30] = np.nan

@@ -28,7 +28,7 @@ BIG = 1536
 
 def write_config(path: Path) -> Path:
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["infer"].update(tile=128, overlap=0.5, window="hann", batch_size=4, providers=["CPUExecutionProvider"])
+    cfg["infer"].update(tile=128, overlap=64, window="hann", batch_size=4, providers=["CPUExecutionProvider"])
     cfg["product"].update(compress="zstd", blocksize=256)
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -77,15 +77,15 @@ def test_wiener_tiled_sampling_matches_one_pass_without_seams(kind):
     one = TS.sample_one_pass(sample, mu, seed=9, row0=512, col0=-40)
     # the closed form is meaningful: the sample's field has about the data's std S
     assert np.std(one - mu[0]) == pytest.approx(S, rel=0.2)
-    tiled = TS.sample_region(sample, mu, tile=32, overlap=0.25, seed=9, row0=512, col0=-40, batch_size=2)
+    tiled = TS.sample_region(sample, mu, tile=32, overlap=8, seed=9, row0=512, col0=-40, batch_size=2)
     rel = TS.relative_rmse(tiled, one)
-    seams = TS.seam_statistics(tiled, 32, 0.25)
+    seams = TS.seam_statistics(tiled, 32, 8)
     print(f"wiener {kind}: tiled vs one-pass relative RMSE {rel:.4f}; seam ratio {seams['ratio']:.3f} "
           f"(border {seams['border']:.4f}, inside {seams['inside']:.4f})")
     assert rel <= 0.02
     assert seams["ratio"] <= 1.1
     # the noise really is positional: the same region at another grid position is another sample
-    moved = TS.sample_region(sample, mu, tile=32, overlap=0.25, seed=9, row0=0, col0=0)
+    moved = TS.sample_region(sample, mu, tile=32, overlap=8, seed=9, row0=0, col0=0)
     assert TS.relative_rmse(moved, one) > 0.2
 
 
@@ -95,7 +95,7 @@ def test_seam_measure_detects_unblended_tiles():
     sample = wiener_sampler("ddim")
     ratios = {}
     for name, make_noise in (("grid", TS.make_batch_grid_noise_fn), ("per-tile", torch_tile_noise)):
-        img = TS.sample_region(sample, mu, tile=32, overlap=0.0, window="constant", seed=3, make_noise=make_noise)
+        img = TS.sample_region(sample, mu, tile=32, overlap=0, window="constant", seed=3, make_noise=make_noise)
         ratios[name] = TS.seam_statistics(img, 32, 0.0)["ratio"]
     print(f"no overlap: seam ratio with grid noise {ratios['grid']:.3f}, with per-tile noise {ratios['per-tile']:.3f}")
     assert ratios["grid"] > 1.5 and ratios["per-tile"] > 1.5
@@ -106,7 +106,7 @@ def test_position_independent_noise_breaks_tile_agreement():
     mu = _mu(96, 96)
     sample = wiener_sampler("ddim")
     one = TS.sample_one_pass(sample, mu, seed=3)
-    own = TS.sample_region(sample, mu, tile=32, overlap=0.25, seed=3, make_noise=torch_tile_noise)
+    own = TS.sample_region(sample, mu, tile=32, overlap=8, seed=3, make_noise=torch_tile_noise)
     rel = TS.relative_rmse(own, one)
     print(f"per-tile noise: tiled vs one-pass relative RMSE {rel:.3f}")
     assert rel > 0.2
@@ -125,7 +125,7 @@ def test_batch_grid_noise_is_the_grid_window():
 
 def test_tile_border_pairs():
     # tiles at 0, 24, 48, 64 (last snapped) of size 32 over 96: edges at 24, 32, 48, 56, 64, 80
-    assert TS.tile_border_pairs(96, 32, 0.25).tolist() == [23, 31, 47, 55, 63, 79]
+    assert TS.tile_border_pairs(96, 32, 8).tolist() == [23, 31, 47, 55, 63, 79]
 
 
 # --------------------------------------------------------------------------- ensembles (per-pixel Gaussian)
@@ -146,7 +146,7 @@ def _gauss_sampler(steps=25):
 def test_ensemble_spread_and_convergence():
     x = np.zeros((1, 32, 32), np.float32)
     sample = _gauss_sampler()
-    tiling = dict(tile=16, overlap=0.25)
+    tiling = dict(tile=16, overlap=4)
     # identical noise, deterministic sampler: identical members, zero spread
     mean, spread = TS.sample_region_ensemble(sample, x, 4, seeds=[5, 5, 5, 5], **tiling)
     single = TS.sample_region(sample, x, seed=5, **tiling)
@@ -204,9 +204,9 @@ def test_trained_model_tiled_sampling(trained, name, sampler):
     inputs, _ = make_scene(96, seed=11)
     sample = TS.model_tile_sampler(trained[name], sampler)
     one = TS.sample_one_pass(sample, inputs, seed=5, row0=64, col0=128, multiple=4)
-    tiled = TS.sample_region(sample, inputs, tile=32, overlap=0.25, seed=5, row0=64, col0=128, batch_size=4)
+    tiled = TS.sample_region(sample, inputs, tile=32, overlap=8, seed=5, row0=64, col0=128, batch_size=4)
     rel = TS.relative_rmse(tiled, one)
-    seams = TS.seam_statistics(tiled, 32, 0.25)
+    seams = TS.seam_statistics(tiled, 32, 8)
     other = TS.sample_one_pass(sample, inputs, seed=6, row0=64, col0=128, multiple=4)
     seed_rel = TS.relative_rmse(other, one)
     print(f"{name} {sampler}: tiled vs one-pass relative RMSE {rel:.4f}, seam ratio {seams['ratio']:.3f}, "
@@ -220,7 +220,7 @@ def test_mask_channel_makes_nodata(trained):
     inputs, _ = make_scene(32, seed=2)
     inputs[0, :5, :7] = np.nan
     sample = TS.model_tile_sampler(trained["flow"])
-    out = TS.sample_region(sample, inputs, tile=16, overlap=0.25, seed=1, mask_channel=0)
+    out = TS.sample_region(sample, inputs, tile=16, overlap=4, seed=1, mask_channel=0)
     assert np.isnan(out[:5, :7]).all() and np.isfinite(out[5:]).all()
 
 
@@ -256,14 +256,14 @@ def test_infer_year_samples_a_generative_checkpoint(trained, tmp_path, members):
     inputs[0, :8, :16] = np.nan  # PANDA nodata
     cube = _cube(tmp_path / "2018.zarr", inputs.astype(np.float32))
     cfg = yaml.safe_load(open(REPO / "config.yaml"))
-    cfg["infer"].update(tile=32, overlap=0.25, window="hann", batch_size=4, ensemble=members)
+    cfg["infer"].update(tile=32, overlap=8, window="hann", batch_size=4, ensemble=members)
     cfg["product"]["blocksize"] = 256
     ck = trained["dir"] / "diffusion" / "checkpoint.pt"
     out = infer_year(cfg, cube, ck, tmp_path / "PANDA-FINE_2018.tif", progress=False)
     ok, errors, _ = validate_cog(out)
     assert ok, errors
     sample = TS.model_tile_sampler(trained["diffusion"])
-    tiling = dict(tile=32, overlap=0.25, window="hann", batch_size=4, mask_channel=0)
+    tiling = dict(tile=32, overlap=8, window="hann", batch_size=4, mask_channel=0)
     with rasterio.open(out) as src:
         arr = src.read()
         assert src.count == (2 if members > 1 else 1) and src.tags()["ensemble_members"] == str(members)
@@ -292,6 +292,6 @@ def test_ensemble_needs_a_generative_model(tmp_path):
     from pandafine.inference.infer import InferParams
 
     with pytest.raises(ValueError, match="infer.ensemble"):
-        InferParams(32, 0.25, "hann", 4, ("CPUExecutionProvider",), 0)
+        InferParams(32, 8, "hann", 4, ("CPUExecutionProvider",), 0)
     sq = np.stack([np.full((2, 3), 2.0), np.full((2, 3), 5.0)]).astype(np.float32)  # E[x]=2, E[x^2]=5 -> sd 1
     assert np.allclose(TS.spread_from_moments(sq), np.stack([np.full((2, 3), 2.0), np.ones((2, 3))]))

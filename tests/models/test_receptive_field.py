@@ -160,9 +160,9 @@ def test_tile_rule():
 
 
 def test_overlap_warning():
-    assert overlap_warning(128, 0.25, 9) is None        # 32 px shared >= 2 x radius 4
-    assert overlap_warning(128, 0.25, 33) is None       # 32 px shared: 16 px from both edges, radius 16
-    assert overlap_warning(128, 0.25, 35) is not None   # radius 17
-    note = overlap_warning(128, 0.25, 89)               # radius 44
+    assert overlap_warning(128, 32, 9) is None        # 32 px shared >= 2 x radius 4
+    assert overlap_warning(128, 32, 33) is None       # 32 px shared: 16 px from both edges, radius 16
+    assert overlap_warning(128, 32, 35) is not None   # radius 17
+    note = overlap_warning(128, 32, 89)               # radius 44
     assert "32 px" in note and "16 px" in note and "44 px" in note and "88 px" in note
-    assert overlap_warning(64, 0.0, 3) is not None      # no overlap: every tile edge shows
+    assert overlap_warning(64, 0, 3) is not None      # no overlap: every tile edge shows

@@ -132,7 +132,7 @@ def test_product_tags(tmp_path):
     assert tags["config_sha256"] == config_hash(product_config(cfg))
     assert tags["pandafine_version"] == __version__ and __version__ in tags["software"]
     changed = copy.deepcopy(cfg)
-    changed["infer"]["overlap"] = 0.5
+    changed["infer"]["overlap"] = 8
     assert product_tags(changed, 2005, model)["config_sha256"] != tags["config_sha256"]
     study = copy.deepcopy(cfg)
     study["ablation"]["epochs"] = 9  # a study setting does not change what a product is

@@ -221,7 +221,7 @@ def _edited(tiny_config_path: Path, tmp_path: Path, name: str, edit) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name, edit, expected", [
     # read by infer only: infer and what is made from the products
-    ("overlap", lambda c: c["infer"].update(overlap=0.5),
+    ("overlap", lambda c: c["infer"].update(overlap=8),
      {"infer", "catalog", "provenance", "report_figures", "temporal", "all"}),
     # read by train: training and everything after it, nothing before
     ("epochs", lambda c: c["train"].update(epochs=2),

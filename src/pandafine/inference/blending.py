@@ -2,15 +2,18 @@
 
 Pure numpy, no I/O. The steps follow MONAI's sliding-window inference:
 
-1. **layout** -- :func:`tile_origins` places tiles along each axis with stride
-   ``tile - round(tile * overlap)``; the last tile is snapped to end on the border.
-   :class:`TileLayout` combines both axes.
+1. **layout** -- :func:`tile_origins` places tiles along each axis of the whole
+   grid with stride ``tile - overlap`` (pixels); the last tile is snapped to end on
+   the grid's border. :class:`TileLayout` combines both axes; with an ``area`` (a
+   spatial block of the grid) it keeps the tiles of the grid's lattice that touch
+   the area and blends only the area's pixels, so blocks blended separately
+   equal the same pixels of one whole-grid blend.
 2. **window** -- :func:`window` gives a tile's separable importance map (``hann``, ``gaussian``,
    ``pyramid`` or ``constant``); :func:`border_adjusted_window` lifts it to full weight
    on the sides that touch the region border, where no other tile overlaps.
 3. **accumulate** -- :class:`BlendAccumulator` adds ``weight * prediction`` and ``weight``
    for one band of tile rows and hands back finished output rows, normalized by the
-   accumulated weights. Memory is (tile height x region width), never the whole region.
+   accumulated weights. Memory is (tile height x area width), never the whole area.
 """
 
 from __future__ import annotations
@@ -123,21 +126,21 @@ def border_adjusted_window(base: np.ndarray, at_top: bool, at_bottom: bool, at_l
     return w
 
 
-def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of size ``tile`` covering ``[0, length)``.
 
-    The stride is ``tile - round(tile * overlap)``; the last tile is moved back so
-    that it ends exactly on the border (it then overlaps its neighbour more). If
+    The stride is ``tile - overlap``; the last tile is moved back so that it
+    ends exactly on the border (it then overlaps its neighbour more). If
     ``length <= tile`` there is a single tile at 0 (the caller pads the data).
 
     Parameters
     ----------
     length : int
-        Region size along the axis (pixels).
+        Grid size along the axis (pixels).
     tile : int
         Tile size along the axis (pixels).
-    overlap : float
-        Fraction of the tile shared with the next tile, in ``[0, 1)``.
+    overlap : int
+        Pixels shared by neighbouring tiles, in ``[0, tile)``.
 
     Returns
     -------
@@ -146,11 +149,12 @@ def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     """
     if length < 1 or tile < 1:
         raise ValueError(f"length and tile must be >= 1, got length={length} tile={tile}")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    stride = tile - int(round(tile * overlap))
-    if stride < 1:
-        raise ValueError(f"overlap {overlap} leaves no stride for tile {tile} (stride {stride})")
+    if isinstance(overlap, float) and not overlap.is_integer():
+        raise ValueError(f"overlap {overlap} must be a whole number of pixels (infer.overlap is in pixels)")
+    overlap = int(overlap)
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap {overlap} px must be in [0, tile) = [0, {tile})")
+    stride = tile - overlap
     if length <= tile:
         return [0]
     last = length - tile
@@ -160,48 +164,76 @@ def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     return origins
 
 
+def recompute_factor(length: int, tile: int, overlap: int) -> float:
+    """Pixels the tiles of one axis compute per pixel of ``length`` (the 2-D factor is the product of both axes')."""
+    return len(tile_origins(length, tile, overlap)) * tile / length
+
+
 @dataclass(frozen=True)
 class TileLayout:
-    """Tiles over a ``height x width`` region, with the blending window of each tile.
+    """Tiles over a ``height x width`` grid, with the blending window of each tile.
 
     Parameters
     ----------
     height, width : int
-        Region size in pixels.
+        Grid size in pixels; tile positions depend on it only.
     tile : int
-        Square tile size; tiles larger than the region are padded by the caller.
-    overlap : float
-        Fraction of a tile shared with its neighbour.
+        Square tile size; tiles larger than the grid are padded by the caller.
+    overlap : int
+        Pixels shared by neighbouring tiles.
     kind : str
         Window kind (see :func:`window`).
     floor, sigma_scale : float
         Passed to :func:`window`.
+    area : (row, col, rows, cols), optional
+        The part of the grid to blend (a spatial block); default the whole grid.
+        :attr:`rows` and :attr:`cols` then list the tiles of the grid's lattice
+        that touch it; their reads reach outside it (its halo).
     """
 
     height: int
     width: int
     tile: int
-    overlap: float
+    overlap: int
     kind: str = "hann"
     floor: float = 1e-3
     sigma_scale: float = 0.125
+    area: tuple[int, int, int, int] | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.area is not None:
+            r, c, h, w = (int(v) for v in self.area)
+            if h < 1 or w < 1 or r < 0 or c < 0 or r + h > self.height or c + w > self.width:
+                raise ValueError(f"area {self.area} (row, col, rows, cols) is not inside the "
+                                 f"{self.height}x{self.width} grid")
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """The blended area as (row, col, rows, cols): :attr:`area`, or the whole grid."""
+        return tuple(int(v) for v in self.area) if self.area is not None else (0, 0, self.height, self.width)
+
+    def _touching(self, length: int, start: int, size: int) -> list[int]:
+        return [o for o in tile_origins(length, self.tile, self.overlap) if o < start + size and o + self.tile > start]
 
     @property
     def rows(self) -> list[int]:
-        """Row offsets of the tile rows."""
-        return tile_origins(self.height, self.tile, self.overlap)
+        """Grid row offsets of the tile rows that touch the area."""
+        r, _, h, _ = self.bounds
+        return self._touching(self.height, r, h)
 
     @property
     def cols(self) -> list[int]:
-        """Column offsets of the tile columns."""
-        return tile_origins(self.width, self.tile, self.overlap)
+        """Grid column offsets of the tile columns that touch the area."""
+        _, c, _, w = self.bounds
+        return self._touching(self.width, c, w)
 
     def tile_window(self, row: int, col: int) -> np.ndarray:
-        """Window of the tile at offset (``row``, ``col``), adjusted at the region border.
+        """Window of the tile at grid offset (``row``, ``col``), adjusted at the grid border.
 
         A tile is on the top/left border when its offset is 0 and on the
-        bottom/right border when it reaches the region's end. At most nine distinct
+        bottom/right border when it reaches the grid's end (never at the edge
+        of an area: blocks blend as the whole grid does). At most nine distinct
         windows exist; they are cached.
         """
         flags = (row == 0, row + self.tile >= self.height, col == 0, col + self.tile >= self.width)
@@ -251,28 +283,31 @@ class BlendAccumulator:
     def add(self, prediction: np.ndarray, weight: np.ndarray, row: int, col: int) -> None:
         """Accumulate one tile prediction placed at region offset (``row``, ``col``).
 
-        Parts of the tile outside the region (padding) are dropped; non-finite
-        predictions get weight 0.
+        Parts of the tile outside the region (padding, or a block's halo) are
+        dropped; non-finite predictions get weight 0.
 
         Parameters
         ----------
         prediction, weight : numpy.ndarray
             (rows, cols) arrays of the same shape.
         row, col : int
-            Region offset of the tile's top-left pixel; ``row`` must be ``>= top``.
+            Region offset of the tile's top-left pixel (negative above or left of
+            the region); its first row inside the region must be ``>= top``.
         """
         if prediction.shape != weight.shape or prediction.ndim != 2:
             raise ValueError(f"prediction {prediction.shape} and weight {weight.shape} must be equal 2-D shapes")
-        h = min(prediction.shape[0], self.height - row)
-        w = min(prediction.shape[1], self.width - col)
+        dr, dc = max(0, -row), max(0, -col)  # parts above or left of the area (a block's halo) are dropped
+        row, col = row + dr, col + dc
+        h = min(prediction.shape[0] - dr, self.height - row)
+        w = min(prediction.shape[1] - dc, self.width - col)
+        if h < 1 or w < 1:
+            raise ValueError(f"tile at ({row - dr}, {col - dc}) does not overlap the {self.height}x{self.width} region")
         if row < self.top or row + h > self.top + self.capacity:
             raise ValueError(f"tile rows [{row}, {row + h}) fall outside the accumulator band "
                              f"[{self.top}, {self.top + self.capacity}); flush before adding further rows "
                              "or raise the capacity")
-        if col < 0 or h < 1 or w < 1:
-            raise ValueError(f"tile at ({row}, {col}) does not overlap the {self.height}x{self.width} region")
-        pred = prediction[:h, :w]
-        wgt = np.where(np.isfinite(pred), weight[:h, :w], 0.0)
+        pred = prediction[dr:dr + h, dc:dc + w]
+        wgt = np.where(np.isfinite(pred), weight[dr:dr + h, dc:dc + w], 0.0)
         r0 = row - self.top
         self._sum[r0:r0 + h, col:col + w] += wgt * np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0)
         self._weight[r0:r0 + h, col:col + w] += wgt
@@ -308,24 +343,27 @@ class BlendAccumulator:
 
 
 def blend_tiles(tiles: Iterator[tuple[int, int, np.ndarray]], layout: TileLayout) -> Iterator[tuple[int, np.ndarray]]:
-    """Blend predictions, given tile row by tile row, into finished output row blocks.
+    """Blend predictions, given tile row by tile row, into finished output row blocks of the area.
 
     Parameters
     ----------
     tiles : iterator of (row, col, prediction)
-        Predictions (tile x tile arrays) in row-major tile order of ``layout``.
+        Predictions (tile x tile arrays) at grid offsets, in row-major tile order
+        of ``layout`` (its :attr:`~TileLayout.rows` and :attr:`~TileLayout.cols`).
     layout : TileLayout
         The tile layout the predictions follow.
 
     Yields
     ------
     (int, numpy.ndarray)
-        First row and a float32 (rows, width) block; blocks follow each other
-        without gaps and cover the whole region.
+        First row (relative to the area) and a float32 (rows, area width) block;
+        blocks follow each other without gaps and cover the whole area.
     """
-    rows = layout.rows
-    acc = BlendAccumulator(layout.height, layout.width, layout.tile)
-    next_row = {r: (rows[i + 1] if i + 1 < len(rows) else layout.height) for i, r in enumerate(rows)}
+    r0, c0, height, width = layout.bounds
+    rows = tile_origins(layout.height, layout.tile, layout.overlap)
+    acc = BlendAccumulator(height, width, layout.tile)
+    # rows above the next tile row's origin are final once a tile row is done
+    next_row = {r: (rows[i + 1] if i + 1 < len(rows) else layout.height) - r0 for i, r in enumerate(rows)}
     current = None
     for row, col, pred in tiles:
         if current is not None and row != current:
@@ -333,7 +371,7 @@ def blend_tiles(tiles: Iterator[tuple[int, int, np.ndarray]], layout: TileLayout
             if done is not None:
                 yield done
         current = row
-        acc.add(pred, layout.tile_window(row, col), row, col)
-    done = acc.flush(layout.height)
+        acc.add(pred, layout.tile_window(row, col), row - r0, col - c0)
+    done = acc.flush(height)
     if done is not None:
         yield done

@@ -55,7 +55,8 @@ class InferParams:
     """Tiling and execution parameters (config section ``infer``)."""
 
     tile: int
-    overlap: float
+    #: Pixels shared by neighbouring tiles.
+    overlap: int
     window: str
     batch_size: int
     providers: tuple[str, ...]
@@ -65,8 +66,12 @@ class InferParams:
     def __post_init__(self) -> None:
         if self.tile < MODEL_MULTIPLE or self.tile % MODEL_MULTIPLE:
             raise ValueError(f"infer.tile: value {self.tile} must be a positive multiple of {MODEL_MULTIPLE}")
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"infer.overlap: value {self.overlap} must be in [0, 1)")
+        if not float(self.overlap).is_integer() or not 0 <= self.overlap < self.tile:
+            hint = (f" (infer.overlap is in pixels: {self.overlap:g} of a {self.tile} px tile is "
+                    f"{round(self.tile * self.overlap)} px)" if 0 < self.overlap < 1 else "")
+            raise ValueError(f"infer.overlap: value {self.overlap} must be a whole number of pixels in "
+                             f"[0, infer.tile) = [0, {self.tile}){hint}")
+        object.__setattr__(self, "overlap", int(self.overlap))
         if self.window not in WINDOW_KINDS:
             raise ValueError(f"infer.window: value {self.window!r} must be one of {', '.join(WINDOW_KINDS)}")
         if self.batch_size < 1:
@@ -77,7 +82,7 @@ class InferParams:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "InferParams":
         c = cfg["infer"]
-        return cls(int(c["tile"]), float(c["overlap"]), str(c["window"]), int(c["batch_size"]),
+        return cls(int(c["tile"]), c["overlap"], str(c["window"]), int(c["batch_size"]),
                    tuple(c["providers"]), int(c.get("ensemble", 1)))
 
 
@@ -492,7 +497,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     os.close(fd)
     tiled_tmp = Path(tmp_name)
     n_rows = len(layout.rows)
-    log.info("%s: inferring year %s on %dx%d px, %d x %d tiles of %d px (overlap %.2f, %s window)",
+    log.info("%s: inferring year %s on %dx%d px, %d x %d tiles of %d px (overlap %d px, %s window)",
              cube.path, year, height, width, n_rows, len(layout.cols), params.tile, params.overlap,
              params.window)
     try:

@@ -87,7 +87,7 @@ def _masked(pred: np.ndarray, batch: np.ndarray, mask_channel: int | None) -> np
     return np.where(np.isnan(batch[:, mask_channel]), np.float32(np.nan), pred)
 
 
-def sample_region(sample: TileSampler, inputs, *, tile: int, overlap: float, window: str = "hann", seed: int = 0,
+def sample_region(sample: TileSampler, inputs, *, tile: int, overlap: int, window: str = "hann", seed: int = 0,
                   row0: int = 0, col0: int = 0, batch_size: int = 1, mask_channel: int | None = None,
                   make_noise: Callable = make_batch_grid_noise_fn) -> np.ndarray:
     """Sample a ``(C, H, W)`` region tile by tile with grid-position noise; blend the radiance.
@@ -99,7 +99,7 @@ def sample_region(sample: TileSampler, inputs, *, tile: int, overlap: float, win
     inputs : array-like (C, H, W)
         Raw input channels of the region (a cube window, or an in-memory array).
     tile, overlap, window
-        Tiling as in inference (:class:`~pandafine.inference.blending.TileLayout`).
+        Tiling as in inference (``overlap`` in pixels) (:class:`~pandafine.inference.blending.TileLayout`).
     seed : int
         Noise seed; the noise of a pixel depends on ``(seed, step, row0 + r, col0 + c)`` only.
     row0, col0 : int
@@ -282,7 +282,7 @@ def checkpoint_tile_predictor(checkpoint_path, members: int = 1, *, n_channels: 
     return predict, bands, (spread_from_moments if members > 1 else None), tags
 
 
-def tile_border_pairs(length: int, tile: int, overlap: float) -> np.ndarray:
+def tile_border_pairs(length: int, tile: int, overlap: int) -> np.ndarray:
     """Indices ``j`` of the neighbour pairs ``(j, j + 1)`` that straddle a tile edge along one axis.
 
     A pair straddles an edge where a tile starts (``j + 1`` = a tile origin > 0) or
@@ -297,7 +297,7 @@ def tile_border_pairs(length: int, tile: int, overlap: float) -> np.ndarray:
     return np.array(sorted(e - 1 for e in edges), dtype=np.int64)
 
 
-def seam_statistics(image: np.ndarray, tile: int, overlap: float) -> dict[str, float]:
+def seam_statistics(image: np.ndarray, tile: int, overlap: int) -> dict[str, float]:
     """Mean absolute difference between neighbouring pixels across tile edges and elsewhere.
 
     Both axes are used: horizontal neighbours across the column edges of the tile

@@ -273,22 +273,21 @@ def tile_error(tile: int, receptive_px: int, *, multiple: int = 8, source: str =
             f"(a multiple of {multiple})")
 
 
-def overlap_warning(tile: int, overlap: float, receptive_px: int) -> str | None:
-    """A note if the tile overlap is narrower than the receptive field, else None.
+def overlap_warning(tile: int, overlap: int, receptive_px: int) -> str | None:
+    """A note if the tile overlap (pixels) is narrower than the receptive field, else None.
 
-    Midway between two tile centres a pixel is ``round(tile * overlap) / 2`` px
-    from the edge of both tiles that cover it; with less than the receptive radius
-    there, no tile gives it its whole context, and the blend can only average
-    two truncated predictions.
+    Midway between two tile centres a pixel is ``overlap / 2`` px from the edge
+    of both tiles that cover it; with less than the receptive radius there, no
+    tile gives it its whole context, and the blend can only average two
+    truncated predictions.
     """
-    shared = int(round(int(tile) * float(overlap)))
+    shared = int(overlap)
     radius = (int(receptive_px) - 1) // 2
     if shared >= 2 * radius:
         return None
-    return (f"infer.tile {tile} with infer.overlap {overlap:g} shares {shared} px between tiles: pixels midway "
-            f"between tile centres are {shared // 2} px from both tiles' edges, less than the receptive radius "
-            f"{radius} px, so tile edges may show (an overlap of {2 * radius} px or more hides them: raise "
-            f"infer.overlap or infer.tile)")
+    return (f"infer.tile {tile} with infer.overlap {shared} px: pixels midway between tile centres are "
+            f"{shared // 2} px from both tiles' edges, less than the receptive radius {radius} px, so tile "
+            f"edges may show (an overlap of {2 * radius} px or more hides them: raise infer.overlap or infer.tile)")
 
 
 __all__ = ["RF_MASS_FRACTION", "RF_SAMPLES", "RF_CANVAS", "RF_MAX_CANVAS", "RF_METADATA_KEY", "ReceptiveField",
