@@ -35,7 +35,7 @@ from pandafine.inference.ort_run import bind_io
 from pandafine.inference.providers import make_session
 from pandafine.inference.tiling import iter_tile_batches, pad_block
 from pandafine.models.receptive_field import RF_METADATA_KEY, overlap_warning, tile_error
-from pandafine.product.cog import COG_STAGING_TAG, PRODUCT_BANDS, product_tags, write_cog
+from pandafine.product.cog import COG_STAGING_TAG, PRODUCT_BANDS, TILED_TAG, product_tags, write_cog
 from pandafine.tiles.cube import open_cube
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ MODEL_MULTIPLE = 8
 MODEL_INPUT, MODEL_OUTPUT = "inputs", "radiance"
 #: Channel whose nodata makes the output nodata.
 MASK_CHANNEL = "panda"
-#: Tag of the temporary tiled GeoTIFF a product is blended into (``.{stem}.XXXXXXXX.tiled.part.tif``).
-TILED_TAG = "tiled"
 
 
 @dataclass(frozen=True)
@@ -418,8 +416,8 @@ class _BlockRowWriter:
 
 def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path: str | os.PathLike,
                out_path: str | os.PathLike, *, year: int | None = None, progress: bool = True,
-               require_gpu: bool = False) -> Path:
-    """Run tiled, blended inference over one year's cube and write the product COG.
+               require_gpu: bool = False, area: tuple[int, int, int, int] | None = None) -> Path:
+    """Run tiled, blended inference over one year's cube and write the product COG (or one block of it).
 
     Parameters
     ----------
@@ -439,6 +437,12 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     require_gpu : bool
         Fail (RuntimeError) instead of falling back to the CPU when no requested GPU
         execution provider is in use (see :func:`pandafine.inference.providers.make_session`).
+    area : (row, col, rows, cols), optional
+        A spatial block of the grid (:class:`pandafine.core.blocks.Block` ``.area``): only its
+        pixels are made, from the tiles of the grid's tile lattice that touch it (reading
+        their halo from the cube), so they equal the same pixels of a whole-grid run.
+        ``out_path`` is then a tiled GeoTIFF of the block with the product's bands and
+        tags, which :func:`pandafine.product.assemble.assemble_product` joins into the COG.
 
     Returns
     -------
@@ -481,10 +485,12 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
 
     grid = cube.grid
     height, width = grid.shape
-    layout = TileLayout(height, width, params.tile, params.overlap, params.window)
-    blocksize = output_blocksize(height, width)
-    profile = dict(driver="GTiff", width=width, height=height, count=len(bands), dtype="float32",
-                   crs=CRS.from_user_input(grid.crs), transform=grid.transform, nodata=float("nan"),
+    layout = TileLayout(height, width, params.tile, params.overlap, params.window, area=area)
+    row_off, col_off, out_height, out_width = layout.bounds
+    blocksize = output_blocksize(out_height, out_width)
+    profile = dict(driver="GTiff", width=out_width, height=out_height, count=len(bands), dtype="float32",
+                   crs=CRS.from_user_input(grid.crs), transform=grid.window_transform(row_off, col_off),
+                   nodata=float("nan"),
                    compress="zstd", zstd_level=1, predictor=3, BIGTIFF="IF_SAFER", interleave="band")
     if blocksize:
         profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
@@ -497,9 +503,9 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     os.close(fd)
     tiled_tmp = Path(tmp_name)
     n_rows = len(layout.rows)
-    log.info("%s: inferring year %s on %dx%d px, %d x %d tiles of %d px (overlap %d px, %s window)",
-             cube.path, year, height, width, n_rows, len(layout.cols), params.tile, params.overlap,
-             params.window)
+    log.info("%s: inferring year %s on %dx%d px at (%d, %d) of the %dx%d grid, %d x %d tiles of %d px "
+             "(overlap %d px, %s window)", cube.path, year, out_height, out_width, row_off, col_off, height, width,
+             n_rows, len(layout.cols), params.tile, params.overlap, params.window)
     try:
         with contextlib.ExitStack() as stack:
             # GDAL errors of a failed flush (rasterio only logs them) raised once the file is closed
@@ -521,8 +527,11 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
             with WriteBehind(_BlockRowWriter(dst, blocksize), depth=2) as writer:
                 for first_row, block in blend_band_tiles(tiles, layout, len(bands)):
                     writer.write(first_row, block if finalize is None else finalize(block))
-        write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
-                  blocksize=int(cfg["product"]["blocksize"]), tags=tags)
+        if area is None:
+            write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
+                      blocksize=int(cfg["product"]["blocksize"]), tags=tags)
+        else:  # one block: the tiled GeoTIFF is the output
+            os.replace(tiled_tmp, out_path)
     except Exception as exc:
         full = disk_full_error(exc, out_path)  # before the partial file is removed: its space counts as used
         if full is not None:

@@ -34,6 +34,8 @@ IN_MEMORY_BYTES = 256 * 2**20
 #: Tag of the private directory a COG is written in (``.{stem}.XXXXXXXX.cog.part.tif``): rio-cogeo keeps
 #: its intermediate file beside the file it writes, so it goes in there, never beside the product.
 COG_STAGING_TAG = "cog"
+#: Tag of the temporary tiled GeoTIFF a product is written into before the COG (``.{stem}.XXXXXXXX.tiled.part.tif``).
+TILED_TAG = "tiled"
 
 
 def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLike,

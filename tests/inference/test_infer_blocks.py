@@ -1,0 +1,90 @@
+"""Blocked inference: each spatial block inferred apart (reading its halo), then assembled, equals one run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from fake_cubes import smooth_model, write_cube
+from pandafine.core.blocks import block_named, block_size_errors, grid_blocks
+from pandafine.inference.infer import infer_year
+from pandafine.product.assemble import assemble_product
+from pandafine.product.cog import validate_cog
+from pandafine.tiles.cube import open_cube
+from repo_paths import REPO
+
+
+@pytest.fixture
+def cfg():
+    c = yaml.safe_load((REPO / "config.yaml").read_text())
+    c["infer"].update(tile=64, overlap=16, window="hann", batch_size=4, providers=["CPUExecutionProvider"])
+    c["product"].update(compress="zstd", blocksize=256)
+    return c
+
+
+def field(shape, seed=0):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    data = np.stack([gaussian_filter(rng.normal(size=shape[1:]), 2.0) * 3 + 1 for _ in range(shape[0])])
+    data[0, 150:, :40] = np.nan  # a nodata corner (sea): NaN in the product
+    return data.astype(np.float32)
+
+
+def test_grid_blocks_cover_the_grid_once(tmp_path):
+    cube = open_cube(write_cube(tmp_path / "c.zarr", field((3, 200, 232))))
+    blocks = grid_blocks(cube.grid, 96)
+    assert [b.name for b in blocks[:4]] == ["r000c000", "r000c001", "r000c002", "r001c000"]
+    cover = np.zeros(cube.grid.shape, int)
+    for b in blocks:
+        cover[b.row_off:b.row_off + b.height, b.col_off:b.col_off + b.width] += 1
+    assert (cover == 1).all() and len(blocks) == 3 * 3
+    assert grid_blocks(cube.grid, 0) == grid_blocks(cube.grid, None) == [block_named(cube.grid, 0, "r000c000")]
+    assert block_named(cube.grid, 96, "r002c001").area == (192, 96, 8, 96)
+    with pytest.raises(ValueError, match="rows 0..2, columns 0..2"):
+        block_named(cube.grid, 96, "r003c000")
+    assert block_size_errors(96, 8, 256) == ["key 'grid.block': value 96 must be a multiple of product.blocksize=256"]
+    assert block_size_errors(512, 8, 256) == [] and block_size_errors(0, 8, 512) == []
+
+
+@pytest.mark.parametrize("block", [96, 128])
+def test_blocks_inferred_apart_and_assembled_equal_one_run(tmp_path, cfg, block):
+    model = smooth_model(tmp_path / "m.onnx")
+    cube_path = write_cube(tmp_path / "2018.zarr", field((3, 200, 232)))
+    grid = open_cube(cube_path).grid
+    whole = infer_year(cfg, cube_path, model, tmp_path / "whole.tif", progress=False)
+    parts = []
+    for b in grid_blocks(grid, block):
+        parts.append(infer_year(cfg, cube_path, model, tmp_path / "blocks" / f"{b.name}.tif", progress=False,
+                                area=b.area))
+        with rasterio.open(parts[-1]) as src:
+            assert (src.height, src.width) == (b.height, b.width)
+    assert len(parts) >= 4
+    out = assemble_product(parts[::-1], grid, tmp_path / "assembled.tif", compress="zstd", blocksize=256)
+    assert validate_cog(out)[0]
+    with rasterio.open(whole) as a, rasterio.open(out) as b:
+        one, blocked = a.read(1), b.read(1)
+        assert b.tags() == a.tags() and b.descriptions == a.descriptions and b.tags(1) == a.tags(1)
+        assert b.transform == a.transform and b.crs == a.crs
+    assert np.isnan(one[150:, :40]).all()
+    np.testing.assert_array_equal(np.isnan(blocked), np.isnan(one))
+    ok = np.isfinite(one)
+    # the same tiles, windows and summation order per pixel: equal up to the model's batch composition
+    assert np.max(np.abs(blocked[ok] - one[ok])) <= 1e-6 * np.max(np.abs(one[ok]))
+
+
+def test_assembly_refuses_blocks_of_another_run(tmp_path, cfg):
+    model = smooth_model(tmp_path / "m.onnx")
+    cube_path = write_cube(tmp_path / "2018.zarr", field((3, 200, 232)))
+    grid = open_cube(cube_path).grid
+    a, b = grid_blocks(grid, 128)[:2]
+    pa = infer_year(cfg, cube_path, model, tmp_path / "a.tif", progress=False, area=a.area)
+    other = smooth_model(tmp_path / "other.onnx", seed=1)
+    pb = infer_year(cfg, cube_path, other, tmp_path / "b.tif", progress=False, area=b.area)
+    with pytest.raises(ValueError, match=r"b\.tif: does not belong with .*a\.tif .*model_sha256"):
+        assemble_product([pa, pb], grid, tmp_path / "out.tif")
+    with pytest.raises(ValueError, match="overlaps another block"):
+        assemble_product([pa, pa], grid, tmp_path / "out.tif")
+    assert not (tmp_path / "out.tif").exists()
