@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from pandafine.core.blocks import block_size_errors
 from pandafine.sources.http import check_http_source
 from pandafine.sources.stac import check_stac_source
 
@@ -75,6 +76,7 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
     tile = cfg["infer"]["tile"]
     if tile % factor:
         msgs.append(f"key 'infer.tile': value {tile} must be a multiple of grid.factor={factor}")
+    msgs.extend(block_size_errors(int(cfg["grid"].get("block", 0)), factor, int(cfg["product"]["blocksize"])))
     overlap = cfg["infer"]["overlap"]
     if isinstance(overlap, int) and overlap >= tile:
         msgs.append(f"key 'infer.overlap': value {overlap} px must be less than infer.tile={tile}")

@@ -22,10 +22,14 @@ from pandafine.sources.registry import source_kind
 #: Sections that describe studies, evaluations and how to download, not what a product is.
 NON_PRODUCT_SECTIONS = ("ablation", "design_space", "evaluate", "download")
 
+#: What the working grid is made of: the region and the grid's keys, but not ``grid.block`` (how inference
+#: cuts the grid into jobs changes no pixel before inference).
+GRID_KEYS = ("region", "grid.crs", "grid.pixel_size", "grid.factor", "grid.anchor")
+
 #: Rule -> the config values its job reads (besides its input files). ``download`` depends on the
 #: layer's source kind and is given by :func:`download_keys`.
 RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "grid": ("region", "grid"),
+    "grid": GRID_KEYS,
     "calibrate_panda": ("preprocess.panda_out_of_range",),
     "calibrate_landsat": (),
     "calibrate_luojia": ("preprocess.luojia_background",),
@@ -44,6 +48,7 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "quantize": (),
     "precision": ("infer.tile", "infer.batch_size"),
     "infer": ("@product",),
+    "assemble": ("@product",),
     "temporal": ("grid.factor", "run.target_years"),
     "ablation": ("model", "train", "run.seed", "grid.factor", "ablation"),
     "design_space": ("@product", "design_space"),
@@ -64,9 +69,9 @@ def download_keys(cfg: Mapping[str, Any], layer: str) -> tuple[str, ...]:
     the region and grid, the years; the synthetic scene's settings for synthetic sources; the download
     policy for http and stac."""
     if layer == "truth":
-        return ("region", "grid", "run", "synthetic")
+        return GRID_KEYS + ("run", "synthetic")
     kind = source_kind(cfg, layer)
-    keys = ("region", "grid", "run", f"sources.{layer}")
+    keys = GRID_KEYS + ("run", f"sources.{layer}")
     if kind == "synthetic":
         keys += ("synthetic", "sources.panda.pattern")
     if kind in ("http", "stac"):

@@ -310,3 +310,38 @@ def test_two_concurrent_runs_with_different_configs(tiny_run, tiny_config_path, 
     assert tree_sha256(work / "results" / "tiles" / "train.zarr") == \
         tree_sha256(tiny_run / "results" / "tiles" / "train.zarr")
 
+
+
+@pytest.mark.slow
+def test_blocked_run_equals_the_single_block_run(tiny_run, tiny_config_path, run_snakemake, tmp_path):
+    """grid.block = 64 cuts the tiny grid (104 x 96 px) into 2 x 2 blocks: inference runs per block and year
+    and `assemble` joins them; the products equal a single-block run's with the same product.blocksize."""
+    import shutil
+
+    import rasterio
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    single = _edited(tiny_config_path, tmp_path, "single", lambda c: c["product"].update(blocksize=64))
+    blocked = _edited(tiny_config_path, tmp_path, "blocked",
+                      lambda c: (c["product"].update(blocksize=64), c["grid"].update(block=64)))
+    proc = run_snakemake(work, "--cores", "2", config=single)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    products = sorted((work / "results" / "panda_fine").glob("PANDA-FINE_*.tif"))
+    assert len(products) == 2
+    reference = {p.name: rasterio.open(p).read() for p in products}
+    # only inference and what follows it rerun: grid.block changes no pixel before inference
+    jobs = _dry_run_jobs(run_snakemake, work, blocked)
+    assert jobs["infer"] == 2 * 4 and jobs["assemble"] == 2
+    assert not {"grid", "download", "resample_panda", "cube", "patches", "train", "export"} & set(jobs)
+    proc = run_snakemake(work, "--cores", "2", config=blocked)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (work / "results" / "blocks" / "2018").glob("*.tif")) == [
+        "r000c000.tif", "r000c001.tif", "r001c000.tif", "r001c001.tif"]
+    for name, ref in reference.items():
+        with rasterio.open(work / "results" / "panda_fine" / name) as src:
+            out = src.read()
+            assert src.tags()["config_sha256"]  # tagged with the blocked run's config
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+        ok = np.isfinite(ref)
+        assert np.max(np.abs(out[ok] - ref[ok])) <= 1e-6 * np.max(np.abs(ref[ok])), name

@@ -8,6 +8,8 @@ from pathlib import Path
 from pandafine.config import config_hash, infer_precision, years as config_years
 from pandafine.models import model_filename
 from pandafine.config_keys import rule_config_digest
+from pandafine.core.blocks import grid_blocks
+from pandafine.core.grid import grid_from_config
 
 YEARS = config_years(config)
 TARGET_YEARS = list(config["run"]["target_years"])
@@ -23,6 +25,11 @@ PRECISION = infer_precision(config)
 GENERATIVE = MODEL in ("diffusion", "flow")
 MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else
               f"results/models/{MODEL}/{model_filename(PRECISION)}")
+
+# Spatial blocks (grid.block > 0): inference runs one job per block and year, each reading its halo from
+# the year's cube, and `assemble` joins the blocks into the year's product (infer.smk).
+BLOCK_SIZE = int(config["grid"].get("block", 0))
+BLOCKS = [b.name for b in grid_blocks(grid_from_config(config), BLOCK_SIZE)] if BLOCK_SIZE else []
 
 # The ablation (model.smk): `ablation.epochs`/`ablation.rows`/`ablation.seeds` become --epochs/--rows/--seeds.
 ABLATION = config.get("ablation", {})
@@ -99,4 +106,5 @@ def gapfill_years(year):
 
 wildcard_constraints:
     year=r"\d{4}",
+    block=r"r\d\d\d+c\d\d\d+",
     layer="panda|landsat|dem|luojia",

@@ -1,21 +1,63 @@
-rule infer:
-    input:
-        cube="results/tiles/cube/{year}.zarr",
-        model=MODEL_ONNX,  # infer.precision (model.smk)
-    output:
-        "results/panda_fine/PANDA-FINE_{year}.tif",
-    params:
-        config=rule_config_digest(config, "infer"),
-    log:
-        "logs/infer/{year}.log",
-    threads: 2
-    resources:
-        mem_mb=per_attempt(4000),
-        runtime=per_attempt(120),
-    conda:
-        CONDA_ENV
-    shell:
-        pf("infer") + " --year {wildcards.year} --cube {input.cube} --model {input.model} --output {output} &> {log}"
+if BLOCK_SIZE:
+
+    rule infer:
+        input:
+            cube="results/tiles/cube/{year}.zarr",
+            model=MODEL_ONNX,  # infer.precision (model.smk)
+        output:
+            "results/blocks/{year}/{block}.tif",
+        params:
+            config=rule_config_digest(config, "infer"),
+        log:
+            "logs/infer/{year}_{block}.log",
+        threads: 2
+        resources:
+            mem_mb=per_attempt(4000),
+            runtime=per_attempt(120),
+        conda:
+            CONDA_ENV
+        shell:
+            pf("infer") + " --year {wildcards.year} --block {wildcards.block} --cube {input.cube} --model {input.model} --output {output} &> {log}"
+
+    rule assemble:
+        input:
+            blocks=expand("results/blocks/{{year}}/{block}.tif", block=BLOCKS),
+            grid="results/grid.json",
+        output:
+            "results/panda_fine/PANDA-FINE_{year}.tif",
+        params:
+            config=rule_config_digest(config, "assemble"),
+        log:
+            "logs/assemble/{year}.log",
+        threads: 1
+        resources:
+            mem_mb=per_attempt(2000),
+            runtime=per_attempt(60),
+        conda:
+            CONDA_ENV
+        shell:
+            pf("assemble") + " --blocks {input.blocks} --grid {input.grid} --output {output} &> {log}"
+
+else:
+
+    rule infer:
+        input:
+            cube="results/tiles/cube/{year}.zarr",
+            model=MODEL_ONNX,  # infer.precision (model.smk)
+        output:
+            "results/panda_fine/PANDA-FINE_{year}.tif",
+        params:
+            config=rule_config_digest(config, "infer"),
+        log:
+            "logs/infer/{year}.log",
+        threads: 2
+        resources:
+            mem_mb=per_attempt(4000),
+            runtime=per_attempt(120),
+        conda:
+            CONDA_ENV
+        shell:
+            pf("infer") + " --year {wildcards.year} --cube {input.cube} --model {input.model} --output {output} &> {log}"
 
 
 rule catalog:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from pandafine.core.blocks import block_named
 from pandafine.inference.infer import infer_year
+from pandafine.tiles.cube import open_cube
 
 
 def infer(args, cfg: Mapping[str, Any]) -> None:
-    infer_year(cfg, args.cube, args.model, args.output, year=args.year, require_gpu=cfg["infer"]["require_gpu"])
+    area = None
+    if args.block:
+        area = block_named(open_cube(args.cube).grid, int(cfg["grid"].get("block", 0)), args.block).area
+    infer_year(cfg, args.cube, args.model, args.output, year=args.year, require_gpu=cfg["infer"]["require_gpu"],
+               area=area)

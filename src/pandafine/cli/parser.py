@@ -32,6 +32,7 @@ HANDLERS = {
     "export": "model:export",
     "quantize": "model:quantize",
     "infer": "inference:infer",
+    "assemble": "product:assemble",
     "temporal": "studies:temporal",
     "ablation": "studies:ablation",
     "design-space": "studies:design_space",
@@ -163,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path,
                    help="model.onnx (or its fp16/int8 variant); for diffusion/flow models their checkpoint.pt, "
                         "sampled tile by tile in PyTorch (infer.ensemble > 1: a second band with the spread)")
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--block", help="one spatial block r{row:03d}c{col:03d} of the grid (grid.block): the output is "
+                                   "that block's GeoTIFF, for `pandafine assemble`")
+    p = cmd("assemble", "join the block GeoTIFFs of one year (`pandafine infer --block`) into the product COG")
+    p.add_argument("--blocks", required=True, type=Path, nargs="+", help="the year's block GeoTIFFs")
+    p.add_argument("--grid", required=True, type=Path, help="results/grid.json")
     p.add_argument("--output", required=True, type=Path)
     p = cmd("report", "figures and tables for `snakemake --report`: quicklooks, training curve, total light")
     p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")

@@ -1,13 +1,19 @@
-"""Handlers of the product subcommands: report, report-table, catalog, verify."""
+"""Handlers of the product subcommands: assemble, report, report-table, catalog, verify."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from pandafine.core.grid import Grid
+from pandafine.product.assemble import assemble_product
 from pandafine.product.catalog import build_catalog, find_products
 from pandafine.product.provenance import run_verify
 from pandafine.product.report import build_report, csv_to_html, year_map
+
+
+def assemble(args, cfg: Mapping[str, Any]) -> None:
+    assemble_product(args.blocks, Grid.read_json(args.grid), args.output, compress=cfg["product"]["compress"],
+                     blocksize=int(cfg["product"]["blocksize"]))
 
 
 def report(args, cfg: Mapping[str, Any]) -> None:
