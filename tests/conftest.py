@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,38 @@ def demo_config() -> dict:
 @pytest.fixture(scope="session")
 def tiny_config_path() -> Path:
     return REPO / "tests" / "data" / "tiny.yaml"
+
+
+def snakemake_or_fail(workdir: Path, config: Path, *args: str) -> None:
+    """Run the workflow; on failure, fail the test with Snakemake's stderr and the tail of every job log."""
+    proc = _run_snakemake(workdir, *args, config=config)
+    if proc.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake in {workdir} failed:\n{proc.stderr[-6000:]}\n{logs}")
+
+
+def product_sha256(workdir: Path) -> dict[str, str]:
+    """sha256 of each yearly product COG of a run."""
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((workdir / "results" / "panda_fine").glob("PANDA-FINE_*.tif"))}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_config_path) -> Path:
+    """The tiny workflow, run once per session from scratch (``--cores 32``); shared by the workflow tests,
+    which only dry-run in it, finish it again, or copy it."""
+    work = tmp_path_factory.mktemp("tiny")
+    snakemake_or_fail(work, tiny_config_path, "--cores", "32")
+    (work.parent / f"{work.name}.clean_cogs.json").write_text(json.dumps(product_sha256(work)))
+    return work
+
+
+@pytest.fixture(scope="session")
+def tiny_run_cogs(tiny_run) -> dict[str, str]:
+    """sha256 of the tiny run's products as its clean run wrote them."""
+    return json.loads((tiny_run.parent / f"{tiny_run.name}.clean_cogs.json").read_text())
 
 
 @pytest.fixture()

@@ -1,7 +1,8 @@
 """A corrupt inference cube fails its year only: ``snakemake --keep-going`` finishes the other years.
 
-The tiny workflow (tests/data/tiny.yaml, 2 years) is built up to the inference
-cubes and the exported model; then one chunk file of one year's cube
+The tiny workflow (tests/data/tiny.yaml, 2 years) is copied from the session's
+tiny run and its products removed, leaving the inference cubes and the exported
+model; then one chunk file of one year's cube
 (``results/tiles/cube/{year}.zarr/inputs/c/...``, zstd-compressed) is garbled in
 place, as bit rot or a broken copy would leave it (same size, same mtime, so
 Snakemake sees nothing to rebuild). ``snakemake --keep-going`` must then fail
@@ -12,6 +13,7 @@ other year's COG.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +33,13 @@ def product(year: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_config_path, run_snakemake) -> Path:
-    """A tiny workdir with the cubes of every year and the ONNX model, nothing downstream."""
-    work = tmp_path_factory.mktemp("keep_going")
-    proc = run_snakemake(work, "--cores", "2", MODEL, *(cube(y) for y in YEARS), config=tiny_config_path)
-    if proc.returncode != 0:
-        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-6000:]}\n{logs}")
+def built(tmp_path_factory, tiny_run) -> Path:
+    """A tiny workdir with the cubes of every year and the ONNX model, no product: a copy of the session's
+    tiny run (``tiny_run``) without its products."""
+    work = tmp_path_factory.mktemp("keep_going") / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    shutil.rmtree(work / "results" / "panda_fine")  # products, catalog, provenance
+    assert (work / MODEL).is_file() and all((work / cube(y)).is_dir() for y in YEARS)
     return work
 
 

@@ -10,16 +10,6 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_config_path, run_snakemake):
-    work = tmp_path_factory.mktemp("tiny")
-    proc = run_snakemake(work, "--cores", "32", config=tiny_config_path)
-    if proc.returncode != 0:
-        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-6000:]}\n{logs}")
-    return work
-
-
 @pytest.mark.slow
 def test_products_are_valid_cogs(tiny_run):
     import rasterio
