@@ -12,9 +12,7 @@
 # WORKDIR (default: a new temporary directory) receives the cluster state and logs (cluster/),
 # the SLURM run (slurm/) and the local run (local/). Exits non-zero on any failure and stops the
 # daemons it started in every case. Environment: PANDAFINE_PYTHON (default: python3),
-# PANDAFINE_SLURM_CORES (CPUs given to the node and to the local run; default: nproc, at most 2),
-# PANDAFINE_SLURM_REFERENCE (a file in `sha256sum` format of the products of a local run of the same
-# config, e.g. the test session's tiny run: compared with instead of running the config locally again).
+# PANDAFINE_SLURM_CORES (CPUs given to the node and to the local run; default: nproc, at most 2).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -141,22 +139,16 @@ scontrol show job -o > "$WORK/scontrol.txt"
 if grep -qi "gpu" "$WORK/scontrol.txt"; then fail "a job requested a GPU although PANDAFINE_SLURM_GPUS=0"; fi
 
 # ---- the same config locally, and the products byte for byte --------------------------------
-if [ -n "${PANDAFINE_SLURM_REFERENCE:-}" ]; then
-    say "local products: $PANDAFINE_SLURM_REFERENCE"
-    cp "$PANDAFINE_SLURM_REFERENCE" "$WORK/local.sha256"
-    LOCAL_S="(given)"
-else
-    say "snakemake --cores $CORES (local)"
-    T2=$(date +%s)
-    PATH="$PYBIN:$PATH" "$PY" -m snakemake -s "$REPO/Snakefile" --directory "$WORK/local" \
-        --configfile "$CONFIG" --cores "$CORES" > "$WORK/local.out" 2>&1 \
-        || { tail -60 "$WORK/local.out" >&2; fail "local snakemake failed (see $WORK/local.out)"; }
-    LOCAL_S=$(( $(date +%s) - T2 ))
-    say "local run finished in ${LOCAL_S}s"
-    (cd "$WORK/local/results/panda_fine" && sha256sum -- *.tif) > "$WORK/local.sha256"
-fi
+say "snakemake --cores $CORES (local)"
+T2=$(date +%s)
+PATH="$PYBIN:$PATH" "$PY" -m snakemake -s "$REPO/Snakefile" --directory "$WORK/local" \
+    --configfile "$CONFIG" --cores "$CORES" > "$WORK/local.out" 2>&1 \
+    || { tail -60 "$WORK/local.out" >&2; fail "local snakemake failed (see $WORK/local.out)"; }
+LOCAL_S=$(( $(date +%s) - T2 ))
+say "local run finished in ${LOCAL_S}s"
 
 (cd "$WORK/slurm/results/panda_fine" && sha256sum -- *.tif) > "$WORK/slurm.sha256"
+(cd "$WORK/local/results/panda_fine" && sha256sum -- *.tif) > "$WORK/local.sha256"
 n_cogs=$(wc -l < "$WORK/slurm.sha256")
 [ "$n_cogs" -ge 1 ] || fail "no COG in $WORK/slurm/results/panda_fine"
 diff "$WORK/slurm.sha256" "$WORK/local.sha256" >&2 || fail "COGs differ between the SLURM and the local run"
