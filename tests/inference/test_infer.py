@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-import yaml
 
 import pandafine.inference.blending as blending
 from fake_cubes import identity_model, model_io, save_model, smooth_model, with_metadata, write_cube
@@ -21,7 +20,6 @@ from pandafine.inference.infer import (
 )
 from pandafine.inference.providers import ProviderWarning, make_session, select_providers
 from pandafine.inference.tiling import iter_tile_batches
-from repo_paths import REPO
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -37,14 +35,6 @@ def sessions(models):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {k: make_session(p, ["CPUExecutionProvider"], 1) for k, p in models.items()}
-
-
-@pytest.fixture
-def cfg():
-    c = yaml.safe_load((REPO / "config.yaml").read_text())
-    c["infer"].update(tile=64, overlap=16, window="hann", batch_size=4, providers=["CPUExecutionProvider"])
-    c["product"].update(compress="zstd", blocksize=256)
-    return c
 
 
 def smooth_field(shape, seed=0, sigma=2.0):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-import yaml
 
 from fake_cubes import smooth_model, write_cube
 from pandafine.core.blocks import block_named, block_size_errors, grid_blocks
@@ -13,15 +12,6 @@ from pandafine.inference.infer import infer_year
 from pandafine.product.assemble import assemble_product
 from pandafine.product.cog import validate_cog
 from pandafine.tiles.cube import open_cube
-from repo_paths import REPO
-
-
-@pytest.fixture
-def cfg():
-    c = yaml.safe_load((REPO / "config.yaml").read_text())
-    c["infer"].update(tile=64, overlap=16, window="hann", batch_size=4, providers=["CPUExecutionProvider"])
-    c["product"].update(compress="zstd", blocksize=256)
-    return c
 
 
 def field(shape, seed=0):
