@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from pandafine.core.grid import Grid
+from repo_paths import REPO
 
 #: Channels of the fake cubes (the fake models read channel 0 as PANDA).
 CHANNELS = ["panda", "red", "dem"]
@@ -93,3 +95,11 @@ def write_cube(path: Path, data: np.ndarray, year: int = 2018, chunk: int = 64,
     arr[:] = data.astype(np.float32)
     group.attrs.update(channels=list(channels), year=year, grid=grid.to_dict())
     return path
+
+
+def infer_test_config() -> dict:
+    """The demo config with small tiles (64 px, 16 px overlap), CPU only, 256 px COG blocks."""
+    c = yaml.safe_load((REPO / "config.yaml").read_text())
+    c["infer"].update(tile=64, overlap=16, window="hann", batch_size=4, providers=["CPUExecutionProvider"])
+    c["product"].update(compress="zstd", blocksize=256)
+    return c

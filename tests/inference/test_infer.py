@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pandafine.inference.blending as blending
-from fake_cubes import identity_model, model_io, save_model, smooth_model, with_metadata, write_cube
+from fake_cubes import identity_model, infer_test_config, model_io, save_model, smooth_model, with_metadata, write_cube
 from pandafine.inference.blending import TileLayout
 from pandafine.inference.infer import (
     InferParams,
@@ -22,6 +22,11 @@ from pandafine.inference.providers import ProviderWarning, make_session, select_
 from pandafine.inference.tiling import iter_tile_batches
 
 # --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def cfg():
+    return infer_test_config()
 
 
 @pytest.fixture(scope="module")

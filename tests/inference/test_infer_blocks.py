@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 import rasterio
 
-from fake_cubes import smooth_model, write_cube
+from fake_cubes import infer_test_config, smooth_model, write_cube
 from pandafine.core.blocks import block_named, block_size_errors, grid_blocks
 from pandafine.inference.infer import infer_year
 from pandafine.product.assemble import assemble_product
 from pandafine.product.cog import validate_cog
 from pandafine.tiles.cube import open_cube
+
+
+@pytest.fixture
+def cfg():
+    return infer_test_config()
 
 
 def field(shape, seed=0):
