@@ -100,11 +100,9 @@ def test_killed_run_leaves_no_product_and_rerun_is_identical(tmp_path, setup):
     assert again.returncode == 0, again.stderr
     assert out.read_bytes() == ref.read_bytes()
     assert temporaries(out) <= left  # the rerun leaves nothing new behind
-    import pandafine.inference.infer as infer
-
-    if hasattr(infer, "remove_stale_temporaries"):  # stale temporaries are cleaned when a run starts
-        assert temporaries(out) == set()
-        assert "stale temporary" in again.stderr
+    # stale temporaries are cleaned when a run starts (product.cog.tiled_temporary)
+    assert temporaries(out) == set()
+    assert "stale temporary" in again.stderr
 
 
 def _corrupt_group_json(cube: Path) -> None:

@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import queue
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from pandafine.core.atomic import remove_stale_parts
 from pandafine.core.faults import disk_full_error, gdal_write_errors
 from pandafine.core.runtime import threads
 from pandafine.core.scaling import RADIANCE_UNITS
@@ -35,7 +33,14 @@ from pandafine.inference.ort_run import bind_io
 from pandafine.inference.providers import make_session
 from pandafine.inference.tiling import iter_tile_batches, pad_block
 from pandafine.models.receptive_field import RF_METADATA_KEY, overlap_warning, tile_error
-from pandafine.product.cog import COG_STAGING_TAG, PRODUCT_BANDS, TILED_TAG, product_tags, write_cog
+from pandafine.product.cog import (
+    PRODUCT_BANDS,
+    product_tags,
+    tiled_blocksize,
+    tiled_profile,
+    tiled_temporary,
+    write_cog,
+)
 from pandafine.tiles.cube import open_cube
 
 log = logging.getLogger(__name__)
@@ -268,27 +273,6 @@ def blend_band_tiles(tiles: Iterable[tuple[int, int, np.ndarray]], layout, bands
         yield first, np.stack([block for _, block in parts])
 
 
-def remove_stale_temporaries(out_path: str | os.PathLike) -> list[Path]:
-    """Remove what an interrupted run of this product left beside ``out_path``.
-
-    A killed process cannot clean up its temporaries: the tiled GeoTIFF
-    (``.{stem}.XXXXXXXX.tiled.part.tif``), the COG's staging directory and the
-    COG being written (:func:`pandafine.core.atomic.remove_stale_parts`). Only
-    this product's temporaries are touched.
-    """
-    return remove_stale_parts(out_path, tags=(TILED_TAG, COG_STAGING_TAG))
-
-
-def output_blocksize(height: int, width: int) -> int | None:
-    """Internal block size of the temporary GeoTIFF: 512 if the region allows, else 256, else untiled."""
-    small = min(height, width)
-    if small >= 512:
-        return 512
-    if small >= 256:
-        return 256
-    return None
-
-
 class WriteBehind:
     """Hand ``write(*args)`` calls to a background thread, at most ``depth`` waiting.
 
@@ -487,59 +471,44 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     height, width = grid.shape
     layout = TileLayout(height, width, params.tile, params.overlap, params.window, area=area)
     row_off, col_off, out_height, out_width = layout.bounds
-    blocksize = output_blocksize(out_height, out_width)
-    profile = dict(driver="GTiff", width=out_width, height=out_height, count=len(bands), dtype="float32",
-                   crs=CRS.from_user_input(grid.crs), transform=grid.window_transform(row_off, col_off),
-                   nodata=float("nan"),
-                   compress="zstd", zstd_level=1, predictor=3, BIGTIFF="IF_SAFER", interleave="band")
-    if blocksize:
-        profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
-    else:
-        profile.update(tiled=False)
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=f".{TILED_TAG}.part.tif", dir=out_path.parent)
-    os.close(fd)
-    tiled_tmp = Path(tmp_name)
+    profile = tiled_profile(out_height, out_width, len(bands), CRS.from_user_input(grid.crs),
+                            grid.window_transform(row_off, col_off))
     n_rows = len(layout.rows)
     log.info("%s: inferring year %s on %dx%d px at (%d, %d) of the %dx%d grid, %d x %d tiles of %d px "
              "(overlap %d px, %s window)", cube.path, year, out_height, out_width, row_off, col_off, height, width,
              n_rows, len(layout.cols), params.tile, params.overlap, params.window)
-    try:
-        with contextlib.ExitStack() as stack:
-            # GDAL errors of a failed flush (rasterio only logs them) raised once the file is closed
-            stack.enter_context(gdal_write_errors(out_path))
-            bar = stack.enter_context(tqdm(total=n_rows, desc=f"infer {year}", unit="tile row",
-                                           disable=not progress))
-            dst = stack.enter_context(rasterio.open(tiled_tmp, "w", **profile))
-            for b, name in enumerate(bands, start=1):
-                dst.set_band_description(b, name)
-                dst.set_band_unit(b, RADIANCE_UNITS)
-                dst.update_tags(b, units=RADIANCE_UNITS, quantity=name)
-            dst.update_tags(**tags)
-            batches = prefetch(iter_tile_batches(cube.inputs, layout, params.batch_size, source=str(cube.path)),
-                               depth=2)
-            stack.callback(batches.close)
-            tiles = predict_tiles(session, batches, mask_channel=mask_index, source=str(model_path),
-                                  on_row=lambda _row: bar.update(1))
-            # reading (prefetch), computing and writing (write-behind) overlap: three threads
-            with WriteBehind(_BlockRowWriter(dst, blocksize), depth=2) as writer:
-                for first_row, block in blend_band_tiles(tiles, layout, len(bands)):
-                    writer.write(first_row, block if finalize is None else finalize(block))
-        if area is None:
-            write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
-                      blocksize=int(cfg["product"]["blocksize"]), tags=tags)
-        else:  # one block: the tiled GeoTIFF is the output
-            os.replace(tiled_tmp, out_path)
-    except Exception as exc:
-        full = disk_full_error(exc, out_path)  # before the partial file is removed: its space counts as used
-        if full is not None:
-            raise full from exc
-        raise
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tiled_tmp.unlink()
+    with tiled_temporary(out_path) as tiled_tmp:
+        try:
+            with contextlib.ExitStack() as stack:
+                # GDAL errors of a failed flush (rasterio only logs them) raised once the file is closed
+                stack.enter_context(gdal_write_errors(out_path))
+                bar = stack.enter_context(tqdm(total=n_rows, desc=f"infer {year}", unit="tile row",
+                                               disable=not progress))
+                dst = stack.enter_context(rasterio.open(tiled_tmp, "w", **profile))
+                for b, name in enumerate(bands, start=1):
+                    dst.set_band_description(b, name)
+                    dst.set_band_unit(b, RADIANCE_UNITS)
+                    dst.update_tags(b, units=RADIANCE_UNITS, quantity=name)
+                dst.update_tags(**tags)
+                batches = prefetch(iter_tile_batches(cube.inputs, layout, params.batch_size, source=str(cube.path)),
+                                   depth=2)
+                stack.callback(batches.close)
+                tiles = predict_tiles(session, batches, mask_channel=mask_index, source=str(model_path),
+                                      on_row=lambda _row: bar.update(1))
+                # reading (prefetch), computing and writing (write-behind) overlap: three threads
+                with WriteBehind(_BlockRowWriter(dst, tiled_blocksize(out_height, out_width)), depth=2) as writer:
+                    for first_row, block in blend_band_tiles(tiles, layout, len(bands)):
+                        writer.write(first_row, block if finalize is None else finalize(block))
+            if area is None:
+                write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
+                          blocksize=int(cfg["product"]["blocksize"]), tags=tags)
+            else:  # one block: the tiled GeoTIFF is the output
+                os.replace(tiled_tmp, out_path)
+        except Exception as exc:
+            full = disk_full_error(exc, out_path)  # before the partial file is removed: its space counts as used
+            if full is not None:
+                raise full from exc
+            raise
     return out_path
 
 
@@ -558,5 +527,5 @@ def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
 
 
 __all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "blend_band_tiles", "run_model",
-           "check_model_io", "model_metadata", "check_tile_fits_model", "predict_tiles", "remove_stale_temporaries",
-           "output_blocksize", "infer_year", "infer_array")
+           "check_model_io", "model_metadata", "check_tile_fits_model", "predict_tiles",
+           "infer_year", "infer_array")

@@ -11,18 +11,15 @@ Memory is one block, never the grid.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from pandafine.core.atomic import remove_stale_parts
 from pandafine.core.grid import Grid
 from pandafine.core.raster_io import open_raster
-from pandafine.product.cog import COG_STAGING_TAG, TILED_TAG, write_cog
+from pandafine.product.cog import tiled_profile, tiled_temporary, write_cog
 
 #: Tags of a block that must agree across the blocks of one product (what made it), besides the grid.
 AGREEING_TAGS = ("year", "config_sha256", "model_sha256", "input_sha256", "pandafine_version")
@@ -95,19 +92,8 @@ def assemble_product(block_paths: Sequence[str | os.PathLike], grid: Grid, out_p
                                      "another run?")
             offsets[p] = (row, col)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(out_path, tags=(TILED_TAG, COG_STAGING_TAG))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=f".{TILED_TAG}.part.tif", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    side = 512 if min(grid.height, grid.width) >= 512 else 256
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=bands, dtype="float32",
-                   crs=grid_crs, transform=grid.transform, nodata=float("nan"), compress="zstd", zstd_level=1,
-                   predictor=3, BIGTIFF="IF_SAFER", interleave="band")
-    if min(grid.height, grid.width) >= 256:
-        profile.update(tiled=True, blockxsize=side, blockysize=side)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
+    with tiled_temporary(out_path) as tmp:
+        with rasterio.open(tmp, "w", **tiled_profile(grid.height, grid.width, bands, grid_crs, grid.transform)) as dst:
             for b in range(1, bands + 1):
                 if descriptions[b - 1]:
                     dst.set_band_description(b, descriptions[b - 1])
@@ -118,7 +104,4 @@ def assemble_product(block_paths: Sequence[str | os.PathLike], grid: Grid, out_p
                     dst.write(src.read().astype(np.float32, copy=False),
                               window=Window(col, row, src.width, src.height))
         write_cog(tmp, out_path, compress=compress, blocksize=blocksize, tags=first_tags)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return out_path

@@ -8,12 +8,13 @@ NaN nodata) through a temporary file and a rename.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from pandafine import __version__
 from pandafine.config import config_hash
@@ -101,6 +102,57 @@ def cog_profile(compress: str = "zstd", blocksize: int = 512, dtype: str = "floa
     if key == "zstd":
         profile["zstd_level"] = 9
     return profile
+
+
+def tiled_blocksize(height: int, width: int) -> int | None:
+    """Internal block size of a temporary tiled GeoTIFF: 512 if the raster allows, else 256, else untiled."""
+    small = min(height, width)
+    if small >= 512:
+        return 512
+    if small >= 256:
+        return 256
+    return None
+
+
+def tiled_profile(height: int, width: int, count: int, crs, transform) -> dict[str, Any]:
+    """Profile of the temporary float32 GeoTIFF a product is written into before its COG.
+
+    Band-interleaved, tiled by :func:`tiled_blocksize` (row-band writes touch one
+    row of blocks), fast zstd with the floating-point predictor, NaN nodata,
+    BigTIFF when the size needs it.
+    """
+    profile = dict(driver="GTiff", width=int(width), height=int(height), count=int(count), dtype="float32",
+                   crs=crs, transform=transform, nodata=float("nan"), compress="zstd", zstd_level=1,
+                   predictor=3, BIGTIFF="IF_SAFER", interleave="band")
+    side = tiled_blocksize(height, width)
+    if side:
+        profile.update(tiled=True, blockxsize=side, blockysize=side)
+    else:
+        profile.update(tiled=False)
+    return profile
+
+
+@contextlib.contextmanager
+def tiled_temporary(out_path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary path for the tiled GeoTIFF of ``out_path``, removed on leaving.
+
+    What an interrupted run of the same product left behind (its tiled
+    temporary, its COG staging directory, :func:`pandafine.core.atomic.remove_stale_parts`)
+    is removed first; a killed process cannot clean up after itself. The file is
+    ``.{stem}.XXXXXXXX.tiled.part.tif`` beside ``out_path`` (same file system, so it can be renamed
+    onto it); it exists, empty, when the block is entered.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(out_path, tags=(TILED_TAG, COG_STAGING_TAG))
+    fd, name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=f".{TILED_TAG}.part.tif", dir=out_path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def overview_levels(width: int, height: int, min_size: int = 256) -> int:
