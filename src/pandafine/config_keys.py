@@ -23,8 +23,12 @@ from pandafine.sources.registry import source_kind
 NON_PRODUCT_SECTIONS = ("ablation", "design_space", "evaluate", "download")
 
 #: What the working grid is made of: the region and the grid's keys, but not ``grid.block`` (how inference
-#: cuts the grid into jobs changes no pixel before inference).
+#: cuts the grid into jobs changes no pixel before inference) nor ``region.mask`` (which blocks are planned
+#: and which product pixels are nodata: :func:`lookup` leaves it out of ``region``).
 GRID_KEYS = ("region", "grid.crs", "grid.pixel_size", "grid.factor", "grid.anchor")
+
+#: Keys of ``region`` that are not part of the working grid (:data:`GRID_KEYS`): they act on products only.
+REGION_PRODUCT_KEYS = ("mask",)
 
 #: Rule -> the config values its job reads (besides its input files). ``download`` depends on the
 #: layer's source kind and is given by :func:`download_keys`.
@@ -80,9 +84,15 @@ def download_keys(cfg: Mapping[str, Any], layer: str) -> tuple[str, ...]:
 
 
 def lookup(cfg: Mapping[str, Any], key: str) -> Any:
-    """The value at a dotted key (``@product``: :func:`product_config`); None where it is absent."""
+    """The value at a dotted key (``@product``: :func:`product_config`); None where it is absent.
+
+    ``region`` is the region without :data:`REGION_PRODUCT_KEYS` (the products, through ``@product``,
+    depend on those; the grid and everything before inference do not).
+    """
     if key == "@product":
         return product_config(cfg)
+    if key == "region" and isinstance(cfg.get("region"), Mapping):
+        return {k: v for k, v in cfg["region"].items() if k not in REGION_PRODUCT_KEYS}
     value: Any = cfg
     for part in key.split("."):
         if not isinstance(value, Mapping) or part not in value:

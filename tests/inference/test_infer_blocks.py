@@ -83,3 +83,40 @@ def test_assembly_refuses_blocks_of_another_run(tmp_path, cfg):
     with pytest.raises(ValueError, match="overlaps another block"):
         assemble_product([pa, pa], grid, tmp_path / "out.tif")
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_region_mask_leaves_pixels_outside_the_outline_nodata(tmp_path, cfg):
+    """region.mask: pixels whose centre is outside the outline are NaN, inside they are the unmasked run's;
+    blocks inferred apart with the mask equal the masked whole-grid run, and only blocks touching it are planned."""
+    import json
+
+    from rasterio.warp import transform
+
+    from pandafine.core.region import blocks_touching, read_outline
+
+    model = smooth_model(tmp_path / "m.onnx")
+    cube_path = write_cube(tmp_path / "2018.zarr", field((3, 200, 232)))
+    grid = open_cube(cube_path).grid
+    # a triangle in lon/lat over the grid's upper left (pixel rows 0..150, columns 0..150)
+    corners = [grid.transform * (c, r) for c, r in [(0, 0), (150, 0), (0, 150), (0, 0)]]
+    lon, lat = transform(grid.crs, "EPSG:4326", [x for x, _ in corners], [y for _, y in corners])
+    mask = tmp_path / "outline.geojson"
+    mask.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon", "coordinates": [[[a, b] for a, b in zip(lon, lat)]]}}))
+    masked_cfg = {**cfg, "region": {**cfg["region"], "mask": str(mask)}}
+    plain = rasterio.open(infer_year(cfg, cube_path, model, tmp_path / "plain.tif", progress=False)).read(1)
+    whole = rasterio.open(infer_year(masked_cfg, cube_path, model, tmp_path / "whole.tif", progress=False)).read(1)
+    rows, cols = np.mgrid[0:200, 0:232] + 0.5
+    inside, outside = rows + cols < 149, rows + cols > 151  # away from the diagonal's pixel centres
+    np.testing.assert_array_equal(whole[inside], plain[inside])
+    assert np.isnan(whole[outside]).all() and np.isfinite(plain[outside]).any()
+
+    touching = blocks_touching(grid_blocks(grid, 64), grid, read_outline(mask, grid.crs))
+    assert [b.name for b in touching] == ["r000c000", "r000c001", "r000c002", "r001c000", "r001c001",
+                                          "r002c000"]
+    parts = [infer_year(masked_cfg, cube_path, model, tmp_path / "blocks" / f"{b.name}.tif", progress=False,
+                        area=b.area) for b in touching]
+    out = rasterio.open(assemble_product(parts, grid, tmp_path / "assembled.tif", blocksize=64)).read(1)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(whole))
+    ok = np.isfinite(whole)
+    assert np.max(np.abs(out[ok] - whole[ok])) <= 1e-6 * np.max(np.abs(whole[ok]))

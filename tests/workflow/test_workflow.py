@@ -335,3 +335,25 @@ def test_blocked_run_equals_the_single_block_run(tiny_run, tiny_config_path, run
         np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
         ok = np.isfinite(ref)
         assert np.max(np.abs(out[ok] - ref[ok])) <= 1e-6 * np.max(np.abs(ref[ok])), name
+    # region.mask: only the blocks touching the outline are planned (3 of the 4), from results/blocks/blocks.csv,
+    # and nothing before inference reruns
+    import json
+
+    from rasterio.warp import transform
+
+    from pandafine.core.grid import Grid
+
+    grid = Grid.from_dict(json.loads((work / "results" / "grid.json").read_text()))
+    assert grid.shape == (104, 96)
+    ring = [grid.transform * (c, r) for c, r in [(2, 2), (94, 2), (94, 60), (40, 60), (40, 100), (2, 100), (2, 2)]]
+    lon, lat = transform(grid.crs, "EPSG:4326", [x for x, _ in ring], [y for _, y in ring])
+    outline = tmp_path / "outline.geojson"
+    outline.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon", "coordinates": [[[a, b] for a, b in zip(lon, lat)]]}}))
+    masked = _edited(tiny_config_path, tmp_path, "masked", lambda c: (
+        c["product"].update(blocksize=64), c["grid"].update(block=64), c["region"].update(mask=str(outline))))
+    jobs = _dry_run_jobs(run_snakemake, work, masked)
+    assert jobs["infer"] == 2 * 3 and jobs["assemble"] == 2, jobs
+    assert not {"grid", "download", "resample_panda", "cube", "patches", "train", "export"} & set(jobs)
+    listed = (work / "results" / "blocks" / "blocks.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in listed[1:]] == ["r000c000", "r000c001", "r001c000"]

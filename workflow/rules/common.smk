@@ -8,8 +8,8 @@ from pathlib import Path
 from pandafine.config import config_hash, infer_precision, years as config_years
 from pandafine.models import model_filename
 from pandafine.config_keys import rule_config_digest
-from pandafine.core.blocks import grid_blocks
 from pandafine.core.grid import grid_from_config
+from pandafine.core.region import plan_blocks
 
 YEARS = config_years(config)
 TARGET_YEARS = list(config["run"]["target_years"])
@@ -27,9 +27,14 @@ MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else
               f"results/models/{MODEL}/{model_filename(PRECISION)}")
 
 # Spatial blocks (grid.block > 0): inference runs one job per block and year, each reading its halo from
-# the year's cube, and `assemble` joins the blocks into the year's product (infer.smk).
+# the year's cube, and `assemble` joins the blocks into the year's product (infer.smk). Only the blocks
+# touching region.mask (if given) are planned; their list is written to BLOCK_LIST (rewritten only when the
+# plan changes) and the DAG is built from it.
 BLOCK_SIZE = int(config["grid"].get("block", 0))
-BLOCKS = [b.name for b in grid_blocks(grid_from_config(config), BLOCK_SIZE)] if BLOCK_SIZE else []
+BLOCK_LIST = "results/blocks/blocks.csv"
+BLOCKS = [b.name for b in plan_blocks(config, grid_from_config(config), BLOCK_LIST)] if BLOCK_SIZE else []
+# region.mask is an input of inference (a changed outline reruns it); [] when there is none.
+REGION_MASK = config["region"].get("mask") or []
 
 # The ablation (model.smk): `ablation.epochs`/`ablation.rows`/`ablation.seeds` become --epochs/--rows/--seeds.
 ABLATION = config.get("ablation", {})

@@ -4,6 +4,7 @@ if BLOCK_SIZE:
         input:
             cube="results/tiles/cube/{year}.zarr",
             model=MODEL_ONNX,  # infer.precision (model.smk)
+            mask=REGION_MASK,
         output:
             "results/blocks/{year}/{block}.tif",
         params:
@@ -44,6 +45,7 @@ else:
         input:
             cube="results/tiles/cube/{year}.zarr",
             model=MODEL_ONNX,  # infer.precision (model.smk)
+            mask=REGION_MASK,
         output:
             "results/panda_fine/PANDA-FINE_{year}.tif",
         params:

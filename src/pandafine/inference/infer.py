@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from pandafine.core.faults import disk_full_error, gdal_write_errors
+from pandafine.core.region import inside_outline, read_outline
 from pandafine.core.runtime import threads
 from pandafine.core.scaling import RADIANCE_UNITS
 from pandafine.inference.blending import WINDOW_KINDS, TileLayout, blend_tiles
@@ -398,6 +399,14 @@ class _BlockRowWriter:
             self._emit()
 
 
+def region_outside(cfg: Mapping[str, Any], grid, area: tuple[int, int, int, int]) -> np.ndarray | None:
+    """Pixels of ``area`` outside the outline of ``region.mask`` (True), or None without a mask."""
+    mask = cfg.get("region", {}).get("mask")
+    if not mask:
+        return None
+    return ~inside_outline(read_outline(mask, grid.crs), grid, area)
+
+
 def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path: str | os.PathLike,
                out_path: str | os.PathLike, *, year: int | None = None, progress: bool = True,
                require_gpu: bool = False, area: tuple[int, int, int, int] | None = None) -> Path:
@@ -406,8 +415,8 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     Parameters
     ----------
     cfg : mapping
-        Validated config; uses ``infer`` (tile, overlap, window, batch_size, providers)
-        and ``product`` (compress, blocksize).
+        Validated config; uses ``infer`` (tile, overlap, window, batch_size, providers),
+        ``product`` (compress, blocksize) and ``region.mask`` (pixels outside its outline are nodata).
     cube_path : path
         ``results/tiles/cube/{year}.zarr``.
     model_path : path
@@ -471,6 +480,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     height, width = grid.shape
     layout = TileLayout(height, width, params.tile, params.overlap, params.window, area=area)
     row_off, col_off, out_height, out_width = layout.bounds
+    outside = region_outside(cfg, grid, layout.bounds)
     profile = tiled_profile(out_height, out_width, len(bands), CRS.from_user_input(grid.crs),
                             grid.window_transform(row_off, col_off))
     n_rows = len(layout.rows)
@@ -498,7 +508,10 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
                 # reading (prefetch), computing and writing (write-behind) overlap: three threads
                 with WriteBehind(_BlockRowWriter(dst, tiled_blocksize(out_height, out_width)), depth=2) as writer:
                     for first_row, block in blend_band_tiles(tiles, layout, len(bands)):
-                        writer.write(first_row, block if finalize is None else finalize(block))
+                        block = block if finalize is None else finalize(block)
+                        if outside is not None:
+                            block[..., outside[first_row:first_row + block.shape[-2]]] = np.nan
+                        writer.write(first_row, block)
             if area is None:
                 write_cog(tiled_tmp, out_path, compress=cfg["product"]["compress"],
                           blocksize=int(cfg["product"]["blocksize"]), tags=tags)
