@@ -77,3 +77,96 @@ def test_ssim_window_must_be_whole_and_valid():
     stack = np.stack([x, x[::-1]])
     noisy = stack + 0.1
     assert M.ssim(noisy, stack, 1.0) == pytest.approx(np.mean([M.ssim(noisy[i], stack[i], 1.0) for i in range(2)]))
+
+
+# --------------------------------------------------------------------------- streamed versions
+
+
+def _batches(n, sizes):
+    """Index arrays splitting ``range(n)`` into consecutive batches of ``sizes`` (last one takes the rest)."""
+    cuts = np.cumsum(sizes)
+    return np.split(np.arange(n), cuts[cuts < n])
+
+
+def test_error_sums_equal_whole_array_metrics():
+    rng = np.random.default_rng(2)
+    true = rng.lognormal(0, 1, 500)
+    pred = true * rng.normal(1, 0.2, 500)
+    pred[::37] = np.nan
+    mask = rng.random(500) > 0.1
+    ok = M.valid_mask(pred, true, mask)
+    sums = M.ErrorSums(true_mean=float(true[ok].mean()))
+    for part in _batches(500, [1, 3, 100, 7]):
+        sums.add(pred[part], true[part], mask[part])
+    assert sums.n == ok.sum()
+    for name in ("mse", "rmse", "mae", "r2", "total_light_error"):
+        assert getattr(sums, name)() == pytest.approx(getattr(M, name)(pred, true, mask), rel=1e-13), name
+    assert sums.psnr(3.0) == pytest.approx(M.psnr(pred, true, 3.0, mask), rel=1e-13)
+    empty = M.ErrorSums(true_mean=0.0)
+    assert np.isnan(empty.mse()) and np.isnan(empty.r2()) and np.isnan(empty.total_light_error())
+    with pytest.raises(ValueError, match="true_mean"):
+        M.ErrorSums().r2()
+
+
+def test_ssim_sum_count_adds_over_image_batches():
+    rng = np.random.default_rng(3)
+    x = rng.random((5, 20, 20))
+    y = x + 0.1 * rng.standard_normal(x.shape)
+    y[2, 5, 5] = np.nan
+    parts = [M.ssim_sum_count(y[p], x[p], 1.0) for p in _batches(5, [2, 1])]
+    total, count = map(sum, zip(*parts))
+    assert total / count == pytest.approx(M.ssim(y, x, 1.0), rel=1e-14)
+    assert M.ssim_sum_count(y[:, :5, :5], x[:, :5, :5], 1.0) == (0.0, 0)  # no whole window
+
+
+@pytest.mark.parametrize("kind", ["lognormal", "signed", "ties", "mostly_zero", "narrow"])
+def test_brightest_error_streamed_has_numpys_quantile(kind):
+    rng = np.random.default_rng(len(kind))
+    for n in (1, 2, 3, 101, 2500):
+        true = {"lognormal": rng.lognormal(-12, 2, n), "signed": rng.normal(0, 1, n),
+                "ties": rng.integers(-3, 4, n).astype(float),
+                "mostly_zero": np.where(rng.random(n) < 0.995, 0.0, rng.random(n)),
+                "narrow": rng.lognormal(0, 1e-3, n)}[kind]
+        true = true.astype(np.float32).astype(np.float64)
+        preds = {"a": true * rng.normal(1, 0.1, n), "b": true + rng.normal(0, 0.01, n)}
+        for q in (0.0, 0.37, 0.5, 0.99, 0.999):
+            b = M.BrightestError(q)
+            for part in _batches(n, [1, 3, 400]):
+                b.scan(true[part])
+            scorer = b.scorer()
+            for part in _batches(n, [7, 1]):  # other batches in the second pass
+                scorer.add(true[part], {k: v[part] for k, v in preds.items()})
+            assert scorer.quantile() == np.quantile(true, q)  # exact
+            res = scorer.result()
+            for name, pred in preds.items():
+                expected = M.brightest_error(pred, true, q=q)
+                if np.isnan(expected):
+                    assert np.isnan(res[name])
+                else:
+                    assert res[name] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_linear_quantile_follows_numpy():
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 5, 99, 100, 101, 1001):
+        x = np.sort(rng.normal(size=n))
+        for q in (0.0, 0.01, 0.25, 0.5, 0.99, 0.999999):
+            assert M.linear_quantile(n, q, lambda k: x[k]) == np.quantile(x, q)
+
+
+def test_brightest_error_streamed_errors():
+    with pytest.raises(ValueError, match="q must be"):
+        M.BrightestError(1.0)
+    b = M.BrightestError()
+    with pytest.raises(ValueError, match="float32"):
+        b.scan(np.array([0.1]))  # not a float32 number
+    with pytest.raises(ValueError, match="finite"):
+        b.scan(np.array([np.nan]))
+    b.scan(np.arange(1.0, 11.0))
+    scorer = b.scorer()
+    scorer.add(np.arange(1.0, 10.0), {"a": np.arange(1.0, 10.0)})  # one pixel short
+    with pytest.raises(ValueError, match="same pixels"):
+        scorer.result()
+    empty = M.BrightestError().scorer()
+    empty.add(np.zeros(0), {"a": np.zeros(0)})
+    assert np.isnan(empty.quantile()) and np.isnan(empty.result()["a"])

@@ -80,3 +80,109 @@ def test_evaluate_perfect_model_scores_perfectly(trained, tmp_path, monkeypatch)
     assert res["r2_radiance"] == pytest.approx(1.0) and res["ssim_log"] == pytest.approx(1.0)
     assert res["total_light_error"] == pytest.approx(0.0, abs=1e-6)
     assert m["test_split"]["interpolation"]["psnr_log_db"] < 60
+
+
+# --------------------------------------------------------------------------- streamed evaluation
+
+
+def _synthetic_split(n=7, p=24, seed=0):
+    """True radiance (float32 numbers, some NaN) and two predictions (some NaN) of ``n`` patches."""
+    rng = np.random.default_rng(seed)
+    true = (1e-5 * rng.lognormal(0, 1.5, (n, p, p))).astype(np.float32).astype(np.float64)
+    true[1, :3] = np.nan
+    true[4] = np.nan  # a patch with no target
+    model = true * rng.normal(1, 0.2, true.shape) + 1e-6 * rng.random(true.shape)
+    interp = np.where(rng.random(true.shape) < 0.02, np.nan, true * rng.normal(0.9, 0.4, true.shape))
+    return true, {"model": model, "interpolation": interp}
+
+
+def _in_memory(true, preds):
+    mask = E.batch_mask(true, preds)
+    ranges = E.data_ranges(true, mask, "synthetic")
+    return mask, ranges, {k: E.method_metrics(v, true, mask, *ranges) for k, v in preds.items()}
+
+
+def _split_batches(true, preds, batch, only=None):
+    def make():
+        for s in range(0, len(true), batch):
+            yield true[s:s + batch], {k: v[s:s + batch] for k, v in preds.items() if only is None or k in only}
+    return make
+
+
+@pytest.mark.parametrize("batch", [1, 3, None])
+def test_streamed_metrics_equal_whole_split_formulas(batch):
+    true, preds = _synthetic_split()
+    mask, (range_log, range_rad), expected = _in_memory(true, preds)
+    scan, got = E.streamed_metrics(_split_batches(true, preds, batch or len(true)), "synthetic")
+    assert scan.n_pixels == mask.sum()
+    assert (scan.range_log, scan.range_radiance) == (range_log, range_rad)  # max/min: exact
+    np.testing.assert_array_equal(scan.patch_totals, E.patch_totals(true))
+    assert list(got) == ["model", "interpolation"]
+    for method, metrics in expected.items():
+        assert list(got[method]) == list(metrics)
+        for key, value in metrics.items():
+            assert got[method][key] == pytest.approx(value, rel=1e-12), (method, key)
+
+
+def test_streamed_metrics_scan_without_model_rescans_when_model_drops_pixels():
+    true, preds = _synthetic_split(seed=1)
+    _, _, expected = _in_memory(true, preds)
+    # every model pixel finite: the cheap first pass (baseline only) is kept
+    scan, got = E.streamed_metrics(_split_batches(true, preds, 2), "s",
+                                   scan_batches=_split_batches(true, preds, 3, only={"interpolation"}))
+    assert got["model"]["ssim_log"] == pytest.approx(expected["model"]["ssim_log"], rel=1e-12)
+    # the model is NaN where the first pass evaluated: the split is scanned again, with the model
+    preds["model"][0, 5, 5] = np.nan
+    mask, _, expected = _in_memory(true, preds)
+    scan, got = E.streamed_metrics(_split_batches(true, preds, 2), "s",
+                                   scan_batches=_split_batches(true, preds, 3, only={"interpolation"}))
+    assert scan.n_pixels == mask.sum()
+    for method, metrics in expected.items():
+        for key, value in metrics.items():
+            assert got[method][key] == pytest.approx(value, rel=1e-12), (method, key)
+    # without a fallback the mismatch is an error
+    cheap = E.scan_split(_split_batches(true, preds, 3, only={"interpolation"})(), "s")
+    with pytest.raises(E.PixelsChanged, match="second pass"):
+        E.score_split(_split_batches(true, preds, 2)(), cheap)
+
+
+def test_streamed_metrics_errors_name_the_source():
+    true, preds = _synthetic_split()
+    with pytest.raises(ValueError, match="src: no test pixel"):
+        E.scan_split(_split_batches(np.full_like(true, np.nan), preds, 3)(), "src")
+    with pytest.raises(ValueError, match="src: test-split target is constant"):
+        E.scan_split(_split_batches(np.full_like(true, np.float32(1e-5)), preds, 3)(), "src")
+    with pytest.raises(ValueError, match="src: test-split target: .*float32"):
+        E.scan_split(_split_batches(true + 1e-9, preds, 3)(), "src")
+
+
+def test_eval_batch_patches_whole_model_batches():
+    assert E.eval_batch_patches(32, 16) == 1024
+    assert E.eval_batch_patches(256, 16) == 16
+    assert E.eval_batch_patches(256, 16, batch_pixels=1) == 16
+    assert E.eval_batch_patches(16, 3, batch_pixels=16 * 16 * 7) == 6
+    with pytest.raises(ValueError, match="must be >= 1"):
+        E.eval_batch_patches(16, 0)
+
+
+def test_evaluate_streamed_equals_in_memory(trained, tmp_path):
+    """evaluate_model in batches of 2 patches == the whole-split formulas on the same predictions."""
+    zarr_path, model_dir = trained
+    cfg = stage_config(batch_size=1)  # model batches of 2 patches
+    path = E.evaluate_model(cfg, zarr_path, model_dir, tmp_path, batch_pixels=1)  # 2 patches per batch
+    got = json.loads(path.read_text())["test_split"]
+    store = PatchStore(zarr_path)
+    panda_ch, factor, test_idx = E.test_split_setup(cfg, store)
+    assert test_idx.size > 2  # several batches
+    true = store.read_target(test_idx)[:, 0].astype(np.float64)
+    interp, _, _ = E.interpolation_baseline(store, test_idx, factor, panda_ch)
+    from pandafine.models.registry import load_trained_model
+    model, _ = load_trained_model(model_dir)
+    pred = np.expm1(np.maximum(T.predict_log(model, store, test_idx, 2).astype(np.float64), 0)) * 1e-5
+    mask = np.isfinite(true) & np.isfinite(pred) & np.isfinite(interp)
+    ranges = E.data_ranges(true, mask, "ref")
+    assert got["n_pixels"] == mask.sum()
+    assert (got["data_range"]["log"], got["data_range"]["radiance"]) == ranges
+    for method, p in (("model", pred), ("interpolation", interp)):
+        for key, value in E.method_metrics(p, true, mask, *ranges).items():
+            assert got[method][key] == pytest.approx(value, rel=1e-9), (method, key)
