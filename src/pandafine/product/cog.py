@@ -20,7 +20,7 @@ from pandafine import __version__
 from pandafine.config import config_hash
 from pandafine.config_keys import product_config
 from pandafine.core.atomic import atomic_path, remove_stale_parts
-from pandafine.core.checksums import sha256_file, tree_sha256
+from pandafine.core.checksums import remembered_sha256, sha256_file
 from pandafine.core.scaling import RADIANCE_UNITS
 
 #: Compression names accepted by :func:`write_cog` (config ``product.compress``).
@@ -54,7 +54,8 @@ def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLik
         The ONNX model used (hashed with sha256).
     input_path : path, optional
         The inference cube (Zarr store) the product is computed from, recorded as
-        ``input_sha256`` (:func:`pandafine.product.provenance.tree_sha256`: sha256 over every file of the store).
+        ``input_sha256`` (:func:`pandafine.core.checksums.tree_sha256`: sha256 over every file of the store;
+        :func:`~pandafine.core.checksums.remembered_sha256` reuses the digest the cube stage wrote beside it).
 
     Returns
     -------
@@ -79,7 +80,7 @@ def product_tags(cfg: Mapping[str, Any], year: int, model_path: str | os.PathLik
         "pandafine_version": __version__,
     }
     if input_path is not None:
-        tags["input_sha256"] = tree_sha256(input_path)
+        tags["input_sha256"] = remembered_sha256(input_path)
     return tags
 
 

@@ -32,7 +32,7 @@ from typing import Any, Mapping, TextIO
 from pandafine.config import config_hash, load_config
 from pandafine.config_keys import product_config
 from pandafine.core.atomic import write_text_atomic
-from pandafine.core.checksums import sha256_file, tree_sha256
+from pandafine.core.checksums import remembered_sha256, sha256_file, tree_sha256
 from pandafine.models import model_filename
 
 #: File written by :func:`record_provenance` in the product directory.
@@ -136,6 +136,9 @@ def record_provenance(product_dir: str | os.PathLike, *, model: str | os.PathLik
                       cubes: str | os.PathLike | None = None) -> Path:
     """Write ``product_dir/provenance.json``: each product's sha256, size, tags and inputs.
 
+    The cubes' digests are those the cube stage wrote beside each cube
+    (:func:`pandafine.core.checksums.remembered_sha256`), computed here only if missing or stale.
+
     Parameters
     ----------
     product_dir : path
@@ -166,7 +169,7 @@ def record_provenance(product_dir: str | os.PathLike, *, model: str | os.PathLik
             if "year" not in tags:
                 raise ValueError(f"{cog}: no 'year' tag; cannot tell which cube under {cubes} it came from")
             cube = Path(cubes) / f"{int(tags['year'])}.zarr"
-            entry["inputs"]["cube"] = {"path": _rel(cube, product_dir), "sha256": tree_sha256(cube)}
+            entry["inputs"]["cube"] = {"path": _rel(cube, product_dir), "sha256": remembered_sha256(cube)}
         products[cog.name] = entry
     doc = {
         "format": FORMAT,

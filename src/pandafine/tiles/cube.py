@@ -22,6 +22,7 @@ import numpy as np
 
 from pandafine.core.atomic import atomic_path
 from pandafine.core.channels import CHANNELS, DEM_CHANNELS, LANDSAT_CHANNELS, PANDA_CHANNELS
+from pandafine.core.checksums import remembered_sha256
 from pandafine.core.grid import Grid
 from pandafine.core.raster_io import open_raster
 from pandafine.core.windows import row_bands
@@ -58,6 +59,7 @@ def build_cube(panda_path: str | Path, landsat_path: str | Path, dem_path: str |
         root.attrs.update({"channels": list(CHANNELS), "year": int(year), "grid": grid.to_dict(),
                            "crs_wkt": grid.to_dict()["crs_wkt"], "transform": list(grid.transform)[:6]})
         write_grid_mapping(root, arr, grid)
+    remembered_sha256(out_path)  # hashed once, here: every block's inference job reads the digest
     return Path(out_path)
 
 
