@@ -17,7 +17,7 @@ Usage::
    best times are printed, and ORT/torch as the ratio of the medians and of every
    interleaved pair. ``--iobinding`` adds the IO-bound ORT path
    (:class:`pandafine.inference.ort_run.BoundSession`, on the torch device). Outputs are compared.
-2. Peak resident memory (``ru_maxrss`` of the child, via ``os.wait4``) of
+2. Peak resident memory (GNU ``time``'s ``%M`` of the child: :func:`child_peak`) of
    ``python -m pandafine infer`` (the real ``infer_year`` path: Zarr cube on disk ->
    streamed COG), one child process per region size. Each cube is written on disk
    band by band (the benchmark never holds it whole) and removed after its run.
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -196,20 +195,26 @@ def disk_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def child_peak(cmd: list[str]) -> tuple[float, float]:
+    """(peak RSS in MiB, wall seconds) of one command; RuntimeError with its stderr if it fails.
+
+    The command runs under GNU ``time`` (``%M``): Linux keeps a process's peak RSS across
+    ``fork`` + ``exec``, so a child forked straight from this (large) benchmark process would
+    report this process's peak instead of its own; ``time`` is small.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB %M", *cmd], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    kb = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS_KB ")][-1]
+    return int(kb) / 1024, wall
+
+
 def peak_rss_of_infer(config: Path, cube: Path, model: Path, out: Path, threads: int) -> tuple[float, float]:
     """Run ``python -m pandafine infer`` and return (peak RSS in MiB, wall seconds) of that child alone."""
-    cmd = [sys.executable, "-m", "pandafine", "infer", "--config", str(config), "--threads", str(threads),
-           "--year", str(YEAR), "--cube", str(cube), "--model", str(model), "--output", str(out)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read().decode(errors="replace")  # drain while it runs (tqdm writes there)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stderr.close()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return usage.ru_maxrss / 1024, wall  # Linux: kilobytes
+    return child_peak([sys.executable, "-m", "pandafine", "infer", "--config", str(config), "--threads", str(threads),
+                       "--year", str(YEAR), "--cube", str(cube), "--model", str(model), "--output", str(out)])
 
 
 def rss_model_config(cfg: dict, which: str) -> dict:
