@@ -5,16 +5,16 @@ Usage::
     python tests/benchmarks/bench_overlap.py --cube results/tiles/cube/2018.zarr \\
         --model unet=results/models/unet/model.onnx [--model NAME=PATH ...] \\
         [--mirror 3] [--tiles 128,256] [--overlaps 0,8,16,24,32] [--baseline 128:32] \\
-        [--threads 2] [--repeat 3] [--json OUT]
+        [--threads 2] [--repeat 3] [--json OUT] [--combos 128:32,512:64]
     python tests/benchmarks/bench_overlap.py --cube ... --model NAME=PATH --throughput 256:32 \\
         [--baseline 128:32] [--mirror 3] [--repeat 5] [--config config.yaml]
 
-``--throughput TILE:OVERLAP`` times ``pandafine infer`` itself
+``--throughput TILE:OVERLAP[:BATCH]`` times ``pandafine infer`` itself
 (:func:`pandafine.inference.infer.infer_year`: the cube read from a Zarr store on disk, the
 product COG written) with that tiling against ``--baseline``, alternating the two ``--repeat``
 times after one untimed run of each, on the mirrored region written as a cube, and prints
-the medians and the median of the per-pair ratios; both products are compared for seams and
-against each other.
+the medians and the median of the per-pair ratios, and the relative RMSE between the two
+products (seams: the quality mode).
 
 For each model and each (tile, overlap) it runs the tiling and blending of
 ``pandafine infer`` (:func:`pandafine.inference.infer.infer_array`, onnxruntime
@@ -33,7 +33,8 @@ seams of its own), and prints:
   one pass of the model over the whole region (one tile, nothing blended);
 - ``s``: median seconds of the passes, timed interleaved with the baseline
   (``--baseline TILE:OVERLAP``, today's 128:32) in the same loop, and
-  ``speed-up``: median of the per-pass ratios baseline / candidate.
+  ``speed-up``: median of the per-pass ratios baseline / candidate (``--repeat 0``: one
+  untimed pass each, quality only).
 
 Not collected by pytest (``--ignore=tests/benchmarks`` in pyproject).
 """
@@ -98,21 +99,23 @@ def throughput(args, region: np.ndarray) -> None:
 
     from pandafine.core.runtime import limit_threads
     from pandafine.inference.infer import infer_year
-    from pandafine.inference.sampling import seam_statistics
 
     cfg = yaml.safe_load(Path(args.config).read_text())
     cfg["infer"].update(window=args.window, batch_size=args.batch, providers=["CPUExecutionProvider"])
     name, model = args.model[0].split("=", 1)
-    runs = {"candidate": tuple(int(v) for v in args.throughput.split(":")),
-            "baseline": tuple(int(v) for v in args.baseline.split(":"))}
+    def tiling(spec: str) -> tuple[int, int, int]:  # TILE:OVERLAP[:BATCH]
+        v = [int(x) for x in spec.split(":")]
+        return v[0], v[1], v[2] if len(v) > 2 else args.batch
+
+    runs = {"candidate": tiling(args.throughput), "baseline": tiling(args.baseline)}
     limit_threads(args.threads)  # as `pandafine infer --threads N`
     with tempfile.TemporaryDirectory() as tmp:
         cube = write_region_cube(region, args.cube, Path(tmp) / "cube.zarr")
         times: dict[str, list[float]] = {k: [] for k in runs}
         outs = {}
         for i in range(args.repeat + 1):
-            for key, (t, o) in runs.items():
-                cfg["infer"].update(tile=t, overlap=o)
+            for key, (t, o, b) in runs.items():
+                cfg["infer"].update(tile=t, overlap=o, batch_size=b)
                 out = Path(tmp) / f"{key}.tif"
                 t0 = time.perf_counter()
                 infer_year(cfg, cube, model, out, progress=False)
@@ -123,11 +126,10 @@ def throughput(args, region: np.ndarray) -> None:
     _, h, w = region.shape
     ratio = statistics.median(b / c for b, c in zip(times["baseline"], times["candidate"]))
     print(f"\n{name}: pandafine infer on {h}x{w} px, {args.threads} threads, {args.repeat} interleaved runs each")
-    for key, (t, o) in runs.items():
-        seams = seam_statistics(outs[key], t, o)["ratio"]
-        print(f"  {key:9s} tile {t:4d} overlap {o:3d}: recompute {recompute_factor(h, w, t, o):.3f} "
+    for key, (t, o, b) in runs.items():  # seams: the quality mode (against a one-pass run)
+        print(f"  {key:9s} tile {t:4d} overlap {o:3d} batch {b}: recompute {recompute_factor(h, w, t, o):.3f} "
               f"(asymptotic {asymptotic_factor(t, o):.3f}), median {statistics.median(times[key]):.2f} s "
-              f"(best {min(times[key]):.2f} s), seam ratio {seams:.3f}")
+              f"(best {min(times[key]):.2f} s)")
     ok = np.isfinite(outs["baseline"]) & np.isfinite(outs["candidate"])
     rel = np.sqrt(np.mean((outs["candidate"][ok] - outs["baseline"][ok]) ** 2) / np.mean(outs["baseline"][ok] ** 2))
     print(f"  throughput candidate / baseline: {ratio:.2f}x (median of per-pair ratios); "
@@ -142,12 +144,14 @@ def main() -> None:
     ap.add_argument("--tiles", default="128,256")
     ap.add_argument("--overlaps", default="0,8,16,24,32,48")
     ap.add_argument("--baseline", default="128:32")
+    ap.add_argument("--combos", help="TILE:OVERLAP,... to measure instead of --tiles x --overlaps")
     ap.add_argument("--window", default="hann")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--throughput", help="TILE:OVERLAP: time pandafine infer with it against --baseline")
+    ap.add_argument("--throughput", help="TILE:OVERLAP[:BATCH]: time pandafine infer with it against --baseline "
+                    "(TILE:OVERLAP[:BATCH] too)")
     ap.add_argument("--config", default="config.yaml", help="config for --throughput (its infer section is edited)")
     args = ap.parse_args()
 
@@ -177,16 +181,21 @@ def main() -> None:
         ref = infer_array(session, region, params(one_tile, 0)).astype(np.float64)
         ok = np.isfinite(ref)
         ref_sum, ref_rms = ref[ok].sum(), np.sqrt(np.mean(ref[ok] ** 2))
-        combos = [(t, o) for t in tiles for o in overlaps if o < t]
-        infer_array(session, region, params(bt, bo))  # warm-up
-        times: dict[tuple[int, int], list[float]] = {c: [] for c in combos}
-        base_times: dict[tuple[int, int], list[float]] = {c: [] for c in combos}
+        combos = ([tuple(int(v) for v in c.split(":")) for c in args.combos.split(",")] if args.combos else
+                  [(t, o) for t in tiles for o in overlaps if o < t])
+        if args.repeat:
+            infer_array(session, region, params(bt, bo))  # warm-up
+        times: dict[tuple[int, int], list[float]] = {c: [1.0] for c in combos}  # placeholders for --repeat 0
+        base_times: dict[tuple[int, int], list[float]] = {c: [float("nan")] for c in combos}
         outs = {}
-        for _ in range(args.repeat):
+        for k in range(max(args.repeat, 1)):
             for c in combos:
-                t0 = time.perf_counter()
-                infer_array(session, region, params(bt, bo))
-                base_times[c].append(time.perf_counter() - t0)
+                if args.repeat:  # --repeat 0: quality only, no timing
+                    if k == 0:
+                        times[c], base_times[c] = [], []
+                    t0 = time.perf_counter()
+                    infer_array(session, region, params(bt, bo))
+                    base_times[c].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 outs[c] = infer_array(session, region, params(*c))
                 times[c].append(time.perf_counter() - t0)

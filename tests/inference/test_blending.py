@@ -239,3 +239,13 @@ def test_blocks_blended_apart_equal_the_whole_grid_blend(kind, block):
 def test_layout_area_must_lie_in_the_grid():
     with pytest.raises(ValueError, match="not inside the 100x90 grid"):
         TileLayout(100, 90, 32, 8, area=(64, 0, 64, 90))
+
+
+def test_a_grid_that_fits_in_a_tile_is_one_pass():
+    from pandafine.inference.blending import grid_tiling
+
+    assert grid_tiling(352, 352, 576, 64) == (352, 0)      # the demo grid: one tile, nothing blended
+    assert grid_tiling(104, 96, 576, 64) == (104, 0)       # rectangular: the longer side
+    assert grid_tiling(100, 97, 576, 64, multiple=8) == (104, 0)  # rounded up to the model's multiple
+    assert grid_tiling(4096, 352, 576, 64) == (576, 64)    # larger than a tile: as configured
+    assert grid_tiling(576, 576, 576, 64) == (576, 0)

@@ -120,3 +120,16 @@ def test_region_mask_leaves_pixels_outside_the_outline_nodata(tmp_path, cfg):
     np.testing.assert_array_equal(np.isnan(out), np.isnan(whole))
     ok = np.isfinite(whole)
     assert np.max(np.abs(out[ok] - whole[ok])) <= 1e-6 * np.max(np.abs(whole[ok]))
+
+
+def test_infer_job_resources_follow_the_block():
+    from pandafine.core.blocks import INFER_MINUTES_PER_MPX, MIN_JOB_MINUTES, infer_job_resources
+
+    mem, minutes = infer_job_resources(4096, 4096, 128, 12)
+    assert infer_job_resources(4 * 4096, 4096, 128, 12)[0] == mem  # taller: same buffers
+    assert infer_job_resources(4096, 4 * 4096, 128, 12)[0] > mem   # wider: wider row bands
+    assert infer_job_resources(4 * 4096, 4096, 128, 12)[1] == pytest.approx(4 * minutes, abs=1)
+    assert minutes == int(np.ceil(4096 * 4096 / 1e6 * INFER_MINUTES_PER_MPX))
+    assert infer_job_resources(64, 64, 64, 12)[1] == MIN_JOB_MINUTES
+    with pytest.raises(ValueError, match="positive"):
+        infer_job_resources(0, 64, 64, 12)

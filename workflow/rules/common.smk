@@ -8,6 +8,8 @@ from pathlib import Path
 from pandafine.config import config_hash, infer_precision, years as config_years
 from pandafine.models import model_filename
 from pandafine.config_keys import rule_config_digest
+from pandafine.core.blocks import infer_job_resources
+from pandafine.core.channels import CHANNELS
 from pandafine.core.grid import grid_from_config
 from pandafine.core.region import plan_blocks
 
@@ -32,7 +34,12 @@ MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else
 # plan changes) and the DAG is built from it.
 BLOCK_SIZE = int(config["grid"].get("block", 0))
 BLOCK_LIST = "results/blocks/blocks.csv"
-BLOCKS = [b.name for b in plan_blocks(config, grid_from_config(config), BLOCK_LIST)] if BLOCK_SIZE else []
+GRID = grid_from_config(config)
+BLOCKS = [b.name for b in plan_blocks(config, GRID, BLOCK_LIST)] if BLOCK_SIZE else []
+# An inference job's memory and runtime follow the area it infers: a block, or the whole grid.
+INFER_MEM_MB, INFER_MINUTES = infer_job_resources(
+    min(BLOCK_SIZE or GRID.height, GRID.height), min(BLOCK_SIZE or GRID.width, GRID.width),
+    int(config["infer"]["tile"]), len(CHANNELS))
 # region.mask is an input of inference (a changed outline reruns it); [] when there is none.
 REGION_MASK = config["region"].get("mask") or []
 

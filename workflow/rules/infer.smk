@@ -13,8 +13,8 @@ if BLOCK_SIZE:
             "logs/infer/{year}_{block}.log",
         threads: 2
         resources:
-            mem_mb=per_attempt(4000),
-            runtime=per_attempt(120),
+            mem_mb=per_attempt(INFER_MEM_MB),  # by the block's (or grid's) size (common.smk)
+            runtime=per_attempt(INFER_MINUTES),
         conda:
             CONDA_ENV
         shell:
@@ -54,8 +54,8 @@ else:
             "logs/infer/{year}.log",
         threads: 2
         resources:
-            mem_mb=per_attempt(4000),
-            runtime=per_attempt(120),
+            mem_mb=per_attempt(INFER_MEM_MB),  # by the block's (or grid's) size (common.smk)
+            runtime=per_attempt(INFER_MINUTES),
         conda:
             CONDA_ENV
         shell:

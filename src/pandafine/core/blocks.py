@@ -13,6 +13,15 @@ from dataclasses import dataclass
 
 from pandafine.core.grid import Grid
 
+#: Model minutes per megapixel of output of an inference job, for its runtime request: 2 CPU threads, full
+#: MMNTLSR (the slowest model shipped), tile 512, overlap 64: 0.24 min/Mpx measured on a shared machine, rounded
+#: up about 4x (docs/results/2026-12-07-blocks-at-scale.md). A GPU job is far faster; the request is an upper bound.
+INFER_MINUTES_PER_MPX = 1.0
+#: Floor of every job's runtime request (minutes): start-up, model loading, writing the COG.
+MIN_JOB_MINUTES = 10
+#: Memory of an inference job besides its buffers (MiB): the Python process, onnxruntime and the model.
+INFER_BASE_MB = 3000
+
 #: Name of a block: its block row and column.
 BLOCK_NAME = re.compile(r"r(\d{3,})c(\d{3,})")
 
@@ -75,3 +84,20 @@ def block_named(grid: Grid, block: int | None, name: str) -> Block:
     last = blocks[-1]
     raise ValueError(f"block {name!r}: expected a name r{{row:03d}}c{{col:03d}} of a block of this grid "
                      f"(rows 0..{last.row}, columns 0..{last.col})")
+
+
+def infer_job_resources(height: int, width: int, tile: int, channels: int) -> tuple[int, int]:
+    """``(mem_mb, runtime_minutes)`` to request for inferring a ``height`` x ``width`` area.
+
+    Memory is :data:`INFER_BASE_MB` plus the buffers that span the area's width
+    (a band of tile rows of the cube with its halo, read ahead twice, blended and
+    written behind: about 8 float32 copies of ``tile x (width + 2 tile) x channels``);
+    it does not grow with the area's height. Runtime grows with its pixels
+    (:data:`INFER_MINUTES_PER_MPX`, at least :data:`MIN_JOB_MINUTES`).
+    """
+    if min(height, width, tile, channels) < 1:
+        raise ValueError(f"infer_job_resources: sizes must be positive, got {height}x{width}, tile {tile}, "
+                         f"{channels} channels")
+    band_mb = 8 * tile * (width + 2 * tile) * channels * 4 / 2**20
+    minutes = height * width / 1e6 * INFER_MINUTES_PER_MPX
+    return INFER_BASE_MB + int(-(-band_mb // 1)), max(MIN_JOB_MINUTES, int(-(-minutes // 1)))

@@ -169,6 +169,20 @@ def recompute_factor(length: int, tile: int, overlap: int) -> float:
     return len(tile_origins(length, tile, overlap)) * tile / length
 
 
+def grid_tiling(height: int, width: int, tile: int, overlap: int, multiple: int = 8) -> tuple[int, int]:
+    """The (tile, overlap) used on a ``height x width`` grid.
+
+    The configured ones, unless the whole grid fits in one tile: then one tile of the
+    grid's longer side (rounded up to ``multiple``, the model's size granularity) and
+    no overlap, so that a small region is one pass of the model instead of a larger
+    tile mostly made of padding. Depends on the grid only, never on a block.
+    """
+    longest = -(-max(int(height), int(width)) // multiple) * multiple
+    if longest <= tile:
+        return longest, 0
+    return int(tile), int(overlap)
+
+
 @dataclass(frozen=True)
 class TileLayout:
     """Tiles over a ``height x width`` grid, with the blending window of each tile.

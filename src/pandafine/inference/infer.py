@@ -29,7 +29,7 @@ from pandafine.core.faults import disk_full_error, gdal_write_errors
 from pandafine.core.region import inside_outline, read_outline
 from pandafine.core.runtime import threads
 from pandafine.core.scaling import RADIANCE_UNITS
-from pandafine.inference.blending import WINDOW_KINDS, TileLayout, blend_tiles
+from pandafine.inference.blending import WINDOW_KINDS, TileLayout, blend_tiles, grid_tiling
 from pandafine.inference.ort_run import bind_io
 from pandafine.inference.providers import make_session
 from pandafine.inference.tiling import iter_tile_batches, pad_block
@@ -478,7 +478,8 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
 
     grid = cube.grid
     height, width = grid.shape
-    layout = TileLayout(height, width, params.tile, params.overlap, params.window, area=area)
+    tile, overlap = grid_tiling(height, width, params.tile, params.overlap, MODEL_MULTIPLE)
+    layout = TileLayout(height, width, tile, overlap, params.window, area=area)
     row_off, col_off, out_height, out_width = layout.bounds
     outside = region_outside(cfg, grid, layout.bounds)
     profile = tiled_profile(out_height, out_width, len(bands), CRS.from_user_input(grid.crs),
@@ -486,7 +487,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     n_rows = len(layout.rows)
     log.info("%s: inferring year %s on %dx%d px at (%d, %d) of the %dx%d grid, %d x %d tiles of %d px "
              "(overlap %d px, %s window)", cube.path, year, out_height, out_width, row_off, col_off, height, width,
-             n_rows, len(layout.cols), params.tile, params.overlap, params.window)
+             n_rows, len(layout.cols), tile, overlap, params.window)
     with tiled_temporary(out_path) as tiled_tmp:
         try:
             with contextlib.ExitStack() as stack:
@@ -531,7 +532,8 @@ def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
     Same tiling, padding and blending as :func:`infer_year`, without masking or files.
     """
     _, height, width = inputs.shape
-    layout = TileLayout(height, width, params.tile, params.overlap, params.window)
+    tile, overlap = grid_tiling(height, width, params.tile, params.overlap, MODEL_MULTIPLE)
+    layout = TileLayout(height, width, tile, overlap, params.window)
     out = np.empty((height, width), dtype=np.float32)
     tiles = predict_tiles(session, iter_tile_batches(inputs, layout, params.batch_size))
     for first_row, block in blend_tiles(tiles, layout):
