@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Real-scheduler test of workflow/profiles/slurm: a one-node SLURM cluster on this machine runs
-# the tiny config (tests/data/tiny.yaml) through `snakemake --profile workflow/profiles/slurm`;
-# then the same config runs locally (--cores 2) and every product COG must be byte-identical.
+# the tiny config (tests/data/tiny.yaml) inferred in blocks (grid.block 64: 2 x 2 blocks, so 4
+# infer jobs a year, which the profile groups into one sbatch submission a year) through
+# `snakemake --profile workflow/profiles/slurm`; then the same blocked config runs locally
+# (--cores as the node has, no groups) and every product COG must be byte-identical.
 #
 # Needs root (installs the Debian packages slurm-wlm and munge when missing, writes
 # /etc/munge/munge.key when missing, starts munged, slurmctld and slurmd) and a Python with
@@ -9,15 +11,16 @@
 #
 #   sudo PANDAFINE_PYTHON=.venv/bin/python tests/slurm/run_slurm_test.sh [WORKDIR]
 #
-# WORKDIR (default: a new temporary directory) receives the cluster state and logs (cluster/),
-# the SLURM run (slurm/) and the local run (local/). Exits non-zero on any failure and stops the
-# daemons it started in every case. Environment: PANDAFINE_PYTHON (default: python3),
-# PANDAFINE_SLURM_CORES (CPUs given to the node and to the local run; default: nproc, at most 2).
+# WORKDIR (default: a new temporary directory) receives the blocked config (tiny_blocked.yaml),
+# the cluster state and logs (cluster/), the SLURM run (slurm/) and the local run (local/).
+# Exits non-zero on any failure and stops the daemons it started in every case. Environment:
+# PANDAFINE_PYTHON (default: python3), PANDAFINE_SLURM_CORES (CPUs given to the node and to the
+# local run; default: nproc, at most 2).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 PY="${PANDAFINE_PYTHON:-python3}"
-CONFIG="$REPO/tests/data/tiny.yaml"
+BLOCK=64    # grid.block and product.blocksize (which must divide grid.block) of the blocked config
 WORK="${1:-$(mktemp -d /tmp/pandafine-slurm.XXXXXX)}"
 CORES="${PANDAFINE_SLURM_CORES:-$(( $(nproc) < 2 ? $(nproc) : 2 ))}"
 STATE="$WORK/cluster"
@@ -40,6 +43,22 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 
 mkdir -p "$STATE/ctld" "$STATE/d" "$WORK/slurm" "$WORK/local"
+
+# ---- the config: tiny.yaml inferred in blocks -----------------------------------------------
+CONFIG="$WORK/tiny_blocked.yaml"
+"$PY" - "$REPO/tests/data/tiny.yaml" "$CONFIG" "$BLOCK" <<'PYEOF' || fail "cannot write $CONFIG"
+import sys
+
+import yaml
+
+src, dst, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(src) as f:
+    cfg = yaml.safe_load(f)
+cfg["grid"]["block"] = block
+cfg["product"]["blocksize"] = block
+with open(dst, "w") as f:
+    yaml.safe_dump(cfg, f, sort_keys=False)
+PYEOF
 cleanup() {
     local rc=$?
     say "stopping daemons"
@@ -120,23 +139,84 @@ T1=$(date +%s)
 SLURM_S=$(( $(date +%s) - T1 ))
 say "SLURM run finished in ${SLURM_S}s"
 
-# ---- did the jobs run under SLURM? ----------------------------------------------------------
+# ---- did the jobs run under SLURM, the infer jobs in groups? --------------------------------
+# Every snakemake job but the local rule `all` ran under SLURM; the infer jobs ran in group jobs
+# (the profile's groups/group-components), a group being one sbatch submission and one log.
 n_jobs=$(awk '$1 == "total" {print $2; exit}' "$WORK/slurm.out")
 [ -n "$n_jobs" ] || fail "no job statistics in $WORK/slurm.out"
+n_infer=$(awk '$1 == "infer" && $2 ~ /^[0-9]+$/ {print $2; exit}' "$WORK/slurm.out")
+[ -n "$n_infer" ] || fail "no infer jobs in the job statistics of $WORK/slurm.out"
 n_local=$(grep -c "^localrule " "$WORK/slurm.out" || true)   # rule all runs in the main process
-n_remote=$(( n_jobs - n_local ))
+n_groups=$(grep -c "Group job infer_" "$WORK/slurm.out" || true)
+n_remote=$(( n_jobs - n_local ))                  # snakemake jobs run under SLURM
+n_expected=$(( n_remote - n_infer + n_groups ))   # SLURM jobs: one a group, one each other job
 squeue -h -t all -o '%i|%j|%T|%k' > "$WORK/squeue.txt"
 n_done=$(awk -F'|' '$3 == "COMPLETED"' "$WORK/squeue.txt" | wc -l)
 n_bad=$(awk -F'|' '$3 != "COMPLETED"' "$WORK/squeue.txt" | wc -l)
-say "snakemake jobs: $n_jobs ($n_local local); SLURM jobs completed: $n_done, other states: $n_bad"
-[ "$n_done" -eq "$n_remote" ] || { cat "$WORK/squeue.txt" >&2; fail "expected $n_remote COMPLETED SLURM jobs, got $n_done"; }
+say "snakemake jobs: $n_jobs ($n_local local, $n_infer infer in $n_groups groups); SLURM jobs completed: $n_done, other states: $n_bad"
+[ "$n_groups" -ge 1 ] && [ "$n_groups" -lt "$n_infer" ] \
+    || fail "expected the $n_infer infer jobs in fewer group jobs, found $n_groups groups"
+[ "$n_done" -eq "$n_expected" ] || { cat "$WORK/squeue.txt" >&2; fail "expected $n_expected COMPLETED SLURM jobs, got $n_done"; }
 [ "$n_bad" -eq 0 ] || { cat "$WORK/squeue.txt" >&2; fail "SLURM jobs not COMPLETED"; }
 n_logs=$(find "$WORK/slurm/.snakemake/slurm_logs" -name '*.log' | wc -l)
-[ "$n_logs" -eq "$n_remote" ] || fail "expected $n_remote logs in .snakemake/slurm_logs, found $n_logs"
+[ "$n_logs" -eq "$n_expected" ] || fail "expected $n_expected logs in .snakemake/slurm_logs, found $n_logs"
+n_group_logs=$(find "$WORK/slurm/.snakemake/slurm_logs" -path '*/group_infer_*' -name '*.log' | wc -l)
+[ "$n_group_logs" -eq "$n_groups" ] || fail "expected $n_groups group logs in .snakemake/slurm_logs, found $n_group_logs"
 n_sub=$(grep -c "has been submitted with SLURM jobid" "$WORK/slurm.out" || true)
-[ "$n_sub" -eq "$n_remote" ] || fail "expected $n_remote submissions in $WORK/slurm.out, found $n_sub"
+[ "$n_sub" -eq "$n_expected" ] || fail "expected $n_expected submissions in $WORK/slurm.out, found $n_sub"
 scontrol show job -o > "$WORK/scontrol.txt"
 if grep -qi "gpu" "$WORK/scontrol.txt"; then fail "a job requested a GPU although PANDAFINE_SLURM_GPUS=0"; fi
+# What each group asked SLURM for. Its blocks run one after another (the profile's group_slot):
+# the CPUs and memory of one block, and the sum of the blocks' runtimes.
+"$PY" - "$WORK/slurm.out" "$WORK/scontrol.txt" <<'PYEOF' || fail "a group job requested other resources than its jobs need"
+import re
+import sys
+from collections import defaultdict
+
+out, scontrol = (open(path).read().splitlines() for path in sys.argv[1:])
+members = defaultdict(list)   # groupid -> resources of its jobs, as the main snakemake printed them
+group = None
+for line in out:
+    m = re.search(r"Group job (\S+) \(jobs", line)
+    if m:
+        group = m.group(1)
+    elif re.match(r"(\[[^]]*\]\s*)?(rule|localrule|checkpoint) ", line):
+        group = None          # an ungrouped job's header ends the group's listing
+    elif group and re.match(r" {8}resources: ", line):
+        members[group].append(dict(kv.split("=", 1) for kv in line.split(": ", 1)[1].split(", ")))
+
+
+def minutes(limit):           # [D-]HH:MM:SS
+    days, _, hms = limit.rpartition("-")
+    h, m, s = map(int, hms.split(":"))
+    return int(days or 0) * 1440 + h * 60 + m + (s > 0)
+
+
+def mb(mem):
+    return int(float(mem[:-1]) * {"M": 1, "G": 1024, "T": 1024**2}[mem[-1]])
+
+
+jobs = defaultdict(list)      # groupid -> (minutes, CPUs per task, MB) of its SLURM jobs
+for line in scontrol:
+    field = {k: re.search(rf"(?:^|\s){re.escape(k)}=(\S+)", line) for k in
+             ("Comment", "TimeLimit", "CPUs/Task", "MinMemoryNode")}
+    m = field["Comment"] and re.fullmatch(r"rule_(\S+)_infer", field["Comment"].group(1))
+    if m:
+        jobs[m.group(1)].append((minutes(field["TimeLimit"].group(1)), int(field["CPUs/Task"].group(1)),
+                                 mb(field["MinMemoryNode"].group(1))))
+ok = bool(members) and set(members) == set(jobs)
+for g, res in sorted(members.items()):
+    runtime = sum(int(r["runtime"]) for r in res)
+    cpus = max(int(r["cpus_per_task"]) for r in res)
+    mem = max(int(r["mem_mb"]) for r in res)
+    got = jobs.get(g, [])
+    print(f"[slurm-test] group {g}: {len(res)} infer jobs in {len(got)} SLURM job(s) requesting (min, CPUs, MB) "
+          f"{got}; expected {runtime} min in all, {cpus} CPUs, {mem} MB")
+    ok &= bool(got) and sum(t for t, _, _ in got) == runtime and all((c, m) == (cpus, mem) for _, c, m in got)
+if set(members) != set(jobs):
+    print(f"[slurm-test] groups in the snakemake log {sorted(members)}, in scontrol {sorted(jobs)}")
+sys.exit(0 if ok else 1)
+PYEOF
 
 # ---- the same config locally, and the products byte for byte --------------------------------
 say "snakemake --cores $CORES (local)"
@@ -152,4 +232,4 @@ say "local run finished in ${LOCAL_S}s"
 n_cogs=$(wc -l < "$WORK/slurm.sha256")
 [ "$n_cogs" -ge 1 ] || fail "no COG in $WORK/slurm/results/panda_fine"
 diff "$WORK/slurm.sha256" "$WORK/local.sha256" >&2 || fail "COGs differ between the SLURM and the local run"
-say "OK: $n_cogs COGs byte-identical (SLURM ${SLURM_S}s, local ${LOCAL_S}s)"
+say "OK: $n_cogs COGs byte-identical (SLURM ${SLURM_S}s, $n_infer infer jobs in $n_groups submissions; local ${LOCAL_S}s)"
