@@ -13,7 +13,7 @@ by chunk (the benchmark never holds a store whole). The model is a small UNet
 set by the test split and the batches, not by the model.
 
 Each evaluation runs in its own child process (this script with ``--child``);
-its peak resident memory is ``ru_maxrss`` from ``os.wait4``. A third child only
+its peak resident memory comes from GNU ``time`` (``bench_infer.measured_run``). A third child only
 imports, opens the store and loads the model (the floor every run pays). The
 stores are read batch by batch (``PatchStore(memory_limit=0)``, as for a store
 above :data:`pandafine.tiles.store.DEFAULT_MEMORY_LIMIT`, e.g. China-sized); with
@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_infer import measured_run  # noqa: E402  (benchmarks share their helpers)
 
 FACTOR = 8
 MODEL_CONFIG = {"name": "unet", "width": 4, "depth": 1}
@@ -155,16 +156,9 @@ def child(args) -> None:
 
 def run_child(extra: list[str]) -> tuple[float, dict]:
     """Peak RSS (MiB) of a child process running this script with ``--child``, and the JSON it printed."""
-    cmd = [sys.executable, __file__, "--child", *extra]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)  # files: no pipe to drain, wait4 reaps
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        text, log = out.read().decode().strip().splitlines(), err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{log[-3000:]}")
-    return usage.ru_maxrss / 1024, (json.loads(text[-1]) if text else {})  # Linux: kilobytes
+    rss, _, out = measured_run([sys.executable, __file__, "--child", *extra])
+    text = out.strip().splitlines()
+    return rss, (json.loads(text[-1]) if text else {})
 
 
 def main(argv=None) -> None:

@@ -195,12 +195,12 @@ def disk_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def child_peak(cmd: list[str]) -> tuple[float, float]:
-    """(peak RSS in MiB, wall seconds) of one command; RuntimeError with its stderr if it fails.
+def measured_run(cmd: list[str]) -> tuple[float, float, str]:
+    """(peak RSS in MiB, wall seconds, stdout) of one command; RuntimeError with its stderr if it fails.
 
     The command runs under GNU ``time`` (``%M``): Linux keeps a process's peak RSS across
-    ``fork`` + ``exec``, so a child forked straight from this (large) benchmark process would
-    report this process's peak instead of its own; ``time`` is small.
+    ``fork`` + ``exec``, so a child forked straight from a (large) benchmark process would
+    report that process's peak instead of its own; ``time`` is small.
     """
     t0 = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB %M", *cmd], capture_output=True, text=True)
@@ -208,7 +208,12 @@ def child_peak(cmd: list[str]) -> tuple[float, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     kb = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("MAXRSS_KB ")][-1]
-    return int(kb) / 1024, wall
+    return int(kb) / 1024, wall, proc.stdout
+
+
+def child_peak(cmd: list[str]) -> tuple[float, float]:
+    """(peak RSS in MiB, wall seconds) of one command (:func:`measured_run`)."""
+    return measured_run(cmd)[:2]
 
 
 def peak_rss_of_infer(config: Path, cube: Path, model: Path, out: Path, threads: int) -> tuple[float, float]:

@@ -51,11 +51,10 @@ import numpy as np
 
 
 def recompute_factor(height: int, width: int, tile: int, overlap: int) -> float:
-    """Model output pixels per region pixel for the lattice :class:`TileLayout` lays out."""
-    from pandafine.inference.blending import TileLayout
+    """Model output pixels per region pixel for the lattice :class:`TileLayout` lays out (both axes)."""
+    from pandafine.inference.blending import recompute_factor as axis_factor
 
-    lay = TileLayout(height, width, tile, overlap)
-    return len(lay.rows) * len(lay.cols) * tile * tile / (height * width)
+    return axis_factor(height, tile, overlap) * axis_factor(width, tile, overlap)
 
 
 def asymptotic_factor(tile: int, overlap: int) -> float:

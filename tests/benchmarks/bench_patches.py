@@ -12,7 +12,7 @@ many patches, so that the region grows but the bands read do not), a cube
 GeoTIFF are synthesized in one subprocess (not measured): a smooth field plus noise, NaN
 holes in Landsat and PANDA, and about a fifth of the patch positions without enough target
 (rejected). Then, each in a fresh subprocess whose peak resident memory is ``ru_maxrss``
-(``os.wait4``):
+(GNU ``time``, ``bench_infer.measured_run``):
 
 * ``baseline``: the imports, the opened inputs and one chunk read, nothing built;
 * ``new``: the streaming :func:`~pandafine.tiles.patches.build_training_set` (bands of rows,
@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,9 +43,11 @@ from typing import Mapping
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_infer import measured_run  # noqa: E402  (benchmarks share their helpers)
+
 REPO = Path(__file__).resolve().parents[2]
 YEAR0 = 2018
-MIB = 1024.0
 
 
 # ----------------------------------------------------------------------------- the former implementation
@@ -209,17 +209,9 @@ def child(mode: str, root: Path, out: Path, patch: int) -> None:
     (out.parent / f"{out.name}.json").write_text(json.dumps({"seconds": time.perf_counter() - t0, "n": n}))
 
 
-def run_child(args: list[str]) -> int:
-    """Run ``python this_file args``; return the child's ``ru_maxrss`` (KiB).
-
-    Linux counts in a child's ``ru_maxrss`` the memory of the parent it was forked
-    from, so the parent never reads arrays itself.
-    """
-    proc = subprocess.Popen([sys.executable, __file__, *args])
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"child {args} failed with status {os.waitstatus_to_exitcode(status)}")
-    return int(usage.ru_maxrss)
+def run_child(args: list[str]) -> float:
+    """Run ``python this_file args``; return the child's peak RSS (MiB, :func:`bench_infer.measured_run`)."""
+    return measured_run([sys.executable, __file__, *args])[0]
 
 
 def identical(a: Path, b: Path) -> bool:
@@ -271,9 +263,9 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)  # not timed
             rss = run_child(common + ["--child", mode, str(root), str(out)])
             rec = json.loads((root / f"{mode}.zarr.json").read_text())
-            results[(region, mode)] = {"region": region, "mode": mode, "rss_mib": rss / MIB, **rec}
+            results[(region, mode)] = {"region": region, "mode": mode, "rss_mib": rss, **rec}
             print(f"  {region:>10} px {mode:>8}: {rec['n']:>6} patches {rec['seconds']:8.2f} s  "
-                  f"peak RSS {rss / MIB:8.1f} MiB", flush=True)
+                  f"peak RSS {rss:8.1f} MiB", flush=True)
         if not args.no_old:  # in a child too: the parent stays small (a child's ru_maxrss counts it from fork)
             run_child(common + ["--child", "compare", str(root), str(root / "identical.json")])
             results[(region, "identical")] = json.loads((root / "identical.json").read_text())
