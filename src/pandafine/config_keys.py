@@ -42,7 +42,6 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "composite_landsat": ("preprocess.landsat_gapfill_years", "preprocess.min_landsat_coverage"),
     "mosaic": (),
     "resample_panda": ("preprocess.panda_resampling", "preprocess.min_coverage", "preprocess.panda_alignment"),
-    "resample_landsat": (),
     "resample_dem": ("preprocess.min_coverage",),
     "cube": ("tiles.chunk",),
     "patches": ("tiles", "run.seed"),

@@ -1,27 +1,44 @@
-"""Preprocessing benchmark: one year of calibrate PANDA -> Landsat calibrate + composite -> resample -> cube.
+"""Preprocessing benchmark: per-stage peak memory and time of one year's preprocessing, at two region sizes.
 
 Usage::
 
-    python tests/benchmarks/bench_preprocess.py [--quick] [--sizes N [N ...]] [--landsat-res M]
-                                                 [--scenes K] [--workdir DIR] [--json OUT]
+    python tests/benchmarks/bench_preprocess.py [--quick] [--sizes N [N ...]] [--stages S [S ...]]
+                                                 [--landsat-res M] [--scenes K] [--workdir DIR] [--json OUT]
 
 For each region size (working pixels per side at 125 m; default 8000 and 2000, i.e. a
 1000 km and a 250 km square; ``--quick``: 1000 and 2000) the raw inputs are synthesized
-in one subprocess (not measured) and the stages run in a second subprocess, whose wall
-time per stage and peak resident memory (``ru_maxrss`` via ``os.wait4``) are reported,
-with the large/small ratios next to the pixel ratio. Streaming stages should scale
-linearly in time and stay nearly flat in memory.
+in one subprocess (not measured); then every stage runs alone in its own child process
+(``--process SIZE DIR STAGE``, single-threaded via
+:func:`pandafine.core.runtime.limit_threads` as a workflow job with ``--threads 1``), in
+pipeline order. Per (size, stage) the table gives the stage's wall time (timed inside the
+child, around the library call), its cost in seconds per working-grid megapixel, the wall
+time of the whole job (interpreter start and imports included) and the job's peak resident
+memory. Peak RSS comes from GNU ``time`` (``%M``, :func:`bench_infer.measured_run`), not
+from ``os.wait4``: Linux keeps a process's peak RSS across ``fork`` + ``exec``, so a child
+forked straight from the benchmark would report the benchmark's own peak. Then, per
+stage, the large/small ratios of time and of peak memory are printed next to the pixel
+ratio: a streaming stage scales linearly in time (ratio ~ pixel ratio) and stays flat in
+memory (ratio ~ 1; the cost model's acceptance is 1.1x for 4x the area). ``--stages``
+measures a subset; the stages they depend on still run first (unmeasured). Wall times on
+a shared machine are noisy; the memory figures are not.
 
 Raw inputs are synthesized window by window from smooth closed-form fields (fast, and
 continuous across windows): PANDA-like uint8 DN on the 1 km anchor lattice; ``--scenes``
 Collection-2-like Landsat scenes (one OLI, the others ETM+, all 7 SR bands + QA_PIXEL with
 clouds) on one UTM grid at ``--landsat-res`` metres (default 120 m, coarser than the real
 30 m so that a 1000 km square stays feasible: the output says so; Landsat cost grows ~16x at
-30 m); a float32 EPSG:4326 DEM (0.002 degrees). Stages are the library functions the CLI
-calls: :func:`pandafine.preprocess.calibrate.calibrate_panda`,
+30 m); Copernicus-GLO-90-like float32 EPSG:4326 DEM tiles (1 degree, 3"; their number grows
+with the area) under ``raw/dem``; and Luojia-like denoised frames of a fixed size
+(float32 radiance, EPSG:4326 at :data:`LUOJIA_RES_DEG` degrees ~ 130 m, NaN outside a
+rotated-rectangle footprint, overlapping their neighbours) on a lattice over the region, so
+their number grows with the area like a real coverage and each frame stays the same size.
+Stages are the library functions the CLI calls:
+:func:`pandafine.preprocess.calibrate.calibrate_panda`,
+:func:`pandafine.preprocess.calibrate.calibrate_dem` (merges the tiles),
 :func:`pandafine.preprocess.calibrate.calibrate_landsat_year`,
 :func:`pandafine.preprocess.denoise.composite_landsat_year`,
-:func:`pandafine.preprocess.resample.resample_layer` (panda, dem) and :func:`pandafine.tiles.cube.build_cube`.
+:func:`pandafine.preprocess.resample.resample_layer` (panda; dem, from the merged DEM),
+:func:`pandafine.tiles.cube.build_cube` and :func:`pandafine.preprocess.mosaic.mosaic_frames`.
 
 Not collected by pytest (``--ignore=tests/benchmarks`` in pyproject).
 """
@@ -31,8 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,11 +56,24 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_infer import measured_run  # noqa: E402  (benchmarks share their helpers)
+
 REPO = Path(__file__).resolve().parents[2]
 YEAR = 2018
 SIZES = {"full": (8000, 2000), "quick": (1000, 2000)}
 #: Rows written per synthesis window.
 ROWS = 512
+#: Stages in pipeline order, and the stages each one needs the outputs of.
+STAGES = ("calibrate_panda", "calibrate_dem", "calibrate_landsat", "composite_landsat", "resample_panda",
+          "resample_dem", "build_cube", "mosaic")
+NEEDS = {"composite_landsat": ("calibrate_landsat",), "resample_panda": ("calibrate_panda",),
+         "resample_dem": ("calibrate_dem",), "build_cube": ("resample_panda", "composite_landsat", "resample_dem")}
+#: Synthetic Luojia-01 denoised frames: side (pixels), pixel size (degrees) and the fraction of a
+#: side that neighbours share.
+LUOJIA_SIDE_PX = 1500
+LUOJIA_RES_DEG = 0.0012
+LUOJIA_OVERLAP = 0.2
 
 
 def load_config() -> dict:
@@ -88,11 +116,45 @@ def _writer(path: Path, grid, count: int, dtype: str, nodata):
                          tiled=True, blockxsize=256, blockysize=256, compress="zstd", zstd_level=1)
 
 
-def synthesize(cfg: dict, size: int, landsat_res: float, n_scenes: int, raw: Path) -> dict:
-    """Write the raw inputs of one year for a ``size``-pixel square; return what was written."""
-    from rasterio.windows import Window
+def luojia_frame_specs(grid) -> list[tuple[object, tuple[tuple[float, float], ...]]]:
+    """(EPSG:4326 frame grid, footprint quad TL, TR, BR, BL in lon/lat) of each synthetic Luojia frame.
+
+    Frames have a fixed size (:data:`LUOJIA_SIDE_PX` pixels of :data:`LUOJIA_RES_DEG`), like real
+    Luojia-01 frames, and sit on a lattice over the region's lon/lat box with
+    :data:`LUOJIA_OVERLAP` of a side shared by neighbours, so their number, not their size,
+    grows with the area. The footprint is a rectangle of 0.85 x the frame's half sides, rotated
+    by +-0.1 rad (NaN outside), so the edges are irregular.
+    """
+    from affine import Affine
 
     from pandafine.core.grid import Grid
+    from pandafine.synthetic import scene as syn
+
+    w, s, e, n = syn.lonlat_bounds(grid)
+    res, side_px = LUOJIA_RES_DEG, LUOJIA_SIDE_PX
+    side = side_px * res
+    step = side * (1 - LUOJIA_OVERLAP)
+    nx = max(1, math.ceil(((e - w) - side) / step) + 1)
+    ny = max(1, math.ceil(((n - s) - side) / step) + 1)
+    specs = []
+    for i in range(ny):
+        for j in range(nx):
+            x0, y1 = w + j * step, n - i * step
+            fgrid = Grid("EPSG:4326", Affine(res, 0, x0, 0, -res, y1), side_px, side_px, 1)
+            cx, cy, h = x0 + side / 2, y1 - side / 2, 0.85 * side / 2
+            th = 0.1 if (i + j) % 2 == 0 else -0.1
+            c, sn = math.cos(th), math.sin(th)
+            quad = tuple((cx + c * dx - sn * dy, cy + sn * dx + c * dy)
+                         for dx, dy in ((-h, h), (h, h), (h, -h), (-h, -h)))
+            specs.append((fgrid, quad))
+    return specs
+
+
+def synthesize(cfg: dict, size: int, landsat_res: float, n_scenes: int, raw: Path) -> dict:
+    """Write the raw inputs of one year for a ``size``-pixel square; return what was written."""
+    from affine import Affine
+    from rasterio.windows import Window
+
     from pandafine.sensors.landsat import SENSOR_BANDS, reflectance_to_dn
     from pandafine.synthetic import observe as obs
     from pandafine.synthetic import scene as syn
@@ -136,80 +198,100 @@ def synthesize(cfg: dict, size: int, landsat_res: float, n_scenes: int, raw: Pat
             for dst in list(dsts.values()) + [qa_dst]:
                 dst.close()
         scenes.append(sid)
-    # DEM: float32 EPSG:4326 at 0.002 degrees over the region + 0.02 degrees
-    from affine import Affine
-
-    w, s, e, n = syn.lonlat_bounds(grid, margin_deg=0.02)
-    res = 0.002
-    dgrid = Grid("EPSG:4326", Affine(res, 0, w, 0, -res, n), math.ceil((e - w) / res), math.ceil((n - s) / res), 1)
-    with _writer(raw / "dem" / "dem.tif", dgrid, 1, "float32", float("nan")) as dst:
-        for r0 in range(0, dgrid.height, ROWS):
-            k = min(ROWS, dgrid.height - r0)
-            x, y = _centres(dgrid, r0, k)
-            dst.write((500 + 300 * field(x * 1e5, y * 1e5, 4))[None].astype(np.float32),
-                      window=Window(0, r0, dgrid.width, k))
+    # DEM: Copernicus-GLO-90-like 1-degree float32 EPSG:4326 tiles (3") over the region + 0.02 degrees
+    tiles = obs.dem_tiles(syn.lonlat_bounds(grid, margin_deg=0.02))
+    dem_px = 0
+    for la, lo in tiles:
+        tgrid = obs.dem_tile_grid(la, lo)
+        with _writer(raw / "dem" / obs.dem_tile_name(la, lo), tgrid, 1, "float32", float("nan")) as dst:
+            for r0 in range(0, tgrid.height, ROWS):
+                k = min(ROWS, tgrid.height - r0)
+                x, y = _centres(tgrid, r0, k)
+                dst.write((500 + 300 * field(x * 1e5, y * 1e5, 4))[None].astype(np.float32),
+                          window=Window(0, r0, tgrid.width, k))
+        dem_px += tgrid.width * tgrid.height
+    # Luojia-01: denoised frames (radiance, NaN outside the footprint), overlapping
+    frames = []
+    for k, (fgrid, quad) in enumerate(luojia_frame_specs(grid)):
+        path = raw / "luojia_denoised" / f"LJ01_{YEAR}_frame{k:02d}.tif"
+        with _writer(path, fgrid, 1, "float32", float("nan")) as dst:
+            t = fgrid.transform
+            for r0 in range(0, fgrid.height, ROWS):
+                n = min(ROWS, fgrid.height - r0)
+                x, y = _centres(fgrid, r0, n)
+                inside = obs.footprint_mask(Affine(t.a, 0, t.c, 0, t.e, t.f + r0 * t.e), fgrid.width, n, quad)
+                rad = (2e-5 * (1.1 + field(x * 1e5, y * 1e5, 5 + k))).astype(np.float32)
+                dst.write(np.where(inside, rad, np.float32(np.nan))[None], window=Window(0, r0, fgrid.width, n))
+        frames.append([fgrid.width, fgrid.height])
     return {"grid": [grid.width, grid.height], "landsat_grid": [lgrid.width, lgrid.height],
             "landsat_res_m": landsat_res, "scenes": scenes, "panda_grid": [pgrid.width, pgrid.height],
-            "dem_grid": [dgrid.width, dgrid.height]}
+            "dem_tiles": len(tiles), "dem_mpx": round(dem_px / 1e6, 2), "luojia_frames": frames,
+            "luojia_mpx": round(sum(a * b for a, b in frames) / 1e6, 2)}
 
 
-def process(cfg: dict, size: int, raw: Path, out: Path) -> dict:
-    """Run the stages of one year; return wall seconds per stage."""
+def run_stage(cfg: dict, size: int, stage: str, raw: Path, out: Path) -> float:
+    """Run one stage of one year (single-threaded, as a workflow job); return its wall seconds."""
     from pandafine.core.runtime import limit_threads
 
     limit_threads(1)  # as a workflow job does (`pandafine STAGE --threads 1`)
     import warnings
 
-    from pandafine.preprocess.calibrate import calibrate_landsat_year, calibrate_panda
+    from pandafine.preprocess import calibrate as cal
     from pandafine.preprocess.denoise import composite_landsat_year
-    from pandafine.preprocess.resample import resample_layer
+    from pandafine.preprocess.mosaic import mosaic_frames
+    from pandafine.preprocess.resample import DEFAULT_MIN_COVERAGE, resample_layer
     from pandafine.tiles.cube import build_cube
 
     # the synthetic clouds leave some pixels without a clear observation (no other years here)
     warnings.filterwarnings("ignore", message=".*no clear observation.*")
     grid = bench_grid(cfg, size)
-    times: dict[str, float] = {}
-
-    def stage(name, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        fn(*args, **kwargs)
-        times[name] = round(time.perf_counter() - t0, 3)
-
-    stage("calibrate_panda", calibrate_panda, cfg, raw / "panda" / f"PANDA_China_{YEAR}.tif",
-          out / "calibrated" / "panda" / f"{YEAR}.tif")
-    stage("calibrate_landsat", calibrate_landsat_year, cfg, raw / "landsat" / str(YEAR),
-          out / "calibrated" / "landsat" / str(YEAR))
-    stage("composite_landsat", composite_landsat_year, cfg, YEAR,
-          {YEAR: out / "calibrated" / "landsat" / str(YEAR)}, grid, out / "denoised" / "landsat" / f"{YEAR}.tif")
-    stage("resample_panda", resample_layer, "panda", out / "calibrated" / "panda" / f"{YEAR}.tif", grid,
-          out / "resampled" / "panda" / f"{YEAR}.tif", method=cfg["preprocess"]["panda_resampling"])
-    stage("resample_dem", resample_layer, "dem", raw / "dem" / "dem.tif", grid, out / "resampled" / "dem" / "dem.tif")
-    stage("build_cube", build_cube, out / "resampled" / "panda" / f"{YEAR}.tif",
-          out / "denoised" / "landsat" / f"{YEAR}.tif", out / "resampled" / "dem" / "dem.tif", grid,
-          out / "cube" / f"{YEAR}.zarr", year=YEAR, chunk=int(cfg["tiles"]["chunk"]))
-    times["total"] = round(sum(times.values()), 3)
-    return times
-
-
-def run_child(args: list[str]) -> tuple[int, float, int]:
-    """Run ``python this_file args`` and return (exit status, wall seconds, ru_maxrss KiB) of the child."""
+    pre = cfg["preprocess"]
+    resample_kw = {"min_coverage": pre.get("min_coverage", DEFAULT_MIN_COVERAGE),
+                   "panda_alignment": pre.get("panda_alignment", "error")}
+    panda_cal, dem_cal = out / "calibrated" / "panda" / f"{YEAR}.tif", out / "calibrated" / "dem" / "dem.tif"
+    landsat_cal, landsat = out / "calibrated" / "landsat" / str(YEAR), out / "denoised" / "landsat" / f"{YEAR}.tif"
+    panda, dem = out / "resampled" / "panda" / f"{YEAR}.tif", out / "resampled" / "dem" / "dem.tif"
+    calls = {
+        "calibrate_panda": lambda: cal.calibrate_panda(cfg, raw / "panda" / f"PANDA_China_{YEAR}.tif", panda_cal),
+        "calibrate_dem": lambda: cal.calibrate_dem(cfg, raw / "dem", dem_cal),
+        "calibrate_landsat": lambda: cal.calibrate_landsat_year(cfg, raw / "landsat" / str(YEAR), landsat_cal),
+        "composite_landsat": lambda: composite_landsat_year(cfg, YEAR, {YEAR: landsat_cal}, grid, landsat),
+        "resample_panda": lambda: resample_layer("panda", panda_cal, grid, panda,
+                                                 method=pre["panda_resampling"], **resample_kw),
+        "resample_dem": lambda: resample_layer("dem", dem_cal, grid, dem, **resample_kw),
+        "build_cube": lambda: build_cube(panda, landsat, dem, grid, out / "cube" / f"{YEAR}.zarr", year=YEAR,
+                                         chunk=int(cfg["tiles"]["chunk"])),
+        "mosaic": lambda: mosaic_frames(sorted((raw / "luojia_denoised").glob("*.tif")), grid,
+                                        out / "target" / f"{YEAR}.tif"),
+    }
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, *args])
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - t0, int(usage.ru_maxrss)
+    calls[stage]()
+    return time.perf_counter() - t0
+
+
+def with_needs(selected: list[str]) -> list[str]:
+    """``selected`` plus every stage they depend on, in pipeline order."""
+    todo, stack = set(), list(selected)
+    while stack:
+        s = stack.pop()
+        if s not in todo:
+            todo.add(s)
+            stack.extend(NEEDS.get(s, ()))
+    return [s for s in STAGES if s in todo]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help=f"sizes {SIZES['quick']} instead of {SIZES['full']}")
     ap.add_argument("--sizes", type=int, nargs="+", help="region sides in working pixels (overrides --quick)")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                    help="stages to measure (default all; the stages they need run first, unmeasured)")
     ap.add_argument("--landsat-res", type=float, default=120.0, help="synthetic Landsat pixel size (m)")
     ap.add_argument("--scenes", type=int, default=2, help="Landsat scenes in the year")
     ap.add_argument("--workdir", type=Path, help="keep inputs/outputs here instead of a temporary directory")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     ap.add_argument("--synthesize", nargs=2, metavar=("SIZE", "DIR"), help=argparse.SUPPRESS)
-    ap.add_argument("--process", nargs=2, metavar=("SIZE", "DIR"), help=argparse.SUPPRESS)
+    ap.add_argument("--process", nargs=3, metavar=("SIZE", "DIR", "STAGE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     cfg = load_config()
     if a.synthesize:
@@ -218,43 +300,71 @@ def main(argv: list[str] | None = None) -> int:
         (d / "inputs.json").write_text(json.dumps(info))
         return 0
     if a.process:
-        size, d = int(a.process[0]), Path(a.process[1])
-        (d / "timings.json").write_text(json.dumps(process(cfg, size, d / "raw", d / "out")))
+        size, d, stage = int(a.process[0]), Path(a.process[1]), a.process[2]
+        if stage not in STAGES:
+            ap.error(f"unknown stage {stage!r}")
+        wall = run_stage(cfg, size, stage, d / "raw", d / "out")
+        (d / "timings").mkdir(parents=True, exist_ok=True)
+        (d / "timings" / f"{stage}.json").write_text(json.dumps({"stage": stage, "wall_s": wall}))
         return 0
 
-    sizes = a.sizes or SIZES["quick" if a.quick else "full"]
+    sizes = a.sizes or list(SIZES["quick" if a.quick else "full"])
+    selected = [s for s in STAGES if s in a.stages]
     print(f"Landsat synthesized at {a.landsat_res:g} m ({a.scenes} scenes; real Collection 2 is 30 m: "
-          f"~{(a.landsat_res / 30) ** 2:.0f}x more Landsat pixels)", flush=True)
+          f"~{(a.landsat_res / 30) ** 2:.0f}x more Landsat pixels); one child process per stage, 1 thread; "
+          "peak RSS from GNU time", flush=True)
+    head = f"{'size px':>8} {'km':>6} {'Mpx':>6}  {'stage':<18} {'stage s':>8} {'s/Mpx':>7} {'job s':>7} {'peak MiB':>9}"
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_preprocess.") as tmp:
         base = a.workdir or Path(tmp)
         for size in sizes:
             d = base / f"s{size}"
             d.mkdir(parents=True, exist_ok=True)
-            extra = ["--landsat-res", str(a.landsat_res), "--scenes", str(a.scenes)]
-            rc, gen_s, _ = run_child(["--synthesize", str(size), str(d), *extra])
-            if rc:
-                print(f"synthesis of {size} px failed (exit {rc})", file=sys.stderr)
-                return rc
-            rc, wall, rss = run_child(["--process", str(size), str(d), *extra])
-            if rc:
-                print(f"processing of {size} px failed (exit {rc})", file=sys.stderr)
-                return rc
-            times = json.loads((d / "timings.json").read_text())
+            mpx = size * size / 1e6
+            try:
+                _, gen_s, _ = measured_run([sys.executable, __file__, "--synthesize", str(size), str(d),
+                                            "--landsat-res", str(a.landsat_res), "--scenes", str(a.scenes)])
+            except RuntimeError as exc:
+                print(f"synthesis of {size} px failed: {exc}", file=sys.stderr)
+                return 1
             info = json.loads((d / "inputs.json").read_text())
-            res = {"size": size, "km": size * 0.125, "wall_s": round(wall, 2), "peak_rss_mib": round(rss / 1024, 1),
-                   "stages_s": times, "synthesis_s": round(gen_s, 1), "inputs": info}
-            results.append(res)
-            print(f"{size} x {size} px ({size * 0.125:g} km): wall {wall:.1f} s (stages {times['total']:.1f} s), "
-                  f"peak RSS {rss / 1024:.0f} MiB; Landsat grid {info['landsat_grid'][0]}x{info['landsat_grid'][1]}; "
-                  + ", ".join(f"{k} {v:.1f}s" for k, v in times.items() if k != "total"), flush=True)
+            print(f"{size} x {size} px ({size * 0.125:g} km, {mpx:g} Mpx): synthesized in {gen_s:.1f} s; "
+                  f"Landsat grid {info['landsat_grid'][0]}x{info['landsat_grid'][1]}, {info['dem_tiles']} DEM tiles "
+                  f"({info['dem_mpx']:g} Mpx), {len(info['luojia_frames'])} Luojia frames ({info['luojia_mpx']:g} Mpx)",
+                  flush=True)
+            print(head, flush=True)
+            stages = {}
+            for stage in with_needs(selected):
+                try:
+                    rss, job_s, _ = measured_run([sys.executable, __file__, "--process", str(size), str(d), stage])
+                except RuntimeError as exc:
+                    print(f"stage {stage} at {size} px failed: {exc}", file=sys.stderr)
+                    return 1
+                if stage not in selected:
+                    continue  # a prerequisite of a measured stage
+                wall = json.loads((d / "timings" / f"{stage}.json").read_text())["wall_s"]
+                stages[stage] = {"wall_s": round(wall, 3), "s_per_mpx": round(wall / mpx, 4),
+                                 "job_s": round(job_s, 3), "peak_rss_mib": round(rss, 1)}
+                print(f"{size:>8} {size * 0.125:>6g} {mpx:>6g}  {stage:<18} {wall:>8.2f} {wall / mpx:>7.3f} "
+                      f"{job_s:>7.2f} {rss:>9.0f}", flush=True)
+            results.append({"size": size, "km": size * 0.125, "mpx": mpx, "synthesis_s": round(gen_s, 1),
+                            "inputs": info, "stages": stages})
+    ratios = {}
     if len(results) >= 2:
         big, small = max(results, key=lambda r: r["size"]), min(results, key=lambda r: r["size"])
-        px = (big["size"] / small["size"]) ** 2
-        print(f"ratio {big['size']}/{small['size']}: pixels x{px:.1f}, time x{big['wall_s'] / small['wall_s']:.2f}, "
-              f"peak memory x{big['peak_rss_mib'] / small['peak_rss_mib']:.2f}")
+        px = big["mpx"] / small["mpx"]
+        print(f"ratios {big['size']}/{small['size']} px (pixels x{px:.2f}):")
+        print(f"  {'stage':<18} {'pixels':>7} {'time':>7} {'memory':>7}")
+        for stage in selected:
+            b, s = big["stages"][stage], small["stages"][stage]
+            ratios[stage] = {"pixels": round(px, 3), "time": round(b["wall_s"] / s["wall_s"], 3),
+                             "memory": round(b["peak_rss_mib"] / s["peak_rss_mib"], 3)}
+            r = ratios[stage]
+            print(f"  {stage:<18} " + " ".join(f"{'x' + format(v, '.2f'):>7}" for v in (px, r["time"], r["memory"])))
     if a.json:
-        a.json.write_text(json.dumps(results, indent=2) + "\n")
+        doc = {"landsat_res_m": a.landsat_res, "scenes": a.scenes, "threads": 1, "stages": selected,
+               "sizes": results, "ratios": ratios}
+        a.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

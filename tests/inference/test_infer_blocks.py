@@ -133,3 +133,26 @@ def test_infer_job_resources_follow_the_block():
     assert infer_job_resources(64, 64, 64, 12)[1] == MIN_JOB_MINUTES
     with pytest.raises(ValueError, match="positive"):
         infer_job_resources(0, 64, 64, 12)
+
+
+def test_streaming_job_minutes_follow_the_grid():
+    """A per-year job that streams the whole grid asks for its measured cost per megapixel times the grid's."""
+    from affine import Affine
+
+    from pandafine.core.blocks import (
+        MIN_JOB_MINUTES,
+        RUNTIME_SAFETY,
+        STREAMING_SECONDS_PER_MPX,
+        streaming_job_minutes,
+    )
+    from pandafine.core.grid import CHINA_ALBERS, Grid
+
+    def grid(side):
+        return Grid(CHINA_ALBERS, Affine(125.0, 0, 0, 0, -125.0, 0), side, side, 8)
+
+    china = streaming_job_minutes("cube", grid(43_000))  # ~1.85 Gpx, China's bbox
+    assert china == int(np.ceil(STREAMING_SECONDS_PER_MPX["cube"] * 43_000 ** 2 / 1e6 * RUNTIME_SAFETY / 60))
+    assert streaming_job_minutes("cube", grid(2 * 43_000)) == pytest.approx(4 * china, abs=4)  # rounded up
+    assert streaming_job_minutes("mosaic", grid(352)) == MIN_JOB_MINUTES  # the demo
+    with pytest.raises(ValueError, match="no measured cost for stage 'infer'"):
+        streaming_job_minutes("infer", grid(352))

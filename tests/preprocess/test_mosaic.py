@@ -109,3 +109,15 @@ def test_feathered_seam_is_continuous_despite_gain_error(tmp_path, grid):
 def test_no_frame_is_an_error(tmp_path, grid):
     with pytest.raises(ValueError, match="no Luojia-01 frame"):
         mosaic_frames([], grid, tmp_path / "x.tif")
+
+
+def test_window_size_does_not_change_the_mosaic(tmp_path, grid):
+    """The mosaic streams windows of the grid; any window size gives the same bytes of radiance."""
+    a, b = frames(tmp_path, 1.1)
+    whole = rasterio.open(mosaic_frames([a, b], grid, tmp_path / "whole.tif", window=4096)).read(1)
+    assert np.isfinite(whole).sum() > 1000
+    for size in (7, 32):
+        part = rasterio.open(mosaic_frames([a, b], grid, tmp_path / f"w{size}.tif", window=size)).read(1)
+        np.testing.assert_array_equal(part, whole)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["A.tif", "B.tif", "w32.tif",  # no temporary left
+                                                                              "w7.tif", "whole.tif"]

@@ -35,11 +35,25 @@ def test_average_preserves_block_means_and_nodata(tmp_path, small_grid):
     x = rng.random(fine.shape, dtype=np.float32)
     x[:8, :8] = np.nan  # a 2x2-pixel hole at the working resolution
     src = write_raster(tmp_path / "fine.tif", x, fine, nodata=np.nan)
-    out = resample_to_grid(src, small_grid, tmp_path / "avg.tif", method="average", band_rows=7)
+    out = resample_to_grid(src, small_grid, tmp_path / "avg.tif", method="average", window=7)
     arr, _ = read_raster(out)
     expect = np.nanmean(x.reshape(small_grid.height, 4, small_grid.width, 4), axis=(1, 3))
     assert np.isnan(arr[0, :2, :2]).all()
     np.testing.assert_allclose(arr[0, 2:, 2:], expect[2:, 2:], rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "average", "nearest"])
+def test_windows_do_not_change_the_result(tmp_path, small_grid, method):
+    """Resampling streams square windows: any window size gives the one-window result."""
+    fine = small_grid.scaled(3)
+    x = np.random.default_rng(1).random(fine.shape, dtype=np.float32)
+    x[5:9, 11:20] = np.nan
+    src = write_raster(tmp_path / "fine.tif", x, fine, nodata=np.nan)
+    whole, _ = read_raster(resample_to_grid(src, small_grid, tmp_path / "whole.tif", method=method, window=10_000))
+    for size in (5, 16):
+        part, _ = read_raster(resample_to_grid(src, small_grid, tmp_path / f"w{size}.tif", method=method,
+                                               window=size))
+        np.testing.assert_array_equal(part, whole)
 
 
 def test_missing_crs_is_a_clear_error(tmp_path):

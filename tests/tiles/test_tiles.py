@@ -36,9 +36,11 @@ def test_blocked_split_never_mixes_a_block():
     assert counts == pytest.approx([0.625, 0.1875, 0.1875])
 
 
-def test_cube_round_trip(tmp_path, small_grid):
+@pytest.mark.parametrize("window", [16, 40, 1024])
+def test_cube_round_trip(tmp_path, small_grid, window):
+    """Any window (rounded down to whole 16 px chunks: 16, 32, the grid) writes the same cube."""
     paths, expect = _layers(tmp_path, small_grid)
-    out = build_cube(*paths, small_grid, tmp_path / "2018.zarr", year=2018, chunk=16)
+    out = build_cube(*paths, small_grid, tmp_path / "2018.zarr", year=2018, chunk=16, window=window)
     cube = open_cube(out)
     assert cube.grid.same_as(small_grid) and cube.year == 2018 and cube.channels == CHANNELS
     assert cube.inputs.chunks == (len(CHANNELS), 16, 16)

@@ -69,7 +69,7 @@ rule calibrate_dem:
     threads: 1
     resources:
         mem_mb=per_attempt(3000),
-        runtime=per_attempt(30),
+        runtime=streaming_runtime("calibrate_dem"),
     conda:
         CONDA_ENV
     shell:

@@ -8,7 +8,7 @@ from pathlib import Path
 from pandafine.config import config_hash, infer_precision, years as config_years
 from pandafine.models import model_filename
 from pandafine.config_keys import rule_config_digest
-from pandafine.core.blocks import infer_job_resources
+from pandafine.core.blocks import infer_job_resources, streaming_job_minutes
 from pandafine.core.channels import CHANNELS
 from pandafine.core.grid import grid_from_config
 from pandafine.core.region import plan_blocks
@@ -98,6 +98,12 @@ def per_attempt(base):
     """A resource that grows with Snakemake's retry attempt: ``base`` on the first try, ``2 * base`` on the
     second, ... (with ``--retries``, a job killed for memory or time asks for more)."""
     return lambda wc, attempt: base * attempt
+
+
+def streaming_runtime(stage):
+    """Runtime of a per-year job that streams the whole grid: its measured cost per megapixel times the
+    grid's (pandafine.core.blocks.streaming_job_minutes), times the retry attempt."""
+    return per_attempt(streaming_job_minutes(stage, GRID))
 
 
 def pf(stage):

@@ -11,7 +11,7 @@ rule mosaic:
     threads: 1
     resources:
         mem_mb=per_attempt(3000),
-        runtime=per_attempt(60),
+        runtime=streaming_runtime("mosaic"),
     conda:
         CONDA_ENV
     shell:

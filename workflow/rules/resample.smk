@@ -11,31 +11,11 @@ rule resample_panda:
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
-        runtime=per_attempt(30),
+        runtime=streaming_runtime("resample_panda"),
     conda:
         CONDA_ENV
     shell:
         pf("resample") + " --layer panda --input {input.data} --grid {input.grid} --output {output} &> {log}"
-
-
-rule resample_landsat:
-    input:
-        data="results/denoised/landsat/{year}.tif",
-        grid="results/grid.json",
-    output:
-        "results/resampled/landsat/{year}.tif",
-    params:
-        config=rule_config_digest(config, "resample_landsat"),
-    log:
-        "logs/resample/landsat_{year}.log",
-    threads: 1
-    resources:
-        mem_mb=per_attempt(2000),
-        runtime=per_attempt(30),
-    conda:
-        CONDA_ENV
-    shell:
-        pf("resample") + " --layer landsat --input {input.data} --grid {input.grid} --output {output} &> {log}"
 
 
 rule resample_dem:
@@ -51,7 +31,7 @@ rule resample_dem:
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
-        runtime=per_attempt(30),
+        runtime=streaming_runtime("resample_dem"),
     conda:
         CONDA_ENV
     shell:

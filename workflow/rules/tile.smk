@@ -1,7 +1,7 @@
 rule cube:
     input:
         panda="results/resampled/panda/{year}.tif",
-        landsat="results/resampled/landsat/{year}.tif",
+        landsat="results/denoised/landsat/{year}.tif",  # made on the working grid: no resample
         dem="results/resampled/dem/dem.tif",
         grid="results/grid.json",
     output:
@@ -13,7 +13,7 @@ rule cube:
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
-        runtime=per_attempt(30),
+        runtime=streaming_runtime("cube"),
     conda:
         CONDA_ENV
     shell:

@@ -22,6 +22,15 @@ MIN_JOB_MINUTES = 10
 #: Memory of an inference job besides its buffers (MiB): the Python process, onnxruntime and the model.
 INFER_BASE_MB = 3000
 
+#: Single-thread seconds per working-grid megapixel of the per-year stages that stream the whole grid in
+#: fixed windows (their memory does not grow with the grid, their runtime does): the larger of the 4000² and
+#: 8000² px figures of ``tests/benchmarks/bench_preprocess.py`` (docs/results/2026-12-07-cost-model.md).
+#: The DEM figures are for 3" (~90 m) tiles.
+STREAMING_SECONDS_PER_MPX = {"calibrate_dem": 0.41, "resample_panda": 0.07, "resample_dem": 0.35, "cube": 0.36,
+                             "mosaic": 0.70}
+#: A streaming job's runtime request is this many times its measured cost (slower nodes, busy file systems).
+RUNTIME_SAFETY = 3.0
+
 #: Name of a block: its block row and column.
 BLOCK_NAME = re.compile(r"r(\d{3,})c(\d{3,})")
 
@@ -101,3 +110,16 @@ def infer_job_resources(height: int, width: int, tile: int, channels: int) -> tu
     band_mb = 8 * tile * (width + 2 * tile) * channels * 4 / 2**20
     minutes = height * width / 1e6 * INFER_MINUTES_PER_MPX
     return INFER_BASE_MB + int(-(-band_mb // 1)), max(MIN_JOB_MINUTES, int(-(-minutes // 1)))
+
+
+def streaming_job_minutes(stage: str, grid: Grid) -> int:
+    """Runtime (minutes) to request for a per-year stage that streams the whole ``grid``.
+
+    :data:`STREAMING_SECONDS_PER_MPX` times the grid's megapixels times
+    :data:`RUNTIME_SAFETY`, at least :data:`MIN_JOB_MINUTES`.
+    """
+    if stage not in STREAMING_SECONDS_PER_MPX:
+        raise ValueError(f"streaming_job_minutes: no measured cost for stage {stage!r}; expected one of "
+                         f"{', '.join(STREAMING_SECONDS_PER_MPX)}")
+    seconds = STREAMING_SECONDS_PER_MPX[stage] * grid.width * grid.height / 1e6 * RUNTIME_SAFETY
+    return max(MIN_JOB_MINUTES, int(-(-seconds // 60)))

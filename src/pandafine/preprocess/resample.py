@@ -3,8 +3,8 @@
 Every layer ends up on the working grid (:class:`pandafine.core.grid.Grid`) with a
 method chosen per layer: Landsat ``average``, DEM ``bilinear``, PANDA
 ``nearest`` (exact 8x8 blocks when the PANDA grid shares the working grid's
-origin lattice) or ``bilinear``. Work proceeds in bands of rows, so memory is
-set by the band height and the grid width, not by the region.
+origin lattice) or ``bilinear``. Work proceeds in square windows of the
+grid, so memory is set by the window, not by the region.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import numpy as np
 
 from pandafine.core.atomic import atomic_path
 from pandafine.core.grid import Grid, lattice_offset
-from pandafine.core.raster_io import geotiff_profile, open_raster
-from pandafine.core.windows import row_bands
+from pandafine.core.raster_io import geotiff_profile, iter_windows, open_raster
 
 #: Default resampling method per layer.
 LAYER_RESAMPLING = {"landsat": "average", "dem": "bilinear", "panda": "nearest", "target": "average"}
@@ -45,7 +44,7 @@ def _resampling(name: str):
 
 
 def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, method: str,
-                     band_names: Sequence[str] | None = None, band_rows: int = 1024,
+                     band_names: Sequence[str] | None = None, window: int = 1024,
                      min_coverage: float | None = None, alignment: str | None = None) -> Path:
     """Warp every band of ``src_path`` onto ``grid`` and write a float32 GeoTIFF (NaN nodata).
 
@@ -62,7 +61,6 @@ def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, 
     import rasterio
     from rasterio.crs import CRS
     from rasterio.vrt import WarpedVRT
-    from rasterio.windows import Window
 
     src_path = Path(src_path)
     resampling = _resampling(method)
@@ -85,8 +83,7 @@ def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, 
         with atomic_path(out_path) as tmp, WarpedVRT(src, **vrt_opts) as vrt, \
                 rasterio.open(tmp, "w", **profile) as dst:
             valid = 0
-            for r, n in row_bands(grid.height, band_rows):
-                win = Window(0, r, grid.width, n)
+            for win in iter_windows(grid.width, grid.height, window):
                 block = vrt.read(window=win, masked=False).astype(np.float32)
                 valid += int(np.isfinite(block[0]).sum())
                 dst.write(block, window=win)

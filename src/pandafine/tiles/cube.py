@@ -2,7 +2,7 @@
 
 * :func:`build_cube` stacks the resampled layers of one year into
   ``cube/{year}.zarr`` (array ``inputs``, shape (C, H, W), chunked on the tile
-  grid), reading and writing one band of chunk rows at a time.
+  grid), reading and writing one square window of whole chunks at a time.
 * :func:`assign_splits` is the pure split logic: patches are grouped into
   square spatial blocks and whole blocks go to train, val or test (seeded), so
   no patch of one split overlaps a patch of another, in any year.
@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,38 +25,52 @@ from pandafine.core.atomic import atomic_path
 from pandafine.core.channels import CHANNELS, DEM_CHANNELS, LANDSAT_CHANNELS, PANDA_CHANNELS
 from pandafine.core.checksums import remembered_sha256
 from pandafine.core.grid import Grid
-from pandafine.core.raster_io import open_raster
-from pandafine.core.windows import row_bands
+from pandafine.core.raster_io import iter_windows, open_raster
+
+#: Edge (working pixels) of the windows a cube is built in, rounded down to whole chunks: memory is set
+#: by a window of every layer, not by the region.
+CUBE_WINDOW = 1024
 
 
-def _read_band_rows(path: Path, row_off: int, n_rows: int, expected: int, grid: Grid) -> np.ndarray:
-    from rasterio.windows import Window
+def _open_layer(stack: contextlib.ExitStack, path: Path, expected: int, grid: Grid):
+    src = stack.enter_context(open_raster(path))
+    if (src.height, src.width) != grid.shape or src.count != expected:
+        raise ValueError(f"{path}: expected {expected} band(s) on the working grid {grid.height}x{grid.width}, "
+                         f"found {src.count} band(s) of {src.height}x{src.width}")
+    return src
 
-    with open_raster(path) as src:
-        if (src.height, src.width) != grid.shape or src.count != expected:
-            raise ValueError(f"{path}: expected {expected} band(s) on the working grid {grid.height}x{grid.width}, "
-                             f"found {src.count} band(s) of {src.height}x{src.width}")
-        arr = src.read(window=Window(0, row_off, grid.width, n_rows)).astype(np.float32)
-        if src.nodata is not None and not np.isnan(src.nodata):
-            arr[arr == np.float32(src.nodata)] = np.nan
+
+def _read_window(src, window) -> np.ndarray:
+    arr = src.read(window=window).astype(np.float32)
+    if src.nodata is not None and not np.isnan(src.nodata):
+        arr[arr == np.float32(src.nodata)] = np.nan
     return arr
 
 
 def build_cube(panda_path: str | Path, landsat_path: str | Path, dem_path: str | Path, grid: Grid,
-               out_path: str | Path, *, year: int, chunk: int) -> Path:
-    """Stack the resampled layers of ``year`` into a Zarr cube ``inputs`` (C, H, W)."""
+               out_path: str | Path, *, year: int, chunk: int, window: int = CUBE_WINDOW) -> Path:
+    """Stack the layers of ``year`` on the working grid into a Zarr cube ``inputs`` (C, H, W).
+
+    ``landsat_path`` is the year's composite (it is made on the working grid). The
+    cube is written in square windows of whole chunks (``window`` rounded down to
+    a multiple of ``chunk``, at least one chunk).
+    """
     import zarr
 
     layers = [(Path(panda_path), len(PANDA_CHANNELS)), (Path(landsat_path), len(LANDSAT_CHANNELS)),
               (Path(dem_path), len(DEM_CHANNELS))]
     chunk = min(chunk, max(grid.height, grid.width))
-    with atomic_path(out_path) as tmp:
+    window = max(chunk, window // chunk * chunk)
+    with atomic_path(out_path) as tmp, contextlib.ExitStack() as stack:
+        sources = [_open_layer(stack, p, k, grid) for p, k in layers]
         root = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
         arr = root.create_array("inputs", shape=(len(CHANNELS), grid.height, grid.width), dtype="float32",
                                 chunks=(len(CHANNELS), chunk, chunk), fill_value=np.nan,
                                 dimension_names=("channel", "y", "x"))
-        for r, n in row_bands(grid.height, chunk):
-            arr[:, r:r + n, :] = np.concatenate([_read_band_rows(p, r, n, k, grid) for p, k in layers])
+        for win in iter_windows(grid.width, grid.height, window):
+            rows = slice(win.row_off, win.row_off + win.height)
+            cols = slice(win.col_off, win.col_off + win.width)
+            arr[:, rows, cols] = np.concatenate([_read_window(src, win) for src in sources])
         root.attrs.update({"channels": list(CHANNELS), "year": int(year), "grid": grid.to_dict(),
                            "crs_wkt": grid.to_dict()["crs_wkt"], "transform": list(grid.transform)[:6]})
         write_grid_mapping(root, arr, grid)
