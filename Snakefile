@@ -45,4 +45,5 @@ rule all:
         "results/report/ablation.html" if ABLATION_ENABLED else [],
         "results/design_space/design_space.csv" if DESIGN_SPACE_ENABLED else [],
         f"results/models/{MODEL}/temporal.json" if SYNTHETIC and TEMPORAL_YEARS else [],
+        "results/report/fidelity.png" if SYNTHETIC and TARGET_YEARS else [],
     default_target: True

@@ -58,6 +58,8 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "catalog": ("@product",),
     "provenance": ("@product",),
     "report_figures": (),
+    "fidelity": ("grid.factor",),
+    "report_fidelity": (),
     "report_ablation": (),
 }
 

@@ -8,7 +8,7 @@ from pandafine.cli import build_parser, main
 
 STAGES = ["check-config", "download", "calibrate", "denoise", "mosaic", "resample", "cube", "patches",
           "train", "evaluate", "export", "infer", "assemble", "report", "report-table", "catalog", "verify", "ablation",
-          "temporal", "quantize", "precision", "design-space"]
+          "temporal", "fidelity", "report-fidelity", "quantize", "precision", "design-space"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -39,6 +39,8 @@ def test_total_light_and_brightest_error():
     true = np.arange(1.0, 1001.0)
     assert M.total_light_error(1.1 * true, true) == pytest.approx(0.1)
     assert M.total_light_error(0.7 * true, true) == pytest.approx(0.3)
+    assert M.total_light_ratio(0.7 * true, true) == pytest.approx(0.7)  # signed, unlike the error
+    assert M.total_light_ratio(1.1 * true, true) == pytest.approx(1.1)
     pred = true.copy()
     pred[-10:] *= 0.5  # the brightest 1 % (991..1000) underestimated by half
     assert M.brightest_error(pred, true, q=0.99) == pytest.approx(-0.5)
@@ -99,11 +101,12 @@ def test_error_sums_equal_whole_array_metrics():
     for part in _batches(500, [1, 3, 100, 7]):
         sums.add(pred[part], true[part], mask[part])
     assert sums.n == ok.sum()
-    for name in ("mse", "rmse", "mae", "r2", "total_light_error"):
+    for name in ("mse", "rmse", "mae", "r2", "total_light_error", "total_light_ratio"):
         assert getattr(sums, name)() == pytest.approx(getattr(M, name)(pred, true, mask), rel=1e-13), name
     assert sums.psnr(3.0) == pytest.approx(M.psnr(pred, true, 3.0, mask), rel=1e-13)
     empty = M.ErrorSums(true_mean=0.0)
     assert np.isnan(empty.mse()) and np.isnan(empty.r2()) and np.isnan(empty.total_light_error())
+    assert np.isnan(empty.total_light_ratio())
     with pytest.raises(ValueError, match="true_mean"):
         M.ErrorSums().r2()
 

@@ -45,6 +45,7 @@ def test_known_errors_per_year(layout, tmp_path, small_grid):
     assert res["1990"]["n_pixels"] == 64 * 48 - 1
     # a product 10 % too bright everywhere: total light +10 %, brightest 1 % +10 %
     assert res["1990"]["model"]["total_light_error"] == pytest.approx(0.1, rel=1e-5)
+    assert res["1990"]["model"]["total_light_ratio"] == pytest.approx(1.1, rel=1e-5)
     assert res["1990"]["model"]["brightest_1pct_error"] == pytest.approx(0.1, rel=1e-5)
     # a perfect product: zero error, PSNR infinite (written as null)
     assert res["2018"]["model"]["rmse_radiance"] == pytest.approx(0.0, abs=1e-12)

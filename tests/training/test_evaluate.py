@@ -64,7 +64,7 @@ def test_evaluate_writes_metrics_for_both_methods(trained, tmp_path):
     assert split["data_range"]["log"] > 0 and split["data_range"]["radiance"] > 0
     for method in ("model", "interpolation"):
         for key in ("psnr_log_db", "psnr_radiance_db", "ssim_log", "rmse_radiance", "mae_radiance", "r2_log",
-                    "total_light_error", "brightest_1pct_error"):
+                    "total_light_error", "total_light_ratio", "brightest_1pct_error"):
             assert np.isfinite(split[method][key]), (method, key)
     assert m["gain_db"]["psnr_log"] == pytest.approx(split["model"]["psnr_log_db"]
                                                      - split["interpolation"]["psnr_log_db"])
@@ -79,6 +79,7 @@ def test_evaluate_perfect_model_scores_perfectly(trained, tmp_path, monkeypatch)
     assert res["psnr_log_db"] > 100  # float32 round trip of z only
     assert res["r2_radiance"] == pytest.approx(1.0) and res["ssim_log"] == pytest.approx(1.0)
     assert res["total_light_error"] == pytest.approx(0.0, abs=1e-6)
+    assert res["total_light_ratio"] == pytest.approx(1.0, abs=1e-6)
     assert m["test_split"]["interpolation"]["psnr_log_db"] < 60
 
 

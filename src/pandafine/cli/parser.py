@@ -34,11 +34,13 @@ HANDLERS = {
     "infer": "inference:infer",
     "assemble": "product:assemble",
     "temporal": "studies:temporal",
+    "fidelity": "studies:fidelity",
     "ablation": "studies:ablation",
     "design-space": "studies:design_space",
     "precision": "studies:precision",
     "report": "product:report",
     "report-table": "product:report_table",
+    "report-fidelity": "product:report_fidelity",
     "catalog": "product:catalog",
     "verify": "product:verify",
 }
@@ -123,7 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truths", required=True, type=Path, nargs="+", help="truth/radiance_{year}.tif files")
     p.add_argument("--panda", type=Path, nargs="+", help="resampled PANDA {year}.tif files (for the baseline)")
     p.add_argument("--metrics", required=True, type=Path, help="the model's metrics.json (baseline coefficients)")
+    p.add_argument("--fidelity", type=Path,
+                   help="fidelity.json: each year's product / Luojia-01-scale reference total light is copied in")
     p.add_argument("--output", required=True, type=Path, help="temporal.json")
+
+    p = cmd("fidelity", "total light of every year's product against the Luojia-01-scale reference (synthetic)")
+    p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")
+    p.add_argument("--truths", required=True, type=Path, nargs="+", help="truth/radiance_{year}.tif files")
+    p.add_argument("--targets", required=True, type=Path, nargs="+",
+                   help="the target years' mosaics results/target/{year}.tif (they set the reference's scale)")
+    p.add_argument("--panda", type=Path, nargs="+", help="resampled PANDA {year}.tif files (for the baseline)")
+    p.add_argument("--metrics", type=Path, help="the model's metrics.json (the baseline's coefficients)")
+    p.add_argument("--output", required=True, type=Path, help="fidelity.json")
 
     p = cmd("ablation", "train and evaluate the MMNTLSR ablation rows; write ablation.csv and ablation.md")
     p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
@@ -179,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="report directory")
+
+    p = cmd("report-fidelity", "figure of fidelity.json: yearly total light of product, reference and PANDA by "
+                               "sensor era")
+    p.add_argument("--fidelity", required=True, type=Path, help="fidelity.json (`pandafine fidelity`)")
+    p.add_argument("--output", required=True, type=Path, help="the figure (PNG)")
 
     p = cmd("report-table", "one CSV table as a self-contained HTML page for `snakemake --report` (e.g. the ablation)")
     p.add_argument("--csv", required=True, type=Path, help="the table (header row first)")

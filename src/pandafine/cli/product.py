@@ -1,14 +1,15 @@
-"""Handlers of the product subcommands: assemble, report, report-table, catalog, verify."""
+"""Handlers of the product subcommands: assemble, report, report-fidelity, report-table, catalog, verify."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from pandafine.core.grid import Grid
 from pandafine.product.assemble import assemble_product
 from pandafine.product.catalog import build_catalog, find_products
 from pandafine.product.provenance import run_verify
-from pandafine.product.report import build_report, csv_to_html, year_map
+from pandafine.product.report import build_report, csv_to_html, fidelity_figure, year_map
 
 
 def assemble(args, cfg: Mapping[str, Any]) -> None:
@@ -19,6 +20,10 @@ def assemble(args, cfg: Mapping[str, Any]) -> None:
 def report(args, cfg: Mapping[str, Any]) -> None:
     build_report(year_map(args.products), year_map(args.panda), args.history, args.metrics, args.out,
                  landsat=year_map(args.landsat) if args.landsat else None)
+
+
+def report_fidelity(args, cfg: Mapping[str, Any]) -> None:
+    fidelity_figure(json.loads(args.fidelity.read_text()), args.output)
 
 
 def report_table(args, cfg: Mapping[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Handlers of the study subcommands: temporal, ablation, design-space, precision."""
+"""Handlers of the study subcommands: temporal, fidelity, ablation, design-space, precision."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from pandafine.studies.ablation import parse_rows, parse_seeds, run_ablation
 from pandafine.studies.design_space import run_design_space
+from pandafine.studies.fidelity import evaluate_fidelity
 from pandafine.studies.precision import evaluate_precisions
 from pandafine.studies.temporal import evaluate_temporal, files_by_year
 
@@ -14,7 +15,14 @@ def temporal(args, cfg: Mapping[str, Any]) -> None:
     panda = files_by_year(args.panda, "--panda") if args.panda else None
     evaluate_temporal(files_by_year(args.products, "--products"), files_by_year(args.truths, "--truths"),
                       args.metrics, args.output, panda=panda, factor=int(cfg["grid"]["factor"]),
-                      train_years=cfg["run"]["target_years"])
+                      train_years=cfg["run"]["target_years"], fidelity_json=args.fidelity)
+
+
+def fidelity(args, cfg: Mapping[str, Any]) -> None:
+    evaluate_fidelity(files_by_year(args.products, "--products"), files_by_year(args.truths, "--truths"),
+                      files_by_year(args.targets, "--targets"), args.output,
+                      panda=files_by_year(args.panda, "--panda") if args.panda else None,
+                      metrics_json=args.metrics, factor=int(cfg["grid"]["factor"]))
 
 
 def ablation(args, cfg: Mapping[str, Any]) -> None:

@@ -100,6 +100,15 @@ def total_light_error(pred, true, mask=None) -> float:
     return float(abs(p.sum() - total) / abs(total))
 
 
+def total_light_ratio(pred, true, mask=None) -> float:
+    """Summed light of the prediction over that of the truth, ``sum(pred) / sum(true)`` (1 = kept)."""
+    p, t = _pairs(pred, true, mask)
+    total = float(t.sum())
+    if p.size == 0 or total == 0:
+        return float("nan")
+    return float(p.sum() / total)
+
+
 def brightest_error(pred, true, q: float = 0.99, mask=None) -> float:
     """Mean relative error ``(pred - true) / true`` over the brightest pixels.
 
@@ -261,6 +270,12 @@ class ErrorSums:
         if self.n == 0 or self.sum_true == 0:
             return float("nan")
         return float(abs(self.sum_pred - self.sum_true) / abs(self.sum_true))
+
+    def total_light_ratio(self) -> float:
+        """Summed light of the prediction over that of the truth (:func:`total_light_ratio`)."""
+        if self.n == 0 or self.sum_true == 0:
+            return float("nan")
+        return float(self.sum_pred / self.sum_true)
 
 
 #: :class:`BrightestError` sorts float32 values by a 32-bit key: the top bits pick one of

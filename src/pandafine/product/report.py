@@ -201,6 +201,37 @@ def total_light_figure(rows: Sequence[Mapping], out_png: str | Path) -> Path:
     return _save(fig, out_png)
 
 
+def fidelity_figure(fidelity: Mapping, out_png: str | Path) -> Path:
+    """Yearly total light of the product, its Luojia-01-scale reference and the PANDA baseline (``fidelity.json``).
+
+    The TM/ETM+ years are shaded; the title gives the product's and the reference's change
+    across the sensor step and the product / reference ratio over the years.
+    """
+    plt = _pyplot()
+    rows = sorted(fidelity["years"].values(), key=lambda r: r["year"])
+    years = [r["year"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    tm = [y for y, r in zip(years, rows) if r["era"] != "OLI"]
+    if tm:
+        ax.axvspan(min(tm) - 0.5, max(tm) + 0.5, color="0.92", zorder=0, label="TM/ETM+ inputs")
+    ax.plot(years, [r["reference"] for r in rows], "k-", label="reference (truth on the Luojia-01 scale)")
+    ax.plot(years, [r["product"] for r in rows], "o-", color="tab:blue", label="PANDA-FINE")
+    if all(r.get("panda_baseline") is not None for r in rows):
+        ax.plot(years, [r["panda_baseline"] for r in rows], "s--", color="tab:orange", ms=3,
+                label="PANDA (interpolation baseline)")
+    ax.set_xlabel("year")
+    ax.set_ylabel("total radiance (sum over the region)")
+    ratios = np.array([r["total_light_ratio"] for r in rows], float)
+    title = f"Total light: product / reference {np.nanmin(ratios):.2f}-{np.nanmax(ratios):.2f}"
+    step = fidelity.get("sensor_step")
+    if step:
+        title += (f"; {step['from']}->{step['to']}: product {100 * step['product_change']:+.1f} %, "
+                  f"reference {100 * step['reference_change']:+.1f} %")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, out_png)
+
+
 def landsat_coverage_rows(composites: Mapping[int, str | Path]) -> list[dict]:
     """Per year: scenes over the grid and the composite's clear and valid coverage (percent of the grid)."""
     import rasterio

@@ -42,6 +42,8 @@ SENSOR_BANDS: dict[str, dict[str, int]] = {
 }
 
 #: Sensor of each Landsat mission prefix of a scene id.
+#: First year of Landsat 8 OLI (launched February 2013): the sensor era of the inputs changes here.
+OLI_FIRST_YEAR = 2013
 MISSION_SENSOR = {"LT04": "TM", "LT05": "TM", "LE07": "ETM+", "LC08": "OLI", "LC09": "OLI",
                   "LO08": "OLI", "LO09": "OLI"}
 

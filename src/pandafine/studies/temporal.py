@@ -95,7 +95,7 @@ def year_metrics(product: Path, truth: Path, panda: Path | None, coef, factor: i
 
 def evaluate_temporal(products: Mapping[int, Path], truths: Mapping[int, Path], metrics_json, out_path, *,
                       panda: Mapping[int, Path] | None = None, factor: int = 8,
-                      train_years=()) -> Path:
+                      train_years=(), fidelity_json=None) -> Path:
     """Write ``temporal.json``: :func:`year_metrics` for every year of ``products``.
 
     Parameters
@@ -113,16 +113,22 @@ def evaluate_temporal(products: Mapping[int, Path], truths: Mapping[int, Path], 
         Working pixels per 1 km PANDA cell.
     train_years : iterable of int
         Years with supervision (flagged in the output; their truth was seen only through Luojia-01).
+    fidelity_json : path-like, optional
+        ``fidelity.json`` (:mod:`pandafine.studies.fidelity`): each year's product / reference total light
+        is copied into ``total_light_ratio_reference``.
     """
     missing = sorted(set(products) ^ set(truths))
     if missing:
         raise ValueError(f"temporal evaluation: years {missing} have a product but no truth or the reverse")
     coef = json.loads(Path(metrics_json).read_text())["methods"]["interpolation"]["coefficients"]
+    fidelity = json.loads(Path(fidelity_json).read_text())["years"] if fidelity_json is not None else {}
     years = {}
     for year in sorted(products):
         res = year_metrics(Path(products[year]), Path(truths[year]),
                            None if panda is None else Path(panda[year]), coef, factor)
         res["trained_on"] = int(year) in {int(y) for y in train_years}
+        if str(year) in fidelity:
+            res["total_light_ratio_reference"] = fidelity[str(year)]["total_light_ratio"]
         years[str(year)] = res
         log.info("%s: product PSNR(log) %.2f dB%s", year, res["model"]["psnr_log_db"],
                  "" if "interpolation" not in res else
@@ -134,6 +140,7 @@ def evaluate_temporal(products: Mapping[int, Path], truths: Mapping[int, Path], 
             "truth": "the synthetic scene's hidden radiance of that year (resources/synthetic/truth)",
             "data_range": "per year, from that year's truth, as in metrics.json",
             "trained_on": "true for the years with Luojia-01 supervision (run.target_years)",
+            "total_light_ratio_reference": "product / Luojia-01-scale reference total light (fidelity.json)",
         },
     }
     write_text_atomic(Path(out_path), json.dumps(json_safe(out), indent=2) + "\n")

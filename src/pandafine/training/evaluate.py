@@ -165,6 +165,7 @@ def method_metrics(pred: np.ndarray, true: np.ndarray, mask: np.ndarray, range_l
         "mae_log": M.mae(zp, zt, mask=mask),
         "r2_log": M.r2(zp, zt, mask=mask),
         "total_light_error": M.total_light_error(pred, true, mask=mask),
+        "total_light_ratio": M.total_light_ratio(pred, true, mask=mask),
         "brightest_1pct_error": M.brightest_error(pred, true, q=BRIGHTEST_Q, mask=mask),
     }
 
@@ -332,6 +333,7 @@ def score_split(batches: Iterable[Batch], scan: SplitScan) -> dict[str, dict[str
             "mae_log": zs.mae(),
             "r2_log": zs.r2(),
             "total_light_error": rs.total_light_error(),
+            "total_light_ratio": rs.total_light_ratio(),
             "brightest_1pct_error": brightest[name],
         }
     return out
@@ -596,6 +598,7 @@ def evaluate_model(cfg: Mapping[str, Any], train_zarr, model_dir, out_dir, *, n_
             "null": "a metric that is not finite (e.g. PSNR of a perfect prediction) is written as null",
             "ssim": "Gaussian window sigma 1.5, 11x11, on z, only where the whole window is valid",
             "total_light_error": "|sum pred - sum true| / sum true (radiance)",
+            "total_light_ratio": "sum pred / sum true (radiance): 1 = total light kept, < 1 = light lost",
             "brightest_1pct_error": f"mean (pred - true) / true over pixels >= the {BRIGHTEST_Q} quantile of true "
                                     "radiance; negative = underestimation",
         },
