@@ -19,6 +19,7 @@ import numpy as np
 
 from pandafine.core.grid import Grid
 from pandafine.core.raster_io import open_raster
+from pandafine.core.windows import intersect_blocks
 from pandafine.product.cog import tiled_profile, tiled_temporary, write_cog
 
 #: Tags of a block that must agree across the blocks of one product (what made it), besides the grid.
@@ -67,7 +68,7 @@ def assemble_product(block_paths: Sequence[str | os.PathLike], grid: Grid, out_p
     paths = [Path(p) for p in block_paths]
     grid_crs = CRS.from_user_input(grid.crs)
     first_tags, bands, descriptions, band_tags = None, None, None, None
-    placed = np.zeros((grid.height, grid.width), bool)
+    placed: list[tuple[int, int, int, int]] = []  # (row, col, height, width) of the blocks read so far
     offsets = {}
     for p in paths:
         with open_raster(p) as src:
@@ -77,9 +78,10 @@ def assemble_product(block_paths: Sequence[str | os.PathLike], grid: Grid, out_p
             if row < 0 or col < 0 or row + src.height > grid.height or col + src.width > grid.width:
                 raise ValueError(f"{p}: {src.height}x{src.width} block at ({row}, {col}) lies outside the "
                                  f"{grid.height}x{grid.width} working grid")
-            if placed[row:row + src.height, col:col + src.width].any():
+            area = (row, col, src.height, src.width)
+            if any(intersect_blocks(area, other) is not None for other in placed):
                 raise ValueError(f"{p}: overlaps another block at ({row}, {col})")
-            placed[row:row + src.height, col:col + src.width] = True
+            placed.append(area)
             tags = src.tags()
             if first_tags is None:
                 first_tags, bands, descriptions = tags, src.count, src.descriptions
