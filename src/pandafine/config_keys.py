@@ -35,8 +35,8 @@ REGION_PRODUCT_KEYS = ("mask",)
 RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "grid": GRID_KEYS,
     "calibrate_panda": ("preprocess.panda_out_of_range",),
-    "calibrate_landsat": (),
-    "calibrate_luojia": ("preprocess.luojia_background",),
+    "calibrate_landsat": ("preprocess.landsat_coastal",),
+    "calibrate_luojia": ("preprocess.luojia_background", "preprocess.luojia_gain_anchor"),
     "calibrate_dem": (),
     "denoise_luojia": ("preprocess.luojia_background", "preprocess.spike_factor"),
     "composite_landsat": ("preprocess.landsat_gapfill_years", "preprocess.min_landsat_coverage"),

@@ -224,10 +224,31 @@ def test_landsat_oli_scene_band_order(tmp_path):
     raw_year = tmp_path / "2018"
     write_landsat_scene(raw_year, "LC08_L2SP_127036_20180712_20200916_02_T1", values,
                         np.full(shape, 21824))
-    (out,) = cal.calibrate_landsat_year(make_cfg(), raw_year, tmp_path / "o")
+    (out,) = cal.calibrate_landsat_year(make_cfg(landsat_coastal="native"), raw_year, tmp_path / "o")
     arr = rasterio.open(out).read()
     for i in range(7):  # OLI: no harmonization, band n -> i = n-1
         np.testing.assert_allclose(arr[i], (10000 + 1000 * (i + 1)) * 0.0000275 - 0.2, atol=1e-6)
+    # the default: the coastal channel holds the blue band (B2), as it does for TM/ETM+
+    (out,) = cal.calibrate_landsat_year(make_cfg(), raw_year, tmp_path / "blue")
+    with rasterio.open(out) as src:
+        arr2 = src.read()
+        assert src.tags()["coastal"] == "blue band"
+    np.testing.assert_array_equal(arr2[0], arr[1])
+    np.testing.assert_array_equal(arr2[1:], arr[1:])
+    with pytest.raises(ValueError, match="landsat_coastal='green'"):
+        cal.calibrate_landsat_year(make_cfg(landsat_coastal="green"), raw_year, tmp_path / "x")
+
+
+def test_gain_anchor_mean_averages_the_frames_calibration_out():
+    gains = {"A": 1.0, "B": 0.8, "C": 1.25, "D": 1.0}  # D shares no overlap with the others
+    out = cal.anchor_gains(gains, ["A", "B", "C"], "mean")
+    assert out["B"] / out["A"] == pytest.approx(0.8) and out["C"] / out["A"] == pytest.approx(1.25)  # relative kept
+    assert out["A"] * out["B"] * out["C"] == pytest.approx(1.0)  # geometric mean 1
+    assert out["D"] == 1.0
+    assert cal.anchor_gains(gains, ["A", "B", "C"], "reference") == gains
+    with pytest.raises(ValueError, match="luojia_gain_anchor='median'"):
+        cal.anchor_gains(gains, ["A"], "median")
+    assert cal.connected_frames(["A", "B", "C", "D"], {("A", "B"): 1.0, ("C", "B"): 1.0}, "A") == ["A", "B", "C"]
 
 
 def test_landsat_missing_band_names_the_scene(tmp_path):
@@ -428,7 +449,7 @@ def test_warp_once_and_slice_matches_warp_per_overlap(tmp_path):
     ratios = {k: p.ratio for k, p in direct.items()}
     ref = cal.choose_reference(ids, ratios)
     gains = cal.solve_gains(ids, ratios, ref, weights={k: p.pixels for k, p in direct.items()})
-    rec = cal.calibrate_luojia_year(make_cfg(), raw, grid, tmp_path / "cal")
+    rec = cal.calibrate_luojia_year(make_cfg(luojia_gain_anchor="reference"), raw, grid, tmp_path / "cal")
     assert rec["reference"] == ref and list(rec["pairs"]) == [f"{a}/{b}" for a, b in direct]
     for f in ids:
         assert rec["gains"][f] == pytest.approx(gains[f], rel=2e-5, abs=0), f
@@ -452,7 +473,7 @@ def test_luojia_frames_read_and_warped_once_for_all_pairs(tmp_path, monkeypatch)
     monkeypatch.setattr(cal, "load_luojia_radiance", counting_load)
     monkeypatch.setattr(cal, "reproject_to_block", counting_warp)
     out = tmp_path / "cal" / "2018"
-    rec = cal.calibrate_luojia_year(make_cfg(), raw, grid, out)
+    rec = cal.calibrate_luojia_year(make_cfg(luojia_gain_anchor="reference"), raw, grid, out)
     assert len(rec["pairs"]) == 6  # every frame overlaps the three others
     assert reads == {f: 2 for f in gains_true}  # once for the six pairs, once to write
     assert sorted(warps.values()) == [1, 1, 1, 1]

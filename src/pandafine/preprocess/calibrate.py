@@ -178,10 +178,12 @@ def landsat_scene_files(scene_dir: str | Path) -> tuple[str, str, dict[str, Path
     return scene_id, sensor, bands, _find_file(scene_dir, f"{scene_id}_QA_PIXEL.TIF")
 
 
-def calibrate_landsat_scene(scene_dir: str | Path, out_path: str | Path, window: int = WINDOW) -> Path:
+def calibrate_landsat_scene(scene_dir: str | Path, out_path: str | Path, window: int = WINDOW,
+                            coastal: str = "blue") -> Path:
     """Write one scene's 7-band OLI-equivalent reflectance (float32, NaN masked) on its own grid.
 
-    Works window by window, so memory does not depend on the scene size.
+    Works window by window, so memory does not depend on the scene size. ``coastal``
+    is what the coastal channel holds (:data:`pandafine.sensors.landsat.COASTAL_MODES`).
     """
     from contextlib import ExitStack
 
@@ -203,11 +205,12 @@ def calibrate_landsat_scene(scene_dir: str | Path, out_path: str | Path, window:
             srcs[name] = s
         profile = float_profile(qa_src.crs, qa_src.transform, qa_src.width, qa_src.height, len(LANDSAT_BANDS))
         tags = {"scene_id": scene_id, "sensor": sensor, "units": "surface reflectance",
-                "harmonization": "none (OLI)" if sensor == "OLI" else "Roy et al. 2016 OLS to OLI"}
+                "harmonization": "none (OLI)" if sensor == "OLI" else "Roy et al. 2016 OLS to OLI",
+                "coastal": "coastal band" if sensor == "OLI" and coastal == "native" else "blue band"}
         with open_writer(out_path, profile, LANDSAT_BANDS, tags) as dst:
             for w in iter_windows(qa_src.width, qa_src.height, window):
                 dn = {name: s.read(1, window=w) for name, s in srcs.items()}
-                dst.write(scene_reflectance(dn, qa_src.read(1, window=w), sensor), window=w)
+                dst.write(scene_reflectance(dn, qa_src.read(1, window=w), sensor, coastal), window=w)
     return Path(out_path)
 
 
@@ -223,7 +226,9 @@ def calibrate_landsat_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, out
     """Calibrate every scene under ``raw_year_dir`` to ``{out_dir}/{scene_id}.tif``; return the outputs."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [calibrate_landsat_scene(d, out_dir / f"{d.name}.tif") for d in landsat_scene_dirs(raw_year_dir)]
+    coastal = cfg["preprocess"].get("landsat_coastal", DEFAULT_LANDSAT_COASTAL)
+    return [calibrate_landsat_scene(d, out_dir / f"{d.name}.tif", coastal=coastal)
+            for d in landsat_scene_dirs(raw_year_dir)]
 
 
 # ----------------------------------------------------------------------------- Luojia-01
@@ -388,6 +393,50 @@ def overlap_ratio(a: np.ndarray, b: np.ndarray, background: float, min_pixels: i
     return PairRatio(float(sa[keep].sum() / sb[keep].sum()), int(n[keep].sum()), (drow, dcol))
 
 
+#: Default of ``preprocess.landsat_coastal``.
+DEFAULT_LANDSAT_COASTAL = "blue"
+#: How a year's inter-calibrated Luojia-01 frames are anchored (``preprocess.luojia_gain_anchor``).
+GAIN_ANCHORS = ("mean", "reference")
+#: Default of ``preprocess.luojia_gain_anchor``.
+DEFAULT_GAIN_ANCHOR = "mean"
+
+
+def anchor_gains(gains: Mapping[str, float], connected: Sequence[str], anchor: str) -> dict[str, float]:
+    """Relative gains rescaled to the absolute level ``anchor`` asks for.
+
+    ``'reference'`` returns them as solved (the reference frame's gain is 1).
+    ``'mean'`` divides the gains of the ``connected`` frames (those tied to the
+    reference through overlaps) by their geometric mean: each frame's own
+    calibration error is then assumed to average out over the frames, instead of
+    the reference frame's error setting the year's level. Other frames keep their
+    gain (1).
+    """
+    if anchor not in GAIN_ANCHORS:
+        raise ValueError(f"preprocess.luojia_gain_anchor={anchor!r}; expected one of {', '.join(GAIN_ANCHORS)}")
+    out = dict(gains)
+    if anchor == "reference" or not connected:
+        return out
+    mean = math.exp(sum(math.log(gains[f]) for f in connected) / len(connected))
+    for f in connected:
+        out[f] = gains[f] / mean
+    return out
+
+
+def connected_frames(frame_ids: Sequence[str], pairs: Mapping[tuple[str, str], float], reference: str) -> list[str]:
+    """Frames tied to ``reference`` through a chain of overlaps (the reference included), in ``frame_ids`` order."""
+    adj: dict[str, set[str]] = {f: set() for f in frame_ids}
+    for i, j in pairs:
+        adj[i].add(j)
+        adj[j].add(i)
+    seen, todo = {reference}, [reference]
+    while todo:
+        for nb in adj[todo.pop()]:
+            if nb not in seen:
+                seen.add(nb)
+                todo.append(nb)
+    return [f for f in frame_ids if f in seen]
+
+
 def choose_reference(frame_ids: Sequence[str], pairs: Mapping[tuple[str, str], float]) -> str:
     """The frame with the most overlaps (pairs with a ratio); the first one on ties or with none."""
     degree = {f: 0 for f in frame_ids}
@@ -423,17 +472,7 @@ def solve_gains(frame_ids: Sequence[str], pairs: Mapping[tuple[str, str], float]
     frame_ids = list(frame_ids)
     if reference not in frame_ids:
         raise ValueError(f"reference frame {reference!r} is not among the frames {frame_ids}")
-    # Frames reachable from the reference through overlaps.
-    adj: dict[str, set[str]] = {f: set() for f in frame_ids}
-    for i, j in pairs:
-        adj[i].add(j)
-        adj[j].add(i)
-    seen, todo = {reference}, [reference]
-    while todo:
-        for nb in adj[todo.pop()]:
-            if nb not in seen:
-                seen.add(nb)
-                todo.append(nb)
+    seen = set(connected_frames(frame_ids, pairs, reference))
     free = [f for f in frame_ids if f in seen and f != reference]
     gains = {f: 1.0 for f in frame_ids}
     if free:
@@ -567,7 +606,8 @@ def calibrate_luojia_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, grid
     overlapping block, registered and compared by :func:`overlap_ratio`
     (flux ratio of pixels lit above ``preprocess.luojia_background`` in both);
     gains then follow from :func:`solve_gains` weighted by the overlap's pixel
-    count, anchored to the frame with the most overlaps. Writes ``{frame_id}.tif`` (native frame grid, radiance x gain)
+    count, solved against the frame with the most overlaps and anchored by
+    ``preprocess.luojia_gain_anchor`` (:func:`anchor_gains`). Writes ``{frame_id}.tif`` (native frame grid, radiance x gain)
     and ``gains.json``; returns the gains record.
 
     Notes
@@ -617,13 +657,15 @@ def calibrate_luojia_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, grid
     ratios = {k: p.ratio for k, p in pairs.items()}
     reference = choose_reference(ids, ratios)
     gains = solve_gains(ids, ratios, reference, weights={k: p.pixels for k, p in pairs.items()})
+    anchor = cfg["preprocess"].get("luojia_gain_anchor", DEFAULT_GAIN_ANCHOR)
+    gains = anchor_gains(gains, connected_frames(ids, ratios, reference), anchor)
 
     for f in ids:
         rad, fgrid = load_luojia_radiance(*files[f])
         write_raster(out_dir / f"{f}.tif", (rad * np.float32(gains[f])).astype(np.float32), fgrid,
                      nodata=float("nan"), band_names=["radiance"],
                      tags={"units": RADIANCE_UNITS, "gain": repr(gains[f]), "reference": reference})
-    record = {"reference": reference, "gains": gains,
+    record = {"reference": reference, "anchor": anchor, "gains": gains,
               "pairs": {f"{a}/{b}": {"ratio": p.ratio, "pixels": p.pixels, "shift_rowcol": list(p.shift)}
                         for (a, b), p in pairs.items()}}
     write_text_atomic(out_dir / "gains.json", json.dumps(record, indent=2) + "\n")

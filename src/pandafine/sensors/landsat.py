@@ -130,7 +130,13 @@ def oli_to_tm(rho_oli: np.ndarray, band: str) -> np.ndarray:
     return ((np.asarray(rho_oli, dtype=np.float64) - intercept) / slope).astype(np.float32)
 
 
-def scene_reflectance(dn_by_band: Mapping[str, np.ndarray], qa: np.ndarray, sensor: str) -> np.ndarray:
+#: What the coastal channel may hold (``preprocess.landsat_coastal``): every sensor's blue band, or OLI's own
+#: coastal band (TM/ETM+ have none and give blue either way).
+COASTAL_MODES = ("blue", "native")
+
+
+def scene_reflectance(dn_by_band: Mapping[str, np.ndarray], qa: np.ndarray, sensor: str,
+                      coastal: str = "blue") -> np.ndarray:
     """OLI-equivalent surface reflectance of one scene (window).
 
     Parameters
@@ -140,6 +146,9 @@ def scene_reflectance(dn_by_band: Mapping[str, np.ndarray], qa: np.ndarray, sens
     qa : integer array
         QA_PIXEL of the same shape.
     sensor : {'TM', 'ETM+', 'OLI'}
+    coastal : {'blue', 'native'}
+        What the coastal channel holds (:data:`COASTAL_MODES`): the blue band
+        for every sensor, or OLI's coastal band (TM/ETM+ give blue either way).
 
     Returns
     -------
@@ -149,6 +158,8 @@ def scene_reflectance(dn_by_band: Mapping[str, np.ndarray], qa: np.ndarray, sens
         rejects the pixel. TM/ETM+ bands are harmonized to OLI and their
         coastal band is the harmonized blue band.
     """
+    if coastal not in COASTAL_MODES:
+        raise ValueError(f"preprocess.landsat_coastal={coastal!r}; expected one of {', '.join(COASTAL_MODES)}")
     needed = band_numbers(sensor)
     missing = sorted(set(needed) - set(dn_by_band))
     if missing:
@@ -156,7 +167,7 @@ def scene_reflectance(dn_by_band: Mapping[str, np.ndarray], qa: np.ndarray, sens
     bad = qa_reject(qa)
     out = np.empty((len(LANDSAT_BANDS),) + bad.shape, dtype=np.float32)
     for i, name in enumerate(LANDSAT_BANDS):
-        src = name if (sensor == "OLI" or name != "coastal") else "blue"
+        src = "blue" if name == "coastal" and (sensor != "OLI" or coastal == "blue") else name
         rho = dn_to_reflectance(dn_by_band[src])
         if sensor != "OLI":
             rho = harmonize_to_oli(rho, src)
