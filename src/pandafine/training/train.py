@@ -37,7 +37,7 @@ from pandafine.core.atomic import write_text_atomic
 from pandafine.core.json_records import canonical_json
 from pandafine.core.metrics import psnr
 from pandafine.core.runtime import configure_torch
-from pandafine.core.scaling import radiance_to_log
+from pandafine.core.scaling import log_to_radiance, radiance_to_log
 from pandafine.models import resolve_model_config
 from pandafine.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, read_checkpoint, save_checkpoint
 from pandafine.models.mmntlsr import weighted_extra_loss
@@ -79,6 +79,9 @@ class TrainSpec:
     device: str = "auto"
     #: Mixed precision (autocast + gradient scaling) when training on CUDA.
     amp: bool = True
+    #: Weight of :func:`cell_light_loss` in the training loss (0: off), and its cell edge in pixels.
+    light_weight: float = 0.0
+    light_cell: int = 8
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "TrainSpec":
@@ -87,7 +90,8 @@ class TrainSpec:
                    batch_size=int(tr["batch_size"]), learning_rate=float(tr["learning_rate"]),
                    patience=int(tr["patience"]), shift_augment=int(tr.get("shift_augment", 0)),
                    warmup_epochs=int(tr.get("warmup_epochs", 0)), device=str(tr.get("device", "auto")),
-                   amp=bool(tr.get("amp", True)))
+                   amp=bool(tr.get("amp", True)), light_weight=float(tr.get("light_weight", 0.0)),
+                   light_cell=int(cfg.get("grid", {}).get("factor", 8)))
 
     def as_dict(self) -> dict[str, Any]:
         """What identifies a training run (for resuming); the device is not part of it."""
@@ -98,6 +102,9 @@ class TrainSpec:
             out["shift_augment"] = self.shift_augment
         if self.warmup_epochs:
             out["warmup_epochs"] = self.warmup_epochs
+        if self.light_weight:
+            out["light_weight"] = self.light_weight
+            out["light_cell"] = self.light_cell
         return out
 
 
@@ -256,6 +263,28 @@ def masked_l1(z_pred, target):
     return err.sum() / valid.sum().clamp(min=1)
 
 
+def cell_light_loss(z_pred, target, cell: int):
+    """Light term: ``sum |C(L_pred) - C(L_true)| / sum C(L_true)`` over the batch's 1 km cells.
+
+    ``C`` sums radiance over ``cell x cell`` pixel cells (pixels without a target
+    count in neither), ``L_pred`` is the prediction's radiance. Normalized by the
+    batch's total target light, so bright patches, which hold the total light,
+    weigh most, and a dark patch cannot blow it up. 0 when the batch has no light.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    valid = torch.isfinite(target)
+    pred = torch.where(valid, log_to_radiance(z_pred), torch.zeros_like(z_pred))
+    true = torch.where(valid, target, torch.zeros_like(target))
+    cp = F.avg_pool2d(pred, cell) * cell * cell
+    ct = F.avg_pool2d(true, cell) * cell * cell
+    total = ct.sum()
+    if not total > 0:
+        return torch.zeros((), dtype=z_pred.dtype, device=z_pred.device)
+    return (cp - ct).abs().sum() / total
+
+
 def predict_log(model, store: PatchStore, idx, batch_size: int) -> np.ndarray:
     """z = log1p(L / RADIANCE_REF) predicted by ``model`` (a PandaFineNet) for patches ``idx``: (k, P, P) float32."""
     import torch
@@ -305,17 +334,20 @@ def batch_loss(model, xt, tt, spec: TrainSpec):
 
     A network with a method ``training_loss(normalized inputs, target radiance)``
     (the generative models: diffusion, flow) supplies its own objective; otherwise
-    L1 on z, plus the extra terms of a model that returns ``(z, aux)`` in training mode.
+    L1 on z, plus the extra terms of a model that returns ``(z, aux)`` in training mode,
+    plus ``train.light_weight`` times :func:`cell_light_loss`.
     """
     own_loss = getattr(model.net, "training_loss", None)
     if own_loss is not None:
         return own_loss(model.normalize(xt), tt)
     out = model.log_radiance(xt)
-    if isinstance(out, tuple):  # (z, aux): a model with auxiliary training outputs (mmntlsr)
-
-        z, aux = out
-        return masked_l1(z, tt) + weighted_extra_loss(aux, tt, xt, spec.model.get("loss_weights"))
-    return masked_l1(out, tt)
+    z, aux = out if isinstance(out, tuple) else (out, None)  # (z, aux): auxiliary training outputs (mmntlsr)
+    loss = masked_l1(z, tt)
+    if aux is not None:
+        loss = loss + weighted_extra_loss(aux, tt, xt, spec.model.get("loss_weights"))
+    if spec.light_weight:
+        loss = loss + spec.light_weight * cell_light_loss(z, tt, spec.light_cell)
+    return loss
 
 
 def train_one_epoch(model, opt, store: PatchStore, idx: np.ndarray, spec: TrainSpec, epoch: int,
