@@ -264,12 +264,15 @@ def masked_l1(z_pred, target):
 
 
 def cell_light_loss(z_pred, target, cell: int):
-    """Light term: ``sum |C(L_pred) - C(L_true)| / sum C(L_true)`` over the batch's 1 km cells.
+    """Light term: L1 of z between the predicted and the target mean radiance of each 1 km cell.
 
-    ``C`` sums radiance over ``cell x cell`` pixel cells (pixels without a target
-    count in neither), ``L_pred`` is the prediction's radiance. Normalized by the
-    batch's total target light, so bright patches, which hold the total light,
-    weigh most, and a dark patch cannot blow it up. 0 when the batch has no light.
+    Over ``cell x cell`` pixel cells (pixels without a target count in neither),
+    ``|z(mean L_pred) - z(mean L_true)|``, averaged over cells weighted by their
+    valid pixels. The pixel L1 on z pulls each pixel to the median of what its
+    inputs allow, which for skewed radiance is below the mean, so summed light
+    is lost; matching each cell's mean radiance takes the light back without
+    giving up the log scale (bounded gradients, unlike an L1 on radiance). 0
+    when no cell has a target.
     """
     import torch
     import torch.nn.functional as F
@@ -277,12 +280,15 @@ def cell_light_loss(z_pred, target, cell: int):
     valid = torch.isfinite(target)
     pred = torch.where(valid, log_to_radiance(z_pred), torch.zeros_like(z_pred))
     true = torch.where(valid, target, torch.zeros_like(target))
-    cp = F.avg_pool2d(pred, cell) * cell * cell
-    ct = F.avg_pool2d(true, cell) * cell * cell
-    total = ct.sum()
-    if not total > 0:
+    n = F.avg_pool2d(valid.to(z_pred.dtype), cell)  # fraction of each cell with a target
+    has = n > 0
+    if not bool(has.any()):
         return torch.zeros((), dtype=z_pred.dtype, device=z_pred.device)
-    return (cp - ct).abs().sum() / total
+    safe = n.clamp(min=1e-6)
+    mp = F.avg_pool2d(pred, cell) / safe
+    mt = F.avg_pool2d(true, cell) / safe
+    err = (radiance_to_log(mp) - radiance_to_log(mt)).abs()
+    return (err * n)[has].sum() / n[has].sum()
 
 
 def predict_log(model, store: PatchStore, idx, batch_size: int) -> np.ndarray:
