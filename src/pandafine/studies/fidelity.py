@@ -29,12 +29,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pandafine.core import metrics as M
 from pandafine.core.atomic import write_text_atomic
 from pandafine.core.grid import Grid
 from pandafine.core.json_records import json_safe
-from pandafine.core.raster_io import read_raster
+from pandafine.core.raster_io import grid_of, read_raster
 from pandafine.sensors.landsat import OLI_FIRST_YEAR
-from pandafine.studies.temporal import baseline_radiance
+from pandafine.studies.temporal import baseline_radiance, check_same_grid
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,12 @@ class YearLight:
 
 
 def year_light(year: int, product: np.ndarray, truth: np.ndarray, scale: float, grid: Grid,
-               panda_baseline: np.ndarray | None = None) -> YearLight:
-    """:class:`YearLight` of one year over the pixels where product and truth are finite."""
-    reference = scale * luojia_response(truth, grid)
+               panda_baseline: np.ndarray | None = None, response: np.ndarray | None = None) -> YearLight:
+    """:class:`YearLight` of one year over the pixels where product and truth are finite.
+
+    ``response``: ``S(truth)`` when already computed (:func:`luojia_response`).
+    """
+    reference = scale * (luojia_response(truth, grid) if response is None else response)
     ok = np.isfinite(product) & np.isfinite(truth) & np.isfinite(reference)
     base = None
     if panda_baseline is not None:
@@ -170,12 +174,6 @@ def _read_band(path: Path) -> tuple[np.ndarray, Grid]:
     return arr[0].astype(np.float64), grid
 
 
-def _check_grid(path: Path, grid: Grid, ref_path: Path, ref: Grid) -> None:
-    if grid.shape != ref.shape or not np.allclose(tuple(grid.transform)[:6], tuple(ref.transform)[:6]):
-        raise ValueError(f"{path} ({grid.width}x{grid.height}) is not on the grid of {ref_path} "
-                         f"({ref.width}x{ref.height}, {tuple(ref.transform)[:6]})")
-
-
 def evaluate_fidelity(products: Mapping[int, Path], truths: Mapping[int, Path], targets: Mapping[int, Path],
                       out_path, *, panda: Mapping[int, Path] | None = None, metrics_json=None,
                       factor: int = 8) -> Path:
@@ -204,32 +202,28 @@ def evaluate_fidelity(products: Mapping[int, Path], truths: Mapping[int, Path], 
     if panda is not None and metrics_json is not None:
         coef = json.loads(Path(metrics_json).read_text())["methods"]["interpolation"]["coefficients"]
     ref_path = Path(truths[min(truths)])
-    _, grid = _read_band(ref_path)
-    pairs, footprint = [], {}
-    for year in sorted(targets):
-        target, tgrid = _read_band(Path(targets[year]))
-        _check_grid(Path(targets[year]), tgrid, ref_path, grid)
-        truth, g = _read_band(Path(truths[year]))
-        _check_grid(Path(truths[year]), g, ref_path, grid)
-        pairs.append((target, luojia_response(truth, grid)))
-    scale = reference_scale(pairs)
-    rows = []
+    grid = grid_of(ref_path)
+
+    def read(path) -> np.ndarray:
+        arr, g = _read_band(Path(path))
+        check_same_grid(Path(path), g, ref_path, grid)
+        return arr
+
+    # the target years' mosaics and S(truth), read and computed once: they set the scale and are compared below
+    target_arrays = {year: read(targets[year]) for year in sorted(targets)}
+    responses = {year: luojia_response(read(truths[year]), grid) for year in sorted(targets)}
+    scale = reference_scale([(target_arrays[y], responses[y]) for y in sorted(targets)])
+    rows, footprint = [], {}
     for year in sorted(products):
-        product, pgrid = _read_band(Path(products[year]))
-        _check_grid(Path(products[year]), pgrid, ref_path, grid)
-        truth, _ = _read_band(Path(truths[year]))
+        product, truth = read(products[year]), read(truths[year])
         base = None
         if coef is not None and year in panda:
-            dn, dgrid = _read_band(Path(panda[year]))
-            _check_grid(Path(panda[year]), dgrid, ref_path, grid)
-            base = baseline_radiance(dn, coef, factor)
-        rows.append(year_light(year, product, truth, scale, grid, base))
+            base = baseline_radiance(read(panda[year]), coef, factor)
+        rows.append(year_light(year, product, truth, scale, grid, base, responses.get(year)))
         if year in targets:
-            target, _ = _read_band(Path(targets[year]))
-            ok = np.isfinite(target) & np.isfinite(product)
-            footprint[str(year)] = {"n_pixels": int(ok.sum()),
-                                    "total_light_ratio": float(product[ok].sum() / target[ok].sum())
-                                    if ok.any() and target[ok].sum() else float("nan")}
+            target = target_arrays[year]
+            footprint[str(year)] = {"n_pixels": int(M.valid_mask(product, target).sum()),
+                                    "total_light_ratio": M.total_light_ratio(product, target)}
         log.info("%s: product / reference total light %.3f (/ truth %.3f)", year, rows[-1].total_light_ratio,
                  rows[-1].total_light_ratio_truth)
     out = {

@@ -61,7 +61,8 @@ def files_by_year(paths, what: str = "files") -> dict[int, Path]:
     return out
 
 
-def _same_grid(a_path: Path, a_grid, b_path: Path, b_grid) -> None:
+def check_same_grid(a_path: Path, a_grid, b_path: Path, b_grid) -> None:
+    """ValueError naming both files unless ``a_grid`` has the size and transform of ``b_grid``."""
     if (a_grid.width, a_grid.height) != (b_grid.width, b_grid.height) or \
             not np.allclose(tuple(a_grid.transform)[:6], tuple(b_grid.transform)[:6]):
         raise ValueError(f"{a_path} ({a_grid.width}x{a_grid.height}, {tuple(a_grid.transform)[:6]}) is not on the "
@@ -72,13 +73,13 @@ def year_metrics(product: Path, truth: Path, panda: Path | None, coef, factor: i
     """Metrics of one year's product (and of the baseline when ``panda`` is given) against its truth."""
     pred, pgrid = read_raster(product)
     true, tgrid = read_raster(truth)
-    _same_grid(product, pgrid, truth, tgrid)
+    check_same_grid(product, pgrid, truth, tgrid)
     pred, true = pred[0].astype(np.float64), true[0].astype(np.float64)
     mask = np.isfinite(pred) & np.isfinite(true)
     base = None
     if panda is not None:
         dn, dgrid = read_raster(panda)
-        _same_grid(panda, dgrid, truth, tgrid)
+        check_same_grid(panda, dgrid, truth, tgrid)
         base = baseline_radiance(dn[0], coef, factor)
         mask &= np.isfinite(base)
     if not mask.any():
