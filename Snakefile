@@ -25,6 +25,7 @@ validate(config, "workflow/schemas/config.schema.json")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/calibrate.smk"
+include: "workflow/rules/landsat.smk"
 include: "workflow/rules/denoise.smk"
 include: "workflow/rules/mosaic.smk"
 include: "workflow/rules/resample.smk"

@@ -35,8 +35,8 @@ their number grows with the area like a real coverage and each frame stays the s
 Stages are the library functions the CLI calls:
 :func:`pandafine.preprocess.calibrate.calibrate_panda`,
 :func:`pandafine.preprocess.calibrate.calibrate_dem` (merges the tiles),
-:func:`pandafine.preprocess.calibrate.calibrate_landsat_year`,
-:func:`pandafine.preprocess.denoise.composite_landsat_year`,
+:func:`pandafine.preprocess.landsat_composite.composite_block` (``landsat_block``: the whole grid as one
+block, scenes read in place at full resolution) and :func:`~pandafine.preprocess.landsat_composite.composite_year`,
 :func:`pandafine.preprocess.resample.resample_layer` (panda; dem, from the merged DEM),
 :func:`pandafine.tiles.cube.build_cube` and :func:`pandafine.preprocess.mosaic.mosaic_frames`.
 
@@ -65,9 +65,9 @@ SIZES = {"full": (8000, 2000), "quick": (1000, 2000)}
 #: Rows written per synthesis window.
 ROWS = 512
 #: Stages in pipeline order, and the stages each one needs the outputs of.
-STAGES = ("calibrate_panda", "calibrate_dem", "calibrate_landsat", "composite_landsat", "resample_panda",
+STAGES = ("calibrate_panda", "calibrate_dem", "landsat_block", "composite_landsat", "resample_panda",
           "resample_dem", "build_cube", "mosaic")
-NEEDS = {"composite_landsat": ("calibrate_landsat",), "resample_panda": ("calibrate_panda",),
+NEEDS = {"composite_landsat": ("landsat_block",), "resample_panda": ("calibrate_panda",),
          "resample_dem": ("calibrate_dem",), "build_cube": ("resample_panda", "composite_landsat", "resample_dem")}
 #: Synthetic Luojia-01 denoised frames: side (pixels), pixel size (degrees) and the fraction of a
 #: side that neighbours share.
@@ -236,10 +236,12 @@ def run_stage(cfg: dict, size: int, stage: str, raw: Path, out: Path) -> float:
     limit_threads(1)  # as a workflow job does (`pandafine STAGE --threads 1`)
     import warnings
 
+    from pandafine.core.blocks import grid_blocks
     from pandafine.preprocess import calibrate as cal
-    from pandafine.preprocess.denoise import composite_landsat_year
+    from pandafine.preprocess import landsat_composite as lc
     from pandafine.preprocess.mosaic import mosaic_frames
     from pandafine.preprocess.resample import DEFAULT_MIN_COVERAGE, resample_layer
+    from pandafine.sources.local import landsat_scenes
     from pandafine.tiles.cube import build_cube
 
     # the synthetic clouds leave some pixels without a clear observation (no other years here)
@@ -249,13 +251,16 @@ def run_stage(cfg: dict, size: int, stage: str, raw: Path, out: Path) -> float:
     resample_kw = {"min_coverage": pre.get("min_coverage", DEFAULT_MIN_COVERAGE),
                    "panda_alignment": pre.get("panda_alignment", "error")}
     panda_cal, dem_cal = out / "calibrated" / "panda" / f"{YEAR}.tif", out / "calibrated" / "dem" / "dem.tif"
-    landsat_cal, landsat = out / "calibrated" / "landsat" / str(YEAR), out / "denoised" / "landsat" / f"{YEAR}.tif"
+    block = grid_blocks(grid, 0)[0]
+    landsat_block, landsat = out / "landsat" / str(YEAR) / f"{block.name}.tif", out / "denoised" / "landsat" / f"{YEAR}.tif"
     panda, dem = out / "resampled" / "panda" / f"{YEAR}.tif", out / "resampled" / "dem" / "dem.tif"
     calls = {
         "calibrate_panda": lambda: cal.calibrate_panda(cfg, raw / "panda" / f"PANDA_China_{YEAR}.tif", panda_cal),
         "calibrate_dem": lambda: cal.calibrate_dem(cfg, raw / "dem", dem_cal),
-        "calibrate_landsat": lambda: cal.calibrate_landsat_year(cfg, raw / "landsat" / str(YEAR), landsat_cal),
-        "composite_landsat": lambda: composite_landsat_year(cfg, YEAR, {YEAR: landsat_cal}, grid, landsat),
+        "landsat_block": lambda: lc.composite_block(landsat_scenes(raw / "landsat", YEAR), grid, block, landsat_block,
+                                                    lc.CompositeParams.from_config(cfg), year=YEAR, log=lambda m: None),
+        "composite_landsat": lambda: lc.composite_year(cfg, YEAR, {YEAR: {block.name: landsat_block}}, grid, [block],
+                                                       landsat),
         "resample_panda": lambda: resample_layer("panda", panda_cal, grid, panda,
                                                  method=pre["panda_resampling"], **resample_kw),
         "resample_dem": lambda: resample_layer("dem", dem_cal, grid, dem, **resample_kw),

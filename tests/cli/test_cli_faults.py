@@ -79,7 +79,7 @@ def test_file_found_under_a_directory_argument(tmp_path, tiny_config_path, monke
 
     with_handler(monkeypatch, handler)
     monkeypatch.chdir(tmp_path.parent)
-    rc = main(["calibrate", "--config", str(tiny_config_path), "--layer", "landsat", "--year", "2015",
+    rc = main(["calibrate", "--config", str(tiny_config_path), "--layer", "luojia", "--year", "2015",
                "--input", str(tmp_path / "landsat" / "2015"), "--output", str(tmp_path / "out")])
     line = one_error_line(capsys.readouterr().err, "calibrate")
     assert rc == 1 and str(band) in line and "truncated" in line

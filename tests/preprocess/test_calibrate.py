@@ -16,8 +16,10 @@ from rasterio.crs import CRS
 from pandafine.core.channels import LANDSAT_BANDS
 from pandafine.core.grid import CHINA_ALBERS, grid_from_bbox
 from pandafine.preprocess import calibrate as cal
+from pandafine.preprocess.landsat_composite import SceneReader
 from pandafine.sensors import landsat as ls
 from pandafine.sensors import luojia as lj
+from pandafine.sources.local import landsat_scene, landsat_scenes
 from repo_paths import REALDATA
 
 ANCHOR = (-2643772.86, 5926896.53)
@@ -181,7 +183,18 @@ def write_landsat_scene(year_dir: Path, scene_id: str, dn_by_number: dict[int, n
     return d
 
 
-def test_landsat_tm_scene_harmonized_masked_windowed(tmp_path):
+def calibrated(scene_dir: Path, coastal: str = "blue") -> np.ndarray:
+    """A scene's OLI-equivalent reflectance as the block path reads it, on the scene's own 30 m grid (a warp onto
+    the same grid is a copy)."""
+    with SceneReader(landsat_scene(scene_dir), 30.0, False, str, coastal) as reader:
+        grid = reader.grid
+        assert CRS.from_user_input(grid.crs) == CRS.from_user_input(UTM49) and grid.transform == UTM_T
+        out, n = reader.warp(grid, (0, 0, grid.height, grid.width))
+    assert n > 0
+    return out
+
+
+def test_landsat_tm_scene_harmonized_masked(tmp_path):
     rng = np.random.default_rng(0)
     shape = (37, 45)
     truth = {b: rng.uniform(0.03, 0.5, shape).astype(np.float32) for b in ls.ROY2016_OLS}  # OLI reflectance
@@ -197,14 +210,9 @@ def test_landsat_tm_scene_harmonized_masked_windowed(tmp_path):
     scene = "LT05_L2SP_127036_19900712_20200916_02_T1"
     write_landsat_scene(raw_year, scene, dn, qa)
 
-    outs = cal.calibrate_landsat_year(make_cfg(), raw_year, tmp_path / "cal" / "1990")
-    assert [p.name for p in outs] == [f"{scene}.tif"]
-    small = cal.calibrate_landsat_scene(raw_year / scene, tmp_path / "small.tif", window=16)  # 3x3 windows
-    with rasterio.open(outs[0]) as src:
-        assert src.count == 7 and src.descriptions == LANDSAT_BANDS
-        assert src.crs == CRS.from_user_input(UTM49) and src.transform == UTM_T
-        out = src.read()
-    np.testing.assert_array_equal(out, rasterio.open(small).read())
+    assert [s.scene_id for s in landsat_scenes(tmp_path / "raw", 1990)] == [scene]
+    out = calibrated(raw_year / scene)
+    assert out.shape == (7,) + shape
 
     masked = np.zeros(shape, bool)
     for rc in flags:
@@ -222,21 +230,17 @@ def test_landsat_oli_scene_band_order(tmp_path):
     shape = (8, 9)
     values = {n: np.full(shape, 10000 + 1000 * n) for n in range(1, 8)}
     raw_year = tmp_path / "2018"
-    write_landsat_scene(raw_year, "LC08_L2SP_127036_20180712_20200916_02_T1", values,
-                        np.full(shape, 21824))
-    (out,) = cal.calibrate_landsat_year(make_cfg(landsat_coastal="native"), raw_year, tmp_path / "o")
-    arr = rasterio.open(out).read()
+    scene = "LC08_L2SP_127036_20180712_20200916_02_T1"
+    write_landsat_scene(raw_year, scene, values, np.full(shape, 21824))
+    arr = calibrated(raw_year / scene, "native")
     for i in range(7):  # OLI: no harmonization, band n -> i = n-1
         np.testing.assert_allclose(arr[i], (10000 + 1000 * (i + 1)) * 0.0000275 - 0.2, atol=1e-6)
     # the default: the coastal channel holds the blue band (B2), as it does for TM/ETM+
-    (out,) = cal.calibrate_landsat_year(make_cfg(), raw_year, tmp_path / "blue")
-    with rasterio.open(out) as src:
-        arr2 = src.read()
-        assert src.tags()["coastal"] == "blue band"
+    arr2 = calibrated(raw_year / scene)
     np.testing.assert_array_equal(arr2[0], arr[1])
     np.testing.assert_array_equal(arr2[1:], arr[1:])
     with pytest.raises(ValueError, match="landsat_coastal='green'"):
-        cal.calibrate_landsat_year(make_cfg(landsat_coastal="green"), raw_year, tmp_path / "x")
+        calibrated(raw_year / scene, "green")
 
 
 def test_gain_anchor_mean_averages_the_frames_calibration_out():
@@ -256,7 +260,7 @@ def test_landsat_missing_band_names_the_scene(tmp_path):
     scene = "LE07_L2SP_127036_20000712_20200916_02_T1"
     write_landsat_scene(raw_year, scene, {n: np.full((4, 4), 9000) for n in (1, 2, 3, 4, 5)}, np.zeros((4, 4)))
     with pytest.raises(FileNotFoundError, match=f"{scene}_SR_B7"):
-        cal.calibrate_landsat_year(make_cfg(), raw_year, tmp_path / "o")
+        landsat_scenes(tmp_path, 2000)
 
 
 # ----------------------------------------------------------------------------- Luojia-01

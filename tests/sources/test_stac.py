@@ -1,403 +1,452 @@
-"""The ``stac`` Landsat source against a small STAC API answered on 127.0.0.1.
+"""The ``stac`` Landsat source per (year, block), offline against a STAC API answered on 127.0.0.1.
 
-The responder answers the landing page, ``/collections/landsat-c2-l2``,
-``/search`` (POST and GET), a fake Planetary Computer SAS token endpoint, and
-serves tiny Collection-2-like COGs (with HTTP Range) that it refuses (403)
-without the token when signing is required. Scenes: one TM 1990 (constant SR
-bands, a ramp in the NIR band, a cloud rectangle in QA_PIXEL), one OLI 2018 and
-one cloudy OLI 2018 (85 %) that the cloud filter must drop.
+The responder (tests/stac_server.py, a child process) answers the landing page, the collection, ``/search``
+(filtering by ``intersects`` and ``datetime``, ignoring ``query``), a Planetary-Computer-like SAS token
+endpoint, and serves 1024 x 1024 px, 30 m COGs with internal overviews 2 and 4 (HTTP Range; 403 without the
+token while it requires one). The working grid is a ~25 km square (208 x 208 px of 125 m) inside the scenes.
+
+Scenes (path/row 127036 unless said): TM 1990 with a cloud rectangle in QA_PIXEL; OLI 2018-08-01 clear,
+OLI 2018-09-02 with the cloud rectangle, OLI 2018-08-17 at 85 % cloud (served too, but the client's cloud
+filter must drop it); a 2018 scene of path/row 131040 elsewhere; and, for the per-path/row cap, virtual
+2016 scenes of 127036 and 127037.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import re
 import socket
-import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
+import yaml
 from pyproj import Transformer
+from shapely.geometry import Point, shape
 
 from pandafine.config import ConfigError, validate_config
+from pandafine.core.blocks import grid_blocks
+from pandafine.core.faults import RasterFileError
 from pandafine.core.grid import grid_from_config
-from pandafine.preprocess.calibrate import calibrate_landsat_scene
-from pandafine.sensors.landsat import ROY2016_OLS, SR_OFFSET, SR_SCALE, band_numbers
+from pandafine.preprocess.landsat_composite import CompositeParams, composite_block, write_block_record
+from pandafine.sensors.landsat import ROY2016_OLS, SR_OFFSET, SR_SCALE
 from pandafine.sources.fetch import DownloadError
-from pandafine.sources.manifest import read_manifest, sha256_file
+from pandafine.sources.http import policy_from_config
+from pandafine.sources.registry import download_layer
 from pandafine.sources.stac import (
     ASSET_KEYS,
     StacParams,
-    download_stac,
+    footprint_lonlat,
     keep_scenes,
+    open_client,
     plan_scene,
     resolve_assets,
-    scene_grid,
+    scene_assets,
     scene_id_of,
-    subpixels_for,
+    search_block,
+    stac_block_source,
+)
+from stac_server import (
+    CLOUD_QA,
+    PC_KEYS,
+    RAMP,
+    RES,
+    RHO,
+    TOKEN,
+    UTM,
+    SceneSpec,
+    StacWorld,
+    dn_of,
+    serve,
+    write_scene_files,
 )
 
-# odc-geo 0.5.3 still calls shapely.ops.transform, deprecated in shapely 2.2
-pytestmark = pytest.mark.filterwarnings("ignore:The 'shapely.ops.transform:DeprecationWarning")
-
-UTM = "EPSG:32649"
-RES = 30.0
-TOKEN = "st=2024-01-01&se=2099-01-01&sp=rl&sig=FAKE%2Bsig"
-CLEAR_QA = 21824  # clear + low confidences, as in real Collection-2 files
-CLOUD_QA = 22280  # cloud + dilated cloud + high confidence
+#: A ~25 km square around the tiny config's region: big enough that reading a block at full resolution
+#: costs many COG tiles, and the factor-4 overview one.
+BBOX = [108.83, 34.17, 109.09, 34.38]
 TM_ID = "LT05_L2SP_127036_19900712_20200916_02_T1"
 OLI_ID = "LC08_L2SP_127036_20180801_20200831_02_T1"
+OLI_CLOUD_ID = "LC08_L2SP_127036_20180902_20200831_02_T1"
 CLOUDY_ID = "LC08_L2SP_127036_20180817_20200831_02_T1"
-# surface reflectance of the constant bands
-RHO = {"coastal": 0.04, "blue": 0.05, "green": 0.08, "red": 0.10, "nir": 0.30, "swir1": 0.20, "swir2": 0.12}
-PC_KEYS = {"coastal": "coastal", "blue": "blue", "green": "green", "red": "red", "nir": "nir08",
-           "swir1": "swir16", "swir2": "swir22"}
+ELSEWHERE_ID = "LC08_L2SP_131040_20180805_20200831_02_T1"
+ELSEWHERE = ((103.0, 30.0), (105.0, 30.0), (105.0, 31.8), (103.0, 31.8))
+#: WRS-2 127036 and 127037 scenes of 2016 (virtual: searched, never read): id -> cloud %.
+CAP_SCENES = {"LC08_L2SP_127036_20160310_20200906_02_T1": 40.0, "LC08_L2SP_127036_20160613_20200906_02_T1": 12.0,
+              "LC08_L2SP_127036_20160917_20200906_02_T1": 15.0, "LC08_L2SP_127037_20160326_20200906_02_T1": 33.0,
+              "LC08_L2SP_127037_20160629_20200906_02_T1": 25.0, "LC08_L2SP_127037_20161002_20200906_02_T1": 85.0}
+SEARCH_2018 = "2018-01-01T00:00:00Z/2018-12-31T23:59:59Z"
 
 
-def dn_of(rho: float) -> int:
-    return int(round((rho - SR_OFFSET) / SR_SCALE))
+def world_scenes(files) -> list[SceneSpec]:
+    south = tuple((lon, lat - 0.15) for lon, lat in files.footprint)  # the next row south, overlapping
+    return ([SceneSpec(TM_ID, "1990-07-12", 10.0, "cloud"), SceneSpec(OLI_ID, "2018-08-01", 20.0, "clear"),
+             SceneSpec(OLI_CLOUD_ID, "2018-09-02", 30.0, "cloud"), SceneSpec(CLOUDY_ID, "2018-08-17", 85.0, "clear"),
+             SceneSpec(ELSEWHERE_ID, "2018-08-05", 5.0, None, ELSEWHERE)]
+            + [SceneSpec(sid, f"2016-{sid[21:23]}-{sid[23:25]}", cloud, None, south if "127037" in sid else None)
+               for sid, cloud in CAP_SCENES.items()])
+
+
+def stored(band: str) -> float:
+    """The reflectance of a constant band as stored (RHO rounded to a whole DN)."""
+    return dn_of(RHO[band]) * SR_SCALE + SR_OFFSET
+
+
+def harmonized(band: str, rho):
+    slope, intercept = ROY2016_OLS[band]
+    return slope * np.asarray(rho, dtype=np.float64) + intercept
 
 
 # --------------------------------------------------------------------------------------------- fixtures
 
 
-def _scene_extent(bbox):
-    """A UTM 49N 30 m grid covering bbox (degrees) plus ~1 km."""
-    to_utm = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
-    xs, ys = to_utm.transform([bbox[0], bbox[2], bbox[0], bbox[2]], [bbox[1], bbox[1], bbox[3], bbox[3]])
-    x0 = np.floor((min(xs) - 1000) / RES) * RES
-    y1 = np.ceil((max(ys) + 1000) / RES) * RES
-    w = int(np.ceil((max(xs) + 1000 - x0) / RES))
-    h = int(np.ceil((y1 - (min(ys) - 1000)) / RES))
-    return Affine(RES, 0, x0, 0, -RES, y1), w, h
+@pytest.fixture(scope="module")
+def land(tmp_path_factory, tiny_config_path):
+    """The base config (tiny, on BBOX), its working grid and the COGs (written once)."""
+    cfg = yaml.safe_load(Path(tiny_config_path).read_text())
+    cfg["region"]["bbox"] = BBOX
+    grid = grid_from_config(cfg)
+    from rasterio.warp import transform_bounds
+
+    files = write_scene_files(tmp_path_factory.mktemp("cogs"),
+                              transform_bounds(grid.crs, "EPSG:4326", *grid.bounds, densify_pts=21))
+    return cfg, grid, files
 
 
-def _write_cog(path: Path, arr: np.ndarray, transform, nodata):
-    with rasterio.open(path, "w", driver="COG", width=arr.shape[1], height=arr.shape[0], count=1,
-                       dtype="uint16", crs=UTM, transform=transform, nodata=nodata, blocksize=256) as dst:
-        dst.write(arr[None])
-
-
-RAMP = (8000.0, 1.0)  # NIR DN of the TM scene = RAMP[0] + RAMP[1] * (easting - x0)
-
-
-def _make_scene(root: Path, scene_id: str, sensor: str, transform, w, h, cloud_rect):
-    """Write the COGs of one scene; return {band name or 'qa_pixel': file path}."""
-    files = {}
-    x0 = transform.c
-    east = x0 + (np.arange(w) + 0.5) * RES
-    for name, n in band_numbers(sensor).items():
-        if sensor == "TM" and name == "nir":
-            arr = np.broadcast_to(RAMP[0] + RAMP[1] * (east - x0), (h, w)).round().astype(np.uint16)
-        else:
-            arr = np.full((h, w), dn_of(RHO[name]), np.uint16)
-        arr = arr.copy()
-        arr[:, :3] = 0  # a fill strip at the western edge
-        p = root / f"{scene_id}_SR_B{n}.TIF"
-        _write_cog(p, arr, transform, 0)
-        files[name] = p
-    qa = np.full((h, w), CLEAR_QA, np.uint16)
-    qa[:, :3] = 1
-    if cloud_rect is not None:
-        r0, r1, c0, c1 = cloud_rect
-        qa[r0:r1, c0:c1] = CLOUD_QA
-    p = root / f"{scene_id}_QA_PIXEL.TIF"
-    _write_cog(p, qa, transform, 1)
-    files["qa_pixel"] = p
-    return files
-
-
-class StacWorld:
-    """The responder's state: items, files, and a log of requests."""
-
-    def __init__(self, root: Path, bbox):
-        self.root = root
-        self.require_token = True
-        self.requests: list[tuple[str, str, str]] = []  # (method, path, query)
-        self.search_bodies: list[dict] = []
-        self.transform, self.w, self.h = _scene_extent(bbox)
-        self.cloud_rect = (self.h // 3, self.h // 2, self.w // 3, self.w // 2)
-        self.base = ""
-        self.scenes = {}
-        for sid, sensor, date, cloud, rect in ((TM_ID, "TM", "1990-07-12", 10.0, self.cloud_rect),
-                                               (OLI_ID, "OLI", "2018-08-01", 20.0, None),
-                                               (CLOUDY_ID, "OLI", "2018-08-17", 85.0, None)):
-            self.scenes[sid] = dict(sensor=sensor, date=date, cloud=cloud,
-                                    files=_make_scene(root, sid, sensor, self.transform, self.w, self.h, rect))
-        to_ll = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True)
-        t = self.transform
-        xs = [t.c, t.c + self.w * RES]
-        ys = [t.f - self.h * RES, t.f]
-        lon, lat = to_ll.transform([xs[0], xs[1], xs[1], xs[0]], [ys[0], ys[0], ys[1], ys[1]])
-        self.footprint = list(zip(lon, lat))
-
-    def item(self, sid: str) -> dict:
-        s = self.scenes[sid]
-        pc_id = sid[:25] + sid[34:]  # Planetary Computer ids drop the processing date
-        lons = [p[0] for p in self.footprint]
-        lats = [p[1] for p in self.footprint]
-        assets = {}
-        for name, p in s["files"].items():
-            key = "qa_pixel" if name == "qa_pixel" else PC_KEYS[name]
-            assets[key] = {"href": f"{self.base}/cogs/{p.name}",
-                           "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"]}
-        return {"type": "Feature", "stac_version": "1.0.0", "id": pc_id, "collection": "landsat-c2-l2",
-                "bbox": [min(lons), min(lats), max(lons), max(lats)],
-                "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in self.footprint + self.footprint[:1]]]},
-                "properties": {"datetime": f"{s['date']}T03:00:00Z", "eo:cloud_cover": s["cloud"],
-                               "platform": "landsat-5" if s["sensor"] == "TM" else "landsat-8"},
-                "assets": assets, "links": []}
-
-
-class Responder(BaseHTTPRequestHandler):
-    world: StacWorld
-
-    def log_message(self, *a):  # quiet
-        pass
-
-    def _json(self, obj, code=200):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _route(self, method: str, body: dict | None = None):
-        world = self.server.world
-        parts = urllib.parse.urlsplit(self.path)
-        world.requests.append((method, parts.path, parts.query))
-        base = world.base
-        if parts.path in ("/", ""):
-            return self._json({
-                "type": "Catalog", "id": "fake-stac", "stac_version": "1.0.0", "description": "test responder",
-                "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
-                               "https://api.stacspec.org/v1.0.0/item-search#query",
-                               "https://api.stacspec.org/v1.0.0/collections"],
-                "links": [{"rel": "self", "href": base + "/", "type": "application/json"},
-                          {"rel": "root", "href": base + "/", "type": "application/json"},
-                          {"rel": "data", "href": base + "/collections", "type": "application/json"},
-                          {"rel": "search", "href": base + "/search", "type": "application/geo+json", "method": "GET"},
-                          {"rel": "search", "href": base + "/search", "type": "application/geo+json",
-                           "method": "POST"}]})
-        if parts.path == "/collections/landsat-c2-l2":
-            return self._json({"type": "Collection", "id": "landsat-c2-l2", "stac_version": "1.0.0",
-                               "description": "fake", "license": "proprietary",
-                               "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
-                                          "temporal": {"interval": [["1982-08-22T00:00:00Z", None]]}},
-                               "links": [{"rel": "self", "href": base + "/collections/landsat-c2-l2"},
-                                         {"rel": "root", "href": base + "/"}]})
-        if parts.path == "/search":
-            if body is None:
-                q = urllib.parse.parse_qs(parts.query)
-                body = {k: v[0] for k, v in q.items()}
-            world.search_bodies.append(body)
-            dt = str(body.get("datetime", ""))
-            year = int(dt[:4]) if dt[:4].isdigit() else None
-            # the server ignores `query` on purpose: the client-side cloud filter must still apply
-            feats = [world.item(sid) for sid, s in world.scenes.items() if year is None or s["date"].startswith(str(year))]
-            return self._json({"type": "FeatureCollection", "features": feats,
-                               "links": [{"rel": "root", "href": base + "/"}]})
-        if parts.path == "/sas/landsat-c2-l2":
-            return self._json({"msft:expiry": "2099-01-01T00:00:00Z", "token": TOKEN})
-        if parts.path.startswith("/cogs/"):
-            return self._file(method, parts)
-        return self._json({"code": "NotFound"}, 404)
-
-    def _file(self, method, parts):
-        world = self.server.world
-        if world.require_token and "sig=FAKE" not in parts.query:
-            return self._json({"code": "AuthenticationFailed"}, 403)
-        name = Path(urllib.parse.unquote(parts.path)).name
-        p = world.root / name
-        if not p.is_file():
-            return self._json({"code": "NotFound"}, 404)
-        data = p.read_bytes()
-        start, end, code = 0, len(data) - 1, 200
-        rng = self.headers.get("Range")
-        if rng:
-            m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
-            start = int(m.group(1))
-            end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
-            code = 206
-        self.send_response(code)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(end - start + 1))
-        if code == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        self.end_headers()
-        if method == "GET":
-            self.wfile.write(data[start:end + 1])
-
-    def do_GET(self):
-        try:
-            self._route("GET")
-        except Exception as exc:  # answer instead of leaving the client waiting
-            self._json({"code": "ServerError", "description": repr(exc)}, 500)
-
-    def do_HEAD(self):
-        parts = urllib.parse.urlsplit(self.path)
-        if parts.path.startswith("/cogs/"):
-            return self._file("HEAD", parts)
-        self._route("GET")
-
-    def do_POST(self):
-        n = int(self.headers.get("Content-Length", 0))
-        self._route("POST", json.loads(self.rfile.read(n) or b"{}"))
+@pytest.fixture(scope="module")
+def server(land):
+    with serve(land[2]) as srv:
+        yield srv
 
 
 @pytest.fixture()
-def stac_api(tmp_path, tiny_config):
-    cogs = tmp_path / "cogs"
-    cogs.mkdir()
-    world = StacWorld(cogs, tiny_config["region"]["bbox"])
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Responder)
-    server.daemon_threads = True
-    server.world = world
-    world.base = f"http://127.0.0.1:{server.server_address[1]}"
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield world
-    server.shutdown()
-    server.server_close()
+def stac_api(server, land):
+    """The responder with the scenes of this module, a fresh COG nonce and an empty log; requires the token."""
+    return server.reset(world_scenes(land[2]), require_token=True)
 
 
-def stac_config(tiny_config, base: str, **landsat) -> dict:
-    cfg = copy.deepcopy(tiny_config)
-    cfg["run"].update(first_year=2018, last_year=2019, target_years=[2018])
+def stac_config(land, base: str, **landsat) -> dict:
+    cfg = copy.deepcopy(land[0])
     cfg["sources"]["landsat"] = {"kind": "stac", "api": base, "sign": "planetary-computer",
                                  "sas_url": base + "/sas", "max_cloud": 60, **landsat}
-    cfg["download"] = {"allow_http": True, "retries": 0, "timeout": 10, "backoff": 0, "progress": False}
+    cfg["download"] = {"allow_http": True, "retries": 0, "timeout": 20, "backoff": 0, "progress": False}
     return validate_config(cfg)
+
+
+def pixel_centres_utm(grid, area):
+    """UTM easting/northing of the centres of ``area``'s working pixels."""
+    r0, c0, h, w = area
+    rows, cols = np.mgrid[r0:r0 + h, c0:c0 + w]
+    xs, ys = grid.transform * (cols + 0.5, rows + 0.5)
+    return Transformer.from_crs(grid.crs, UTM, always_xy=True).transform(xs, ys)
+
+
+def cloud_masks(files, east, north, margin: float = 8.0):
+    """Working pixels well inside the cloud rectangle, and well outside it (inside the frame, off the fill)."""
+    t = files.transform
+    col = (east - t.c) / RES
+    row = (t.f - north) / RES
+    r0, r1, c0, c1 = files.cloud_rect
+    inside = (row > r0 + margin) & (row < r1 - margin) & (col > c0 + margin) & (col < c1 - margin)
+    outside = (((row < r0 - margin) | (row > r1 + margin) | (col < c0 - margin) | (col > c1 + margin))
+               & (col > 3 + margin) & (col < files.width - margin) & (row > margin) & (row < files.height - margin))
+    return inside, outside
+
+
+# --------------------------------------------------------------------------------------------- the search
+
+
+def test_search_sends_the_block_footprint_as_intersects(stac_api, land):
+    cfg, grid, files = land
+    cfg = stac_config(land, stac_api.base)
+    blocks = grid_blocks(grid, 64)
+    block = blocks[len(blocks) // 2 + 1]  # an inner block, not the whole grid
+    found = stac_block_source(cfg, grid, block.area, 2018)
+
+    # the scene elsewhere is not returned (the responder filters by intersection); 85 % dropped client-side
+    assert [s.scene_id for s in found.scenes] == [OLI_ID, OLI_CLOUD_ID]
+    assert [(m, p) for m, p, _ in stac_api.requests if p == "/search"] == [("POST", "/search")]
+    body = stac_api.search_bodies[-1]
+    assert body["collections"] == ["landsat-c2-l2"] and body["datetime"] == SEARCH_2018
+    assert body["query"] == {"eo:cloud_cover": {"lte": 60.0}}
+    assert "bbox" not in body
+
+    # `intersects` is a polygon holding the block (its corners and edge midpoints) but not the whole grid
+    poly = shape(body["intersects"])
+    assert body["intersects"]["type"] == "Polygon" and poly.is_valid
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    r0, c0, h, w = block.area
+    pts = [(c0 + dc * w, r0 + dr * h) for dr in (0, 0.5, 1) for dc in (0, 0.5, 1)]
+    for col, row in pts:
+        lon, lat = to_ll.transform(*(grid.transform * (col, row)))
+        assert poly.buffer(1e-7).covers(Point(lon, lat)), (col, row)
+    lon, lat = to_ll.transform(*(grid.transform * (0.5, 0.5)))  # the grid's north-west pixel: another block
+    assert not poly.covers(Point(lon, lat))
+    assert poly.area < shape(footprint_lonlat(grid, (0, 0, grid.height, grid.width))).area / 5
+
+    # the same responder returns the scene elsewhere for a footprint over it, and nothing for 1995
+    params = StacParams.from_config(cfg)
+    client = open_client(params, policy_from_config(cfg))
+    there = {"type": "Polygon", "coordinates": [[[103.5, 30.5], [104, 30.5], [104, 31], [103.5, 31], [103.5, 30.5]]]}
+    assert [s.scene_id for s in search_block(client, params, there, 2018)] == [ELSEWHERE_ID]
+    assert search_block(client, params, footprint_lonlat(grid, block.area), 1995) == []
+
+
+def test_scenes_are_capped_per_wrs2_path_row(stac_api, land):
+    grid = land[1]
+    area = (0, 0, grid.height, grid.width)
+
+    def ids(**landsat):
+        found = stac_block_source(stac_config(land, stac_api.base, **landsat), grid, area, 2016)
+        return sorted(s.scene_id for s in found.scenes)
+
+    by_cloud = sorted(CAP_SCENES, key=CAP_SCENES.get)
+    # max_scenes 1: the least cloudy scene of EACH path/row (the two least cloudy overall are both 127036)
+    assert ids(max_scenes=1) == sorted(["LC08_L2SP_127036_20160613_20200906_02_T1",
+                                        "LC08_L2SP_127037_20160629_20200906_02_T1"])
+    assert ids(max_scenes=1) != sorted(by_cloud[:2])
+    assert ids(max_scenes=2) == sorted(["LC08_L2SP_127036_20160613_20200906_02_T1",
+                                        "LC08_L2SP_127036_20160917_20200906_02_T1",
+                                        "LC08_L2SP_127037_20160629_20200906_02_T1",
+                                        "LC08_L2SP_127037_20160326_20200906_02_T1"])
+    # no cap: every scene with at most max_cloud %; the 85 % one is dropped by the client, although the
+    # responder (which ignores `query`) answers it
+    assert ids() == sorted(sid for sid, c in CAP_SCENES.items() if c <= 60)
+    assert ids(max_cloud=30) == sorted(sid for sid, c in CAP_SCENES.items() if c <= 30)
+    req = urllib.request.Request(stac_api.base + "/search", data=json.dumps(stac_api.search_bodies[-1]).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answered = {f["id"] for f in json.loads(resp.read())["features"]}
+    assert "LC08_L2SP_127037_20161002_02_T1" in answered
 
 
 # --------------------------------------------------------------------------------------------- end to end
 
 
-def test_stac_download_writes_scenes_on_the_working_grid(stac_api, tiny_config, tmp_path):
-    cfg = stac_config(tiny_config, stac_api.base)
-    out = tmp_path / "raw" / "landsat"
-    manifest = download_stac(cfg, "landsat", out, [1990, 2018])
-    grid = grid_from_config(cfg)
+def test_landsat_block_cli_reads_signed_cogs_onto_the_working_grid(stac_api, land, tmp_path):
+    from pandafine.cli import main
 
-    # cloud filter: the 85 % scene is dropped although the server returned it; the query was sent too
-    assert sorted(p.name for p in (out / "2018").iterdir()) == [OLI_ID]
-    assert sorted(p.name for p in (out / "1990").iterdir()) == [TM_ID]  # full C2 id from the file names
-    assert all(b.get("query") in ({"eo:cloud_cover": {"lte": 60.0}}, json.dumps({"eo:cloud_cover": {"lte": 60.0}}))
-               for b in stac_api.search_bodies)
-    assert not list(out.rglob(".*.part"))
+    _, grid, files = land
+    cfg = copy.deepcopy(stac_config(land, stac_api.base))
+    cfg["preprocess"]["landsat_overviews"] = True  # read from the factor-4 overview (the default is full resolution)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    grid.write_json(tmp_path / "grid.json")
+    out = tmp_path / "results" / "landsat"
+    for year in (1990, 2018):
+        rc = main(["landsat-block", "--config", str(cfg_path), "--year", str(year), "--block", "r000c000",
+                   "--grid", str(tmp_path / "grid.json"), "--output", str(out / str(year) / "r000c000.tif")])
+        assert rc == 0
 
-    # every file of each scene, in the local layout, on a 31.25 m grid nested in the working grid
-    tm_dir = out / "1990" / TM_ID
-    names = sorted(p.name for p in tm_dir.iterdir())
-    assert names == sorted([f"{TM_ID}_SR_B{n}.TIF" for n in (1, 2, 3, 4, 5, 7)] + [f"{TM_ID}_QA_PIXEL.TIF"])
-    assert len(list((out / "2018" / OLI_ID).iterdir())) == 8
-    with rasterio.open(tm_dir / f"{TM_ID}_SR_B1.TIF") as src:
-        assert src.dtypes[0] == "uint16" and src.nodata == 0
-        assert src.res == pytest.approx((31.25, 31.25))
-        col = (src.transform.c - grid.transform.c) / 125.0
-        row = (grid.transform.f - src.transform.f) / 125.0
-        assert col == pytest.approx(round(col)) and row == pytest.approx(round(row))
-        assert rasterio.crs.CRS.from_user_input(grid.crs) == src.crs
-        blue = src.read(1)
-        fine_t, shape = src.transform, src.shape
-    valid = blue != 0
-    assert valid.mean() > 0.9
-    assert np.all(blue[valid] == dn_of(RHO["blue"]))  # constant reflectance round-trips exactly
+    # signing: every COG request carried the SAS token; the token endpoint was asked
+    cogs = [q for _, p, q in stac_api.requests if p.startswith("/cogs/")]
+    assert cogs and all("sig=FAKE" in q for q in cogs)
+    assert ("GET", "/sas/landsat-c2-l2", "") in stac_api.requests
 
-    # NIR ramp: each fine pixel is the ramp at its centre (in UTM) within one source pixel
-    with rasterio.open(tm_dir / f"{TM_ID}_SR_B4.TIF") as src:
-        nir = src.read(1).astype(float)
-    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
-    xs, ys = fine_t * (cols + 0.5, rows + 0.5)
-    east, _ = Transformer.from_crs(grid.crs, UTM, always_xy=True).transform(xs, ys)
-    expect = RAMP[0] + RAMP[1] * (east - stac_api.transform.c)
-    inner = (nir != 0) & (east > stac_api.transform.c + 6 * RES)
-    assert inner.sum() > 1000
-    assert np.abs(nir[inner] - expect[inner]).max() <= RAMP[1] * RES
+    east, north = pixel_centres_utm(grid, (0, 0, grid.height, grid.width))
+    inside, outside = cloud_masks(files, east, north)
+    assert inside.sum() > 100 and outside.sum() > 10000
+    nir_dn = RAMP[0] + RAMP[1] * (east - files.transform.c)
+    nir_rho = nir_dn * SR_SCALE + SR_OFFSET
 
-    # QA: cloud inside the cloud rectangle (well inside it), clear well outside it
-    with rasterio.open(tm_dir / f"{TM_ID}_QA_PIXEL.TIF") as src:
-        qa = src.read(1)
-        assert src.nodata == 1
-    to_utm = Transformer.from_crs(grid.crs, UTM, always_xy=True)
-    ex, ny = to_utm.transform(xs, ys)
-    t = stac_api.transform
-    c = (ex - t.c) / RES
-    r = (t.f - ny) / RES
-    r0, r1, c0, c1 = stac_api.cloud_rect
-    inside = (r > r0 + 2) & (r < r1 - 2) & (c > c0 + 2) & (c < c1 - 2)
-    outside = ((r < r0 - 2) | (r > r1 + 2) | (c < c0 - 2) | (c > c1 + 2)) & (c > 6) & (qa != 1)
-    assert inside.sum() > 100 and outside.sum() > 1000
-    assert np.all(qa[inside] == CLOUD_QA)
-    assert np.all(qa[outside] == CLEAR_QA)
+    # 1990, one TM scene: OLI-equivalent reflectance (Roy et al. 2016), coastal = harmonized blue; cloud masked
+    with rasterio.open(out / "1990" / "r000c000.tif") as src:
+        tm = src.read()
+        assert src.descriptions[-1] == "clear_count" and src.tags()["year"] == "1990"
+    count = tm[-1]
+    assert np.all(count[inside] == 0) and np.all(np.isnan(tm[:-1][:, inside]))
+    assert np.all(count[outside] == 1)
+    for i, band in enumerate(("blue", "blue", "green", "red")):
+        assert np.allclose(tm[i][outside], harmonized(band, stored(band)), atol=2e-6), band
+    for i, band in ((5, "swir1"), (6, "swir2")):
+        assert np.allclose(tm[i][outside], harmonized(band, stored(band)), atol=2e-6), band
+    assert np.abs(tm[4][outside] - harmonized("nir", nir_rho[outside])).max() < 1.5e-3  # the ramp
 
-    # the manifest lists every file with its sha256 and the unsigned href
-    doc = read_manifest(manifest)
-    assert doc["source"] == "stac" and doc["layer"] == "landsat"
-    files = {r["path"]: r for r in doc["files"]}
-    assert len(files) == 7 + 8
-    for rel, rec in files.items():
-        assert rec["sha256"] == sha256_file(out / rel)
-        assert rec["origin"].startswith(stac_api.base + "/cogs/") and "sig=" not in rec["origin"]
+    # 2018: two OLI scenes (the cloudy one has the rectangle), the 85 % scene dropped
+    with rasterio.open(out / "2018" / "r000c000.tif") as src:
+        oli = src.read()
+    count = oli[-1]
+    assert np.all(count[outside] == 2) and np.all(count[inside] == 1)
+    for i, band in enumerate(("blue", "blue", "green", "red")):  # coastal: the blue band (landsat_coastal: blue)
+        assert np.allclose(oli[i][count > 0], stored(band), atol=2e-6), band
+    assert np.abs(oli[4][outside] - nir_rho[outside]).max() < 1.5e-3
 
-    # signing: every COG request carried the token; the token endpoint was asked
-    cog_reqs = [q for m, p, q in stac_api.requests if p.startswith("/cogs/")]
-    assert cog_reqs and all("sig=FAKE" in q for q in cog_reqs)
-    assert any(p == "/sas/landsat-c2-l2" for _, p, _ in stac_api.requests)
+    # the records: the scenes used, read from the factor-4 overview, with unsigned hrefs
+    rec = json.loads((out / "2018" / "r000c000.json").read_text())
+    assert rec["source"] == "stac" and rec["year"] == 2018 and rec["read"] == 2
+    assert [s["scene_id"] for s in rec["scenes"]] == [OLI_ID, OLI_CLOUD_ID]
+    assert [s["decimation"] for s in rec["scenes"]] == [4, 4]
+    assert all("sig=" not in s["qa"] and s["qa"].startswith(stac_api.base + "/cogs/") for s in rec["scenes"])
+    assert [s["scene_id"] for s in json.loads((out / "1990" / "r000c000.json").read_text())["scenes"]] == [TM_ID]
 
-    # the calibration stage reads the layout unchanged: constant bands give the harmonized reflectance
-    cal = calibrate_landsat_scene(tm_dir, tmp_path / "cal.tif")
-    with rasterio.open(cal) as src:
-        rho = src.read()
-    blue_h = RHO["blue"] * ROY2016_OLS["blue"][0] + ROY2016_OLS["blue"][1]
-    ok = np.isfinite(rho[1])
-    assert np.allclose(rho[1][ok], blue_h, atol=SR_SCALE)
-    assert np.all(np.isnan(rho[1][inside]))  # cloud masked
-    assert np.array_equal(rho[0], rho[1], equal_nan=True)  # coastal = harmonized blue for TM
+    # nothing at scene resolution: every raster under the output is on the working grid; no journal left
+    tifs = sorted(tmp_path.rglob("*.tif"))
+    assert [p.relative_to(out).as_posix() for p in tifs] == ["1990/r000c000.tif", "2018/r000c000.tif"]
+    for p in tifs:
+        with rasterio.open(p) as src:
+            assert src.res == pytest.approx((125.0, 125.0)) and src.transform == grid.transform
+    assert not [p for p in tmp_path.rglob(".*journal*")]
 
 
-def test_unsigned_reads_are_refused_and_leave_no_partial_scene(stac_api, tiny_config, tmp_path):
-    cfg = stac_config(tiny_config, stac_api.base, sign="none")
-    out = tmp_path / "raw" / "landsat"
-    with pytest.raises(DownloadError) as err:
-        download_stac(cfg, "landsat", out, [2018])
-    msg = str(err.value)
-    assert f"{stac_api.base}/cogs/{OLI_ID}_" in msg and "403" in msg
-    assert not [p for p in out.rglob("*") if p.is_file()]
-    assert not any(p.name.startswith(".") for p in out.rglob("*"))
+def test_overview_reads_fetch_far_fewer_bytes_and_agree(stac_api, land, tmp_path):
+    """The same block composite read from the factor-4 overview and at full resolution; a custom signer."""
+    _, grid, files = land
+    cfg = stac_config(land, stac_api.base)  # planetary-computer signing, replaced by the hook below
+    block = grid_blocks(grid, 0)[0]
+    calls = []
+
+    def signer(tag):
+        def sign(href):
+            calls.append((tag, href))
+            return f"{href}?{TOKEN}&run={tag}"
+        return sign
+
+    results, bytes_read = {}, {}
+    for tag, overviews in (("ov", True), ("full", False)):
+        found = stac_block_source(cfg, grid, block.area, 2018, sign=signer(tag))
+        assert found.sign.__name__ == "sign"
+        n0 = len(calls)
+        out = tmp_path / tag / "r000c000.tif"
+        with rasterio.Env(**found.gdal_env):
+            stats = composite_block(found.scenes, grid, block, out, CompositeParams(overviews=overviews),
+                                    sign=found.sign, year=2018, log=lambda _: None)
+        write_block_record(out.with_suffix(".json"), 2018, block, stats, "stac")
+        assert len(calls) - n0 >= 2 * 8  # every file of both scenes opened through the hook
+        with rasterio.open(out) as src:
+            results[tag] = src.read()
+        bytes_read[tag] = stac_api.cog_bytes(f"run={tag}")
+        assert [s["decimation"] for s in stats.scenes] == ([4, 4] if overviews else [1, 1])
+        rec = json.loads(out.with_suffix(".json").read_text())
+        assert [s["decimation"] for s in rec["scenes"]] == [s["decimation"] for s in stats.scenes]
+
+    # the hook replaced the SAS signer: no token asked for; every COG request went through it
+    assert not any(p.startswith("/sas") for _, p, _ in stac_api.requests)
+    cogs = [q for _, p, q in stac_api.requests if p.startswith("/cogs/")]
+    assert cogs and all("run=" in q for q in cogs)
+    assert {h for _, h in calls} == {h for s in found.scenes for _, h in s.bands} | {s.qa for s in found.scenes}
+
+    ratio = bytes_read["full"] / bytes_read["ov"]
+    print(f"COG bytes: overview {bytes_read['ov']}, full {bytes_read['full']}, ratio {ratio:.1f}")
+    assert ratio >= 8, bytes_read
+
+    ov, full = results["ov"], results["full"]
+    for i, band in enumerate(("blue", "blue", "green", "red", None, "swir1", "swir2")):
+        if band is None:
+            continue
+        for arr in (ov, full):
+            assert np.allclose(arr[i][arr[-1] > 0], stored(band), atol=2e-6), band
+    both = (ov[-1] > 0) & (full[-1] > 0)
+    assert both.mean() > 0.9
+    rmse = np.sqrt(np.mean((ov[:-1][:, both] - full[:-1][:, both]) ** 2))
+    assert rmse < 5e-4, rmse
+    # clear counts differ only along the cloud's edges (QA overview: nearest)
+    assert np.mean(ov[-1] != full[-1]) < 0.02
 
 
-def test_unreachable_api_names_the_url(tiny_config, tmp_path, capsys):
+def test_unsigned_reads_fail_naming_the_href_and_leave_nothing_finished(stac_api, land, tmp_path):
+    _, grid, _ = land
+    cfg = stac_config(land, stac_api.base, sign="none")
+    block = grid_blocks(grid, 0)[0]
+    found = stac_block_source(cfg, grid, block.area, 2018)
+    out = tmp_path / "2018" / "r000c000.tif"
+    qa = f"{stac_api.base}/cogs/{stac_api.nonce}/{OLI_ID}_QA_PIXEL.TIF"
+    with pytest.raises(RasterFileError) as err, rasterio.Env(**found.gdal_env):
+        composite_block(found.scenes, grid, block, out, CompositeParams(), sign=found.sign, year=2018)
+    assert qa in str(err.value) and "403" in str(err.value)
+    assert not out.exists()
+    journal = out.parent / ".r000c000.journal"
+    assert not [p.name for p in journal.glob("*") if p.suffix in (".tif", ".none")]
+    cogs = [q for _, p, q in stac_api.requests if p.startswith("/cogs/")]
+    assert cogs and not any("sig=" in q for q in cogs)
+
+
+
+def test_unsigned_reads_fail_in_the_cli_naming_the_href(stac_api, land, tmp_path, capsys):
+    from pandafine.cli import main
+
+    _, grid, _ = land
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(stac_config(land, stac_api.base, sign="none")))
+    grid.write_json(tmp_path / "grid.json")
+    out = tmp_path / "cli" / "r000c000.tif"
+    qa = f"{stac_api.base}/cogs/{stac_api.nonce}/{OLI_ID}_QA_PIXEL.TIF"
+    capsys.readouterr()
+    rc = main(["landsat-block", "--config", str(cfg_path), "--year", "2018", "--block", "r000c000",
+               "--grid", str(tmp_path / "grid.json"), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "403" in err
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert qa in err, err
+
+
+def test_unreachable_api_names_the_url(land, tmp_path, capsys):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}/api/stac/v1"
-    cfg = stac_config(tiny_config, base)
+    _, grid, _ = land
+    cfg = stac_config(land, base)
     with pytest.raises(DownloadError) as err:
-        download_stac(cfg, "landsat", tmp_path / "landsat", [2018])
+        stac_block_source(cfg, grid, (0, 0, grid.height, grid.width), 2018)
     assert base in str(err.value) and "refused" in str(err.value).lower()
-    assert not (tmp_path / "landsat").exists() or not any((tmp_path / "landsat").rglob("*"))
 
-    # the same through the CLI: exit status 2 and the URL on stderr
-    import yaml
-
+    # the same through the CLI: exit status 2 and the URL on stderr, no output
     from pandafine.cli import main
 
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    rc = main(["download", "--config", str(path), "--layer", "landsat", "--out", str(tmp_path / "cli")])
+    grid.write_json(tmp_path / "grid.json")
+    out = tmp_path / "landsat" / "2018" / "r000c000.tif"
+    capsys.readouterr()
+    rc = main(["landsat-block", "--config", str(path), "--year", "2018", "--block", "r000c000",
+               "--grid", str(tmp_path / "grid.json"), "--output", str(out)])
     assert rc == 2
     assert base in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_landsat_is_not_downloaded_as_a_layer(land, tmp_path):
+    cfg = stac_config(land, "https://planetarycomputer.microsoft.com/api/stac/v1")
+    for src in (cfg["sources"]["landsat"], {"kind": "local", "path": str(tmp_path)}):
+        c = copy.deepcopy(cfg)
+        c["sources"]["landsat"] = src
+        with pytest.raises(ValueError, match="not downloaded as a layer.*pandafine landsat-block"):
+            download_layer(c, "landsat", tmp_path / "raw", [2018])
+    assert not (tmp_path / "raw").exists()
 
 
 # --------------------------------------------------------------------------------------------- pure parts
+
+
+def test_recorded_items_map_to_scene_assets(land):
+    """A Planetary-Computer-like item: bands by sensor, non-band assets left alone, the full product id."""
+    world = StacWorld(land[2], [], base="https://example.org")
+    for sid, sensor, numbers in ((TM_ID, "TM", {"blue": 1, "nir": 4, "swir2": 7}),
+                                 (OLI_ID, "OLI", {"coastal": 1, "blue": 2, "nir": 5, "swir2": 7})):
+        item = world.item(SceneSpec(sid, "2000-01-01", 12.5))
+        assert item["id"] != sid and "qa_radsat" in item["assets"] and "tilejson" in item["assets"]
+        scene = scene_assets(plan_scene(item, 2000, "pc"))
+        assert (scene.scene_id, scene.sensor, scene.cloud) == (sid, sensor, 12.5)
+        assert scene.path_row == "127036"
+        bands = scene.band_files
+        assert set(bands) == set(numbers) | ({"green", "red", "swir1"})
+        for name, n in numbers.items():
+            assert bands[name].endswith(f"/{sid}_SR_B{n}.TIF")
+        assert scene.qa.endswith(f"/{sid}_QA_PIXEL.TIF")
+    assert CLOUD_QA & 0b11000  # the cloud rectangle's QA flags cloud
+
+
+def test_footprint_holds_the_block(small_grid):
+    area = (8, 16, 24, 32)
+    poly = shape(footprint_lonlat(small_grid, area))
+    to_ll = Transformer.from_crs(small_grid.crs, "EPSG:4326", always_xy=True)
+    r0, c0, h, w = area
+    rows, cols = np.mgrid[r0:r0 + h + 1:4, c0:c0 + w + 1:4]
+    lon, lat = to_ll.transform(*(small_grid.transform * (cols.ravel(), rows.ravel())))
+    assert all(poly.buffer(1e-7).covers(Point(x, y)) for x, y in zip(lon, lat))
+    lon, lat = to_ll.transform(*(small_grid.transform * (c0 - 1, r0 - 1)))
+    assert not poly.covers(Point(lon, lat))
 
 
 def test_asset_resolution_per_provider_and_by_file_name():
@@ -425,43 +474,39 @@ def test_asset_resolution_per_provider_and_by_file_name():
 def test_scene_ids_are_sanitized():
     href = f"https://x/{OLI_ID}_SR_B2.TIF?sig=1"
     assert scene_id_of("LC08_L2SP_127036_20180801_02_T1", [href]) == OLI_ID
-    with pytest.raises(ValueError, match="not a safe directory name"):
+    with pytest.raises(ValueError, match="not a safe file name"):
         scene_id_of("../../etc", ["https://x/a.tif"])
-    with pytest.raises(ValueError, match="not a safe directory name"):
+    with pytest.raises(ValueError, match="not a safe file name"):
         scene_id_of("LC08/../../x", ["https://x/a.tif"])
     item = {"id": "LC08_../../evil", "properties": {"eo:cloud_cover": 1},
-            "assets": {k: {"href": f"https://x/{k}.tif"} for k in list(PC_KEYS.values()) + ["qa_pixel"]}}
-    with pytest.raises(ValueError, match="not a safe directory name"):
+            "assets": {k: {"href": f"https://x/{k}.tif"} for k in PC_KEYS.values()}}
+    with pytest.raises(ValueError, match="not a safe file name"):
         plan_scene(item, 2018, "pc")
     assert plan_scene({"id": "LM05_L1TP_x", "assets": {}}, 1990, "pc") is None  # MSS: skipped
 
 
-def test_keep_scenes_and_subpixels(small_grid):
+def test_keep_scenes():
     items = [{"id": "a", "properties": {"eo:cloud_cover": 70}}, {"id": "b", "properties": {"eo:cloud_cover": 5}},
              {"id": "c", "properties": {"eo:cloud_cover": 60}}, {"id": "d", "properties": {}}]
     assert [i["id"] for i in keep_scenes(items, 60, None)] == ["b", "c", "d"]
     assert [i["id"] for i in keep_scenes(items, 60, 1)] == ["b"]
-    assert subpixels_for(125) == 4 and subpixels_for(125, 62.5) == 2 and subpixels_for(30) == 1
-    with pytest.raises(ValueError, match="resolution"):
-        subpixels_for(125, 30)
-    fine = scene_grid((90, 10, 150, 60), small_grid, 4)  # covers the whole small grid
-    assert (fine.width, fine.height) == (small_grid.width * 4, small_grid.height * 4)
-    assert fine.transform.c == small_grid.transform.c and fine.pixel_size == 31.25
-    assert scene_grid((0, 0, 1, 1), small_grid, 4) is None
 
 
 def test_config_keys_are_validated(tiny_config):
     base = "https://planetarycomputer.microsoft.com/api/stac/v1"
     cfg = copy.deepcopy(tiny_config)
-    cfg["sources"]["landsat"] = {"kind": "stac", "max_cloud": 40}
+    cfg["sources"]["landsat"] = {"kind": "stac", "max_cloud": 40, "max_scenes": 3}
     p = StacParams.from_config(validate_config(cfg))
-    assert (p.api, p.collection, p.sign, p.max_cloud, p.subpixels) == (base, "landsat-c2-l2",
-                                                                       "planetary-computer", 40.0, 4)
+    assert (p.api, p.collection, p.sign, p.max_cloud, p.max_scenes) == (base, "landsat-c2-l2",
+                                                                        "planetary-computer", 40.0, 3)
+    assert p.provider == "pc"
     cfg["sources"]["landsat"] = {"kind": "stac", "api": "https://earth-search.aws.element84.com/v1"}
-    assert StacParams.from_config(validate_config(cfg)).sign == "none"
+    p = StacParams.from_config(validate_config(cfg))
+    assert (p.sign, p.provider, p.max_scenes) == ("none", "earth-search", None)
     for bad, pattern in (({"kind": "stac", "api": "http://example.org/stac"}, "sources.landsat.api.*allow_http"),
                          ({"kind": "stac", "max_cloud": 120}, "max_cloud"),
-                         ({"kind": "stac", "resolution": 30}, "sources.landsat.resolution"),
+                         ({"kind": "stac", "max_scenes": 0}, "max_scenes"),
+                         ({"kind": "stac", "resolution": 30}, "unknown key 'sources.landsat.resolution'"),
                          ({"kind": "stac", "sign": "maybe"}, "sources.landsat.sign"),
                          ({"kind": "stac", "colour": 1}, "unknown key 'sources.landsat.colour'")):
         cfg["sources"]["landsat"] = bad

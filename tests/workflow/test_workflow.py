@@ -90,7 +90,7 @@ def test_bad_config_fails_before_any_job(tmp_path, tiny_config_path, run_snakema
 def test_dry_run_lists_every_stage(tmp_path, tiny_config_path, run_snakemake):
     proc = run_snakemake(tmp_path, "-n", config=tiny_config_path)
     assert proc.returncode == 0, proc.stderr
-    for rule in ("download", "calibrate_panda", "calibrate_landsat", "calibrate_luojia", "calibrate_dem",
+    for rule in ("download", "calibrate_panda", "landsat_block", "calibrate_luojia", "calibrate_dem",
                  "denoise_luojia", "composite_landsat", "mosaic", "resample_panda", "resample_dem", "cube", "patches",
                  "train", "evaluate", "export", "infer", "fidelity", "report_fidelity"):
         assert rule in proc.stdout, rule

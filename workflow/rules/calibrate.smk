@@ -18,25 +18,6 @@ rule calibrate_panda:
         pf("calibrate") + " --layer panda --year {wildcards.year} --input {params.raw} --output {output} &> {log}"
 
 
-rule calibrate_landsat:
-    input:
-        "resources/raw/landsat/manifest.json",
-    output:
-        directory("results/calibrated/landsat/{year}"),
-    params:
-        config=rule_config_digest(config, "calibrate_landsat"),
-    log:
-        "logs/calibrate/landsat_{year}.log",
-    threads: 1
-    resources:
-        mem_mb=per_attempt(3000),
-        runtime=per_attempt(60),
-    conda:
-        CONDA_ENV
-    shell:
-        pf("calibrate") + " --layer landsat --year {wildcards.year} --input resources/raw/landsat/{wildcards.year} --output {output} &> {log}"
-
-
 rule calibrate_luojia:
     input:
         manifest="resources/raw/luojia/manifest.json",

@@ -8,7 +8,7 @@ from pathlib import Path
 from pandafine.config import config_hash, infer_precision, years as config_years
 from pandafine.models import model_filename
 from pandafine.config_keys import rule_config_digest
-from pandafine.core.blocks import infer_job_resources, streaming_job_minutes
+from pandafine.core.blocks import infer_job_resources, landsat_block_resources, landsat_block_size, streaming_job_minutes
 from pandafine.core.channels import CHANNELS
 from pandafine.core.grid import grid_from_config
 from pandafine.core.region import plan_blocks
@@ -40,6 +40,13 @@ BLOCKS = [b.name for b in plan_blocks(config, GRID, BLOCK_LIST)] if BLOCK_SIZE e
 INFER_MEM_MB, INFER_MINUTES = infer_job_resources(
     min(BLOCK_SIZE or GRID.height, GRID.height), min(BLOCK_SIZE or GRID.width, GRID.width),
     int(config["infer"]["tile"]), len(CHANNELS))
+# Landsat is read per (year, block) (landsat.smk), in blocks of preprocess.landsat_block px (their own lattice:
+# grid.block, how inference is cut, does not rerun Landsat); only those touching region.mask are planned.
+LANDSAT_BLOCK_SIZE = landsat_block_size(config)
+LANDSAT_BLOCKS = [b.name for b in plan_blocks(config, GRID, "results/landsat/blocks.csv", LANDSAT_BLOCK_SIZE)]
+LANDSAT_BLOCK_MEM_MB, LANDSAT_BLOCK_MINUTES = landsat_block_resources(
+    min(LANDSAT_BLOCK_SIZE, GRID.height), min(LANDSAT_BLOCK_SIZE, GRID.width), GRID.pixel_size,
+    config["sources"]["landsat"].get("max_scenes"), bool(config["preprocess"].get("landsat_overviews", False)))
 # region.mask is an input of inference (a changed outline reruns it); [] when there is none.
 REGION_MASK = config["region"].get("mask") or []
 

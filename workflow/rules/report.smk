@@ -3,6 +3,7 @@ rule report_figures:
         products=expand("results/panda_fine/PANDA-FINE_{year}.tif", year=YEARS),
         panda=expand("results/calibrated/panda/{year}.tif", year=YEARS),
         landsat=expand("results/denoised/landsat/{year}.tif", year=YEARS),
+        landsat_blocks=expand("results/landsat/{year}/{block}.json", year=YEARS, block=LANDSAT_BLOCKS),
         history=f"results/models/{MODEL}/history.csv",
         metrics=f"results/models/{MODEL}/metrics.json",
     output:
@@ -13,6 +14,8 @@ rule report_figures:
         metrics=report("results/report/metrics.csv", caption="../report/metrics.rst", category="Model"),
         metrics_html=report("results/report/metrics.html", caption="../report/metrics.rst", category="Model"),
         landsat=report("results/report/landsat_coverage.csv", caption="../report/landsat_coverage.rst", category="Inputs"),
+        landsat_blocks=report("results/report/landsat_block_coverage.csv", caption="../report/landsat_block_coverage.rst", category="Inputs"),
+        landsat_figure=report("results/report/landsat_coverage.png", caption="../report/landsat_block_coverage.rst", category="Inputs"),
     params:
         config=rule_config_digest(config, "report_figures"),
     log:
@@ -24,7 +27,7 @@ rule report_figures:
     conda:
         CONDA_ENV
     shell:
-        pf("report") + " --products {input.products} --panda {input.panda} --landsat {input.landsat} --history {input.history} --metrics {input.metrics} --out results/report &> {log}"
+        pf("report") + " --products {input.products} --panda {input.panda} --landsat {input.landsat} --landsat-blocks {input.landsat_blocks} --history {input.history} --metrics {input.metrics} --out results/report &> {log}"
 
 
 # The ablation table as a page the report shows (the CSV itself is a report item of rule ablation).

@@ -22,6 +22,7 @@ HANDLERS = {
     "check-config": "prepare:check_config",
     "download": "prepare:download",
     "calibrate": "prepare:calibrate",
+    "landsat-block": "prepare:landsat_block",
     "denoise": "prepare:denoise",
     "mosaic": "prepare:mosaic",
     "resample": "prepare:resample",
@@ -71,19 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", required=True, choices=LAYERS + ("truth",))
     p.add_argument("--out", required=True, type=Path, help="layer directory to fill")
 
-    p = cmd("calibrate", "calibrate one layer (and year): DN to physical units, masks, inter-calibration")
-    p.add_argument("--layer", required=True, choices=LAYERS)
+    p = cmd("calibrate", "calibrate one layer (and year): DN to physical units, masks, inter-calibration (Landsat is "
+                         "calibrated where it is read, by landsat-block)")
+    p.add_argument("--layer", required=True, choices=("panda", "luojia", "dem"))
     p.add_argument("--year", type=int, help="year (all layers but dem)")
-    p.add_argument("--input", required=True, type=Path, help="raw file (panda) or directory (landsat, luojia, dem)")
+    p.add_argument("--input", required=True, type=Path, help="raw file (panda) or directory (luojia, dem)")
     p.add_argument("--grid", type=Path, help="results/grid.json (luojia)")
     p.add_argument("--output", required=True, type=Path, help="output file (panda, dem) or directory")
 
-    p = cmd("denoise", "denoise Luojia frames of a year, or composite a year of Landsat onto the working grid")
+    p = cmd("landsat-block", "Landsat of one (year, block) straight to its composite on the working grid: find "
+                             "the scenes over the block, read them under it, mask, calibrate, warp, take the median "
+                             "(resumes from the scenes a killed run finished)")
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--block", required=True, help="block name r{row}c{col} of the preprocess.landsat_block lattice")
+    p.add_argument("--grid", required=True, type=Path, help="results/grid.json")
+    p.add_argument("--raw", type=Path, help="directory of the synthetic scenes (sources.landsat.kind: synthetic)")
+    p.add_argument("--output", required=True, type=Path,
+                   help="block composite {block}.tif; the scenes used go to {block}.json beside it")
+
+    p = cmd("denoise", "denoise Luojia frames of a year, or join a year's Landsat block composites on the working "
+                       "grid and fill their gaps from neighbouring years")
     p.add_argument("--layer", required=True, choices=("luojia", "landsat"))
     p.add_argument("--year", type=int, required=True)
     p.add_argument("--input", required=True, type=Path, nargs="+",
-                   help="luojia: the calibrated year directory; landsat: calibrated year directories (this year "
-                        "and its neighbours, for gap filling)")
+                   help="luojia: the calibrated year directory; landsat: block composites {year}/{block}.tif of "
+                        "this year and its neighbours (for gap filling)")
     p.add_argument("--grid", type=Path, help="results/grid.json (landsat)")
     p.add_argument("--output", required=True, type=Path)
 
@@ -189,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panda", required=True, type=Path, nargs="+", help="calibrated PANDA {year}.tif files")
     p.add_argument("--landsat", type=Path, nargs="+",
                    help="yearly Landsat composites {year}.tif (their coverage goes to landsat_coverage.csv)")
+    p.add_argument("--landsat-blocks", type=Path, nargs="+",
+                   help="Landsat block records {year}/{block}.json (to landsat_block_coverage.csv and "
+                        "landsat_coverage.png)")
     p.add_argument("--history", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="report directory")

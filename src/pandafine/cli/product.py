@@ -19,7 +19,7 @@ def assemble(args, cfg: Mapping[str, Any]) -> None:
 
 def report(args, cfg: Mapping[str, Any]) -> None:
     build_report(year_map(args.products), year_map(args.panda), args.history, args.metrics, args.out,
-                 landsat=year_map(args.landsat) if args.landsat else None)
+                 landsat=year_map(args.landsat) if args.landsat else None, landsat_blocks=args.landsat_blocks)
 
 
 def report_fidelity(args, cfg: Mapping[str, Any]) -> None:

@@ -27,7 +27,30 @@ INFER_BASE_MB = 3000
 #: 8000² px figures of ``tests/benchmarks/bench_preprocess.py`` (docs/results/2026-12-07-cost-model.md).
 #: The DEM figures are for 3" (~90 m) tiles.
 STREAMING_SECONDS_PER_MPX = {"calibrate_dem": 0.41, "resample_panda": 0.07, "resample_dem": 0.35, "cube": 0.36,
-                             "mosaic": 0.70}
+                             "mosaic": 0.70, "composite_landsat": 0.36}
+#: Default of ``preprocess.landsat_block``: edge (working pixels) of the blocks Landsat is read and composited in,
+#: 512 km at 125 m. It is its own lattice, not ``grid.block``: changing how inference is cut into jobs must not
+#: rerun Landsat (and with it the cubes and the training).
+DEFAULT_LANDSAT_BLOCK = 4096
+
+#: Landsat block jobs (``landsat-block``): single-thread seconds per scene and per working-grid megapixel the
+#: scene covers in the block, reading from the overview nearest the working pixel, and at full resolution
+#: (30 m scenes, 125 m grid). Measured (CPU core-seconds, 1 thread, scenes read over HTTP on 127.0.0.1): 1.98 and
+#: 6.70 s (1.77 and 5.92 in an earlier run of the same command), rounded up; wall was 1.7x and 1.2x that on a
+#: shared 2-core machine, within :data:`RUNTIME_SAFETY` (``tests/benchmarks/bench_landsat.py``,
+#: docs/results/2026-12-07-landsat-blocks.md).
+LANDSAT_SECONDS_PER_SCENE_MPX = {"overview": 2.0, "full": 7.0}
+#: Scenes a point of the ground is in per year, before ``max_scenes``: about 23 acquisitions a year per WRS-2
+#: path/row and satellite, 1.3-2 path/rows over a point at China's latitudes, two satellites in most years (an
+#: assumption, not a measurement, on the high side; a block near the edge of the scene lattice sees more).
+LANDSAT_SCENES_PER_POINT = 90
+#: Memory of a block job (MiB). Its peak is the median step, which holds a 64-row strip of a 512 px window of
+#: every scene whose raster frame (~234 x 228 km, its fill corners included) touches the window: about 2.6x
+#: :data:`LANDSAT_SCENES_PER_POINT`, ~235 at 90 per point (more in western China, where the UTM frames are
+#: rotated on the grid). Measured: 633 MiB with 90 scene entries over one window, 962 MiB with 240, ~2.2 MiB per
+#: entry (docs/results/2026-12-07-landsat-blocks.md); a full-resolution read adds ~160 MiB. Rounded up 2x.
+LANDSAT_BLOCK_MB = 2500
+
 #: A streaming job's runtime request is this many times its measured cost (slower nodes, busy file systems).
 RUNTIME_SAFETY = 3.0
 
@@ -123,3 +146,27 @@ def streaming_job_minutes(stage: str, grid: Grid) -> int:
                          f"{', '.join(STREAMING_SECONDS_PER_MPX)}")
     seconds = STREAMING_SECONDS_PER_MPX[stage] * grid.width * grid.height / 1e6 * RUNTIME_SAFETY
     return max(MIN_JOB_MINUTES, int(-(-seconds // 60)))
+
+
+def landsat_block_size(cfg) -> int:
+    """``preprocess.landsat_block`` (default :data:`DEFAULT_LANDSAT_BLOCK`)."""
+    return int(cfg["preprocess"].get("landsat_block", DEFAULT_LANDSAT_BLOCK))
+
+
+def landsat_block_resources(height: int, width: int, pixel_size: float, max_scenes: int | None = None,
+                            overviews: bool = False) -> tuple[int, int]:
+    """(mem_mb, runtime minutes) to request for a ``landsat-block`` job over ``height x width`` working pixels.
+
+    Runtime: scenes per point (:data:`LANDSAT_SCENES_PER_POINT`, or ``2 * max_scenes`` when that is fewer)
+    times the block's megapixels times :data:`LANDSAT_SECONDS_PER_SCENE_MPX` (scaled by ``(125 /
+    pixel_size)^2`` for another working pixel, as the source pixels under a working pixel grow), times
+    :data:`RUNTIME_SAFETY`, at least :data:`MIN_JOB_MINUTES`.
+    """
+    if min(height, width) < 1 or pixel_size <= 0:
+        raise ValueError(f"landsat_block_resources: sizes must be positive, got {height}x{width} px of {pixel_size} m")
+    per_point = LANDSAT_SCENES_PER_POINT if not max_scenes else min(LANDSAT_SCENES_PER_POINT, 2 * int(max_scenes))
+    rate = LANDSAT_SECONDS_PER_SCENE_MPX["overview" if overviews else "full"]
+    if not overviews:
+        rate *= (125.0 / pixel_size) ** 2
+    seconds = per_point * height * width / 1e6 * rate * RUNTIME_SAFETY
+    return LANDSAT_BLOCK_MB, max(MIN_JOB_MINUTES, int(-(-seconds // 60)))

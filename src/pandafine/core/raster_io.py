@@ -53,14 +53,23 @@ def geotiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None = N
 
 def write_raster(path: str | Path, array: np.ndarray, grid: Grid, *, nodata: float | None = None,
                  band_names: Sequence[str] | None = None, tags: Mapping[str, Any] | None = None,
+                 overviews: Sequence[int] = (), overview_resampling: str = "average",
                  **profile_extra: Any) -> Path:
-    """Write a (bands, rows, cols) or (rows, cols) array on ``grid`` atomically."""
+    """Write a (bands, rows, cols) or (rows, cols) array on ``grid`` atomically.
+
+    ``overviews`` (decimation factors, e.g. ``(2, 4)``) are built inside the file with
+    ``overview_resampling`` (nodata excluded), as the internal overviews of a COG.
+    """
+    from rasterio.enums import Resampling
+
     arr = array[None] if array.ndim == 2 else array
     if arr.shape[1:] != grid.shape:
         raise ValueError(f"{path}: array shape {arr.shape[1:]} does not match grid shape {grid.shape}")
     profile = geotiff_profile(grid, arr.shape[0], arr.dtype.name, nodata, **profile_extra)
     with open_writer(path, profile, band_names, tags) as dst:
         dst.write(arr)
+        if overviews:
+            dst.build_overviews(list(overviews), Resampling[overview_resampling])
     return Path(path)
 
 

@@ -111,13 +111,15 @@ def read_block_list(path: str | os.PathLike) -> list[Block]:
     return [Block(*(int(r[k]) for k in BLOCK_LIST_COLUMNS[1:])) for r in rows]
 
 
-def plan_blocks(cfg: Mapping[str, Any], grid: Grid, list_path: str | os.PathLike | None = None) -> list[Block]:
-    """The blocks of ``grid`` (``grid.block``) that touch the region, optionally recorded in a CSV file.
+def plan_blocks(cfg: Mapping[str, Any], grid: Grid, list_path: str | os.PathLike | None = None,
+                size: int | None = None) -> list[Block]:
+    """The blocks of ``grid`` (edge ``size``, default ``grid.block``) that touch the region, optionally recorded
+    in a CSV file.
 
     The file is rewritten only when its content changes (its time stamp then
     says when the plan last changed).
     """
-    blocks = grid_blocks(grid, int(cfg["grid"].get("block", 0) or 0))
+    blocks = grid_blocks(grid, int(cfg["grid"].get("block", 0) or 0) if size is None else size)
     mask = cfg["region"].get("mask")
     outline = read_outline(mask, grid.crs) if mask else None
     touching = blocks_touching(blocks, grid, outline)

@@ -1,8 +1,8 @@
 """Calibrate stage: raw products -> physical, comparable values on their own grids.
 
 * PANDA: DN (any dtype, int8 included) -> float32 ``dn`` (NaN nodata) + ``saturated``.
-* Landsat C2 L2: scale/offset, QA masking, TM/ETM+ -> OLI harmonization
-  (:mod:`pandafine.sensors.landsat`), written scene by scene and window by window.
+* Landsat is calibrated where it is read, per (year, block), straight onto the working grid
+  (:mod:`pandafine.preprocess.landsat_composite`).
 * Luojia-01: DN -> radiance, footprint masking (:mod:`pandafine.sensors.luojia`) and
   relative inter-calibration of the frames of a year: registered, outlier-screened
   flux ratios on the overlaps (on the working grid), gains by pixel-weighted
@@ -27,7 +27,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pandafine.core.atomic import atomic_path, write_text_atomic
-from pandafine.core.channels import LANDSAT_BANDS
 from pandafine.core.grid import Grid
 from pandafine.core.raster_io import (
     float_profile,
@@ -40,7 +39,6 @@ from pandafine.core.raster_io import (
 from pandafine.core.scaling import RADIANCE_UNITS
 from pandafine.core.windows import frame_bounds_on, grid_window_of, intersect_blocks, reproject_to_block
 from pandafine.preprocess.denoise import remove_spikes
-from pandafine.sensors.landsat import band_numbers, scene_reflectance, sensor_of
 from pandafine.sensors.luojia import footprint_mask, frame_radiance, parse_meta_xml
 
 #: Largest valid PANDA / DMSP-like DN; DN >= this is saturated.
@@ -153,82 +151,6 @@ def calibrate_panda(cfg: Mapping[str, Any], raw_path: str | Path, out_path: str 
             for w in iter_windows(src.width, src.height):
                 dst.write(panda_bands(read_dn_window(src, w)), window=w)
     return out_path
-
-
-# ----------------------------------------------------------------------------- Landsat
-
-
-def _find_file(scene_dir: Path, name: str) -> Path:
-    p = scene_dir / name
-    if p.is_file():
-        return p
-    low = name.lower()
-    for q in scene_dir.iterdir():
-        if q.name.lower() == low:
-            return q
-    raise FileNotFoundError(f"{scene_dir}: missing {name}")
-
-
-def landsat_scene_files(scene_dir: str | Path) -> tuple[str, str, dict[str, Path], Path]:
-    """(scene_id, sensor, {band name: SR file}, QA_PIXEL file) of a raw scene directory."""
-    scene_dir = Path(scene_dir)
-    scene_id = scene_dir.name
-    sensor = sensor_of(scene_id)
-    bands = {name: _find_file(scene_dir, f"{scene_id}_SR_B{n}.TIF") for name, n in band_numbers(sensor).items()}
-    return scene_id, sensor, bands, _find_file(scene_dir, f"{scene_id}_QA_PIXEL.TIF")
-
-
-def calibrate_landsat_scene(scene_dir: str | Path, out_path: str | Path, window: int = WINDOW,
-                            coastal: str = "blue") -> Path:
-    """Write one scene's 7-band OLI-equivalent reflectance (float32, NaN masked) on its own grid.
-
-    Works window by window, so memory does not depend on the scene size. ``coastal``
-    is what the coastal channel holds (:data:`pandafine.sensors.landsat.COASTAL_MODES`).
-    """
-    from contextlib import ExitStack
-
-    scene_id, sensor, band_files, qa_file = landsat_scene_files(scene_dir)
-    with ExitStack() as stack:
-        qa_src = stack.enter_context(open_georeferenced(qa_file))
-        srcs = {}
-        for name, f in band_files.items():
-            s = stack.enter_context(open_georeferenced(f))
-            if s.dtypes[0] != "uint16":
-                raise ValueError(f"{f}: data type {s.dtypes[0]}; expected uint16 Collection 2 Level-2 surface "
-                                 "reflectance counts (reflectance = 2.75e-5 * DN - 0.2); a band already converted "
-                                 "to reflectance or from another product cannot be calibrated")
-            if (s.width, s.height) != (qa_src.width, qa_src.height) or s.transform != qa_src.transform \
-                    or s.crs != qa_src.crs:
-                raise ValueError(f"{f}: grid {s.width}x{s.height} {tuple(s.transform)[:6]} differs from "
-                                 f"{qa_file.name} ({qa_src.width}x{qa_src.height} {tuple(qa_src.transform)[:6]}); "
-                                 "all bands of a scene must share one grid")
-            srcs[name] = s
-        profile = float_profile(qa_src.crs, qa_src.transform, qa_src.width, qa_src.height, len(LANDSAT_BANDS))
-        tags = {"scene_id": scene_id, "sensor": sensor, "units": "surface reflectance",
-                "harmonization": "none (OLI)" if sensor == "OLI" else "Roy et al. 2016 OLS to OLI",
-                "coastal": "coastal band" if sensor == "OLI" and coastal == "native" else "blue band"}
-        with open_writer(out_path, profile, LANDSAT_BANDS, tags) as dst:
-            for w in iter_windows(qa_src.width, qa_src.height, window):
-                dn = {name: s.read(1, window=w) for name, s in srcs.items()}
-                dst.write(scene_reflectance(dn, qa_src.read(1, window=w), sensor, coastal), window=w)
-    return Path(out_path)
-
-
-def landsat_scene_dirs(raw_year_dir: str | Path) -> list[Path]:
-    """Scene directories (sorted) of a raw Landsat year directory."""
-    raw_year_dir = Path(raw_year_dir)
-    if not raw_year_dir.is_dir():
-        raise FileNotFoundError(f"{raw_year_dir}: no such Landsat year directory")
-    return sorted(p for p in raw_year_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def calibrate_landsat_year(cfg: Mapping[str, Any], raw_year_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Calibrate every scene under ``raw_year_dir`` to ``{out_dir}/{scene_id}.tif``; return the outputs."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    coastal = cfg["preprocess"].get("landsat_coastal", DEFAULT_LANDSAT_COASTAL)
-    return [calibrate_landsat_scene(d, out_dir / f"{d.name}.tif", coastal=coastal)
-            for d in landsat_scene_dirs(raw_year_dir)]
 
 
 # ----------------------------------------------------------------------------- Luojia-01
@@ -393,8 +315,6 @@ def overlap_ratio(a: np.ndarray, b: np.ndarray, background: float, min_pixels: i
     return PairRatio(float(sa[keep].sum() / sb[keep].sum()), int(n[keep].sum()), (drow, dcol))
 
 
-#: Default of ``preprocess.landsat_coastal``.
-DEFAULT_LANDSAT_COASTAL = "blue"
 #: How a year's inter-calibrated Luojia-01 frames are anchored (``preprocess.luojia_gain_anchor``).
 GAIN_ANCHORS = ("mean", "reference")
 #: Default of ``preprocess.luojia_gain_anchor``.

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from pandafine.core.atomic import atomic_path, write_text_atomic
-from pandafine.preprocess.denoise import LandsatCoverage
+from pandafine.preprocess.landsat_composite import LandsatCoverage
 
 
 def _pyplot():
@@ -249,13 +249,57 @@ def landsat_coverage_rows(composites: Mapping[int, str | Path]) -> list[dict]:
     return rows
 
 
+def landsat_block_rows(records: Iterable[str | Path]) -> list[dict]:
+    """Per year and block: scenes read and the block's clear coverage (percent), from the ``{block}.json`` records
+    that ``pandafine landsat-block`` writes beside each block composite."""
+    rows = []
+    for p in records:
+        try:
+            doc = json.loads(Path(p).read_text())
+            rows.append({"year": int(doc["year"]), "block": str(doc["block"]),
+                         "scenes": int(doc["read"]) + int(doc["resumed"]), "outside": int(doc["outside"]),
+                         "clear_percent": round(100 * float(doc["clear_coverage"]), 2)})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{p}: not a Landsat block record written by `pandafine landsat-block` ({exc})") from None
+    return sorted(rows, key=lambda r: (r["year"], r["block"]))
+
+
+def landsat_coverage_figure(rows: Sequence[Mapping], out_png: str | Path) -> Path:
+    """Clear-observation coverage of every (year, block): a year x block map (one block: bars per year)."""
+    plt = _pyplot()
+    years = sorted({r["year"] for r in rows})
+    blocks = sorted({r["block"] for r in rows})
+    table = np.full((len(blocks), len(years)), np.nan)
+    for r in rows:
+        table[blocks.index(r["block"]), years.index(r["year"])] = r["clear_percent"]
+    if len(blocks) == 1:
+        fig, ax = plt.subplots(figsize=(max(6, 0.2 * len(years)), 2.6))
+        ax.bar(years, table[0], color="tab:green")
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("clear observations (%)")
+        ax.set_title(f"Landsat clear coverage of block {blocks[0]} per year", fontsize=9)
+    else:
+        fig, ax = plt.subplots(figsize=(max(6, 0.2 * len(years)), max(2.5, 0.12 * len(blocks))))
+        im = ax.imshow(table, aspect="auto", vmin=0, vmax=100, cmap="viridis", interpolation="nearest")
+        ax.set_xticks(range(len(years))[::max(1, len(years) // 12)])
+        ax.set_xticklabels(years[::max(1, len(years) // 12)], fontsize=7)
+        ax.set_yticks(range(len(blocks))[::max(1, len(blocks) // 20)])
+        ax.set_yticklabels(blocks[::max(1, len(blocks) // 20)], fontsize=6)
+        fig.colorbar(im, ax=ax, label="clear observations (%)")
+        ax.set_title("Landsat clear coverage per block and year (before gap filling)", fontsize=9)
+    ax.set_xlabel("year")
+    return _save(fig, out_png)
+
+
 def build_report(products: Mapping[int, str | Path], panda: Mapping[int, str | Path], history_csv: str | Path,
                  metrics_json: str | Path, out_dir: str | Path,
-                 landsat: Mapping[int, str | Path] | None = None) -> list[Path]:
+                 landsat: Mapping[int, str | Path] | None = None,
+                 landsat_blocks: Sequence[str | Path] | None = None) -> list[Path]:
     """Write every report figure and table into ``out_dir``; return their paths.
 
     With ``landsat`` ({year: composite}), also ``landsat_coverage.csv``
-    (:func:`landsat_coverage_rows`).
+    (:func:`landsat_coverage_rows`); with ``landsat_blocks`` (the block records
+    ``{year}/{block}.json``), ``landsat_block_coverage.csv`` and ``landsat_coverage.png``.
     """
     out_dir = Path(out_dir)
     rows = yearly_totals(products, panda)
@@ -272,7 +316,14 @@ def build_report(products: Mapping[int, str | Path], panda: Mapping[int, str | P
                     notes=[_data_range_note(metrics)]),
     ] + ([write_text_atomic(out_dir / "landsat_coverage.csv",
                             _csv(landsat_coverage_rows(landsat), ["year", "scenes", "clear_percent", "valid_percent"]))]
-         if landsat else [])
+         if landsat else []) + (_landsat_block_outputs(landsat_blocks, out_dir) if landsat_blocks else [])
+
+
+def _landsat_block_outputs(records: Sequence[str | Path], out_dir: Path) -> list[Path]:
+    rows = landsat_block_rows(records)
+    return [write_text_atomic(out_dir / "landsat_block_coverage.csv",
+                              _csv(rows, ["year", "block", "scenes", "outside", "clear_percent"])),
+            landsat_coverage_figure(rows, out_dir / "landsat_coverage.png")]
 
 
 def _data_range_note(metrics: Mapping) -> str:

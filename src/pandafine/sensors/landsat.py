@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -174,3 +176,62 @@ def scene_reflectance(dn_by_band: Mapping[str, np.ndarray], qa: np.ndarray, sens
         rho[bad] = np.nan
         out[i] = rho
     return out
+
+
+# ----------------------------------------------------------------------------- scenes to read
+
+
+@dataclass(frozen=True)
+class SceneAssets:
+    """Where one scene's files are: a local path or an (unsigned) URL per SR band and for ``QA_PIXEL``.
+
+    Attributes
+    ----------
+    scene_id : str
+        Collection-2 product id (``LC08_L2SP_127036_20180801_20200831_02_T1``) or, for a STAC item
+        whose asset names give none, its item id.
+    sensor : {'TM', 'ETM+', 'OLI'}
+    bands : tuple of (band name, path or href)
+        Every band of :data:`SENSOR_BANDS` for ``sensor``.
+    qa : str
+        ``QA_PIXEL`` path or href.
+    cloud : float
+        Scene cloud cover (percent; NaN when unknown).
+    """
+
+    scene_id: str
+    sensor: str
+    bands: tuple[tuple[str, str], ...]
+    qa: str
+    cloud: float = float("nan")
+
+    @property
+    def band_files(self) -> dict[str, str]:
+        """Band name -> path or href."""
+        return dict(self.bands)
+
+    @property
+    def path_row(self) -> str:
+        """WRS-2 path/row ``PPPRRR`` from the scene id (the item id when the id has none)."""
+        return wrs_path_row(self.scene_id)
+
+
+def wrs_path_row(scene_id: str) -> str:
+    """WRS-2 path/row ``PPPRRR`` of a Collection-2 id (``LC08_L2SP_127036_...`` -> ``127036``); the id
+    itself when it has no such field (a scene then is its own path/row)."""
+    parts = scene_id.split("_")
+    return parts[2] if len(parts) > 2 and re.fullmatch(r"\d{6}", parts[2]) else scene_id
+
+
+def cap_per_path_row(scenes: "Sequence[SceneAssets]", max_scenes: int | None) -> "list[SceneAssets]":
+    """At most ``max_scenes`` scenes per WRS-2 path/row (least cloudy first, unknown cloud last, then by
+    id); all of them when ``max_scenes`` is None or 0. The result is sorted by scene id."""
+    ordered = sorted(scenes, key=lambda s: (math.inf if math.isnan(s.cloud) else s.cloud, s.scene_id))
+    kept, per = [], {}
+    for s in ordered:
+        n = per.get(s.path_row, 0)
+        if max_scenes and n >= max_scenes:
+            continue
+        per[s.path_row] = n + 1
+        kept.append(s)
+    return sorted(kept, key=lambda s: s.scene_id)

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 
 from pandafine.core.atomic import atomic_path
 from pandafine.core.checksums import sha256_file
+from pandafine.sensors.landsat import SceneAssets, band_numbers, cap_per_path_row, sensor_of
 from pandafine.sources.fetch import safe_join
 from pandafine.sources.manifest import write_manifest
 
@@ -93,3 +94,41 @@ def download_local(cfg: Mapping, layer: str, out_dir: str | Path, years: Sequenc
             shutil.copyfile(source_path, tmp)
         records.append((dest, str(source_path.resolve())))
     return write_manifest(out_dir, layer, "local", records)
+
+
+def _find_scene_file(scene_dir: Path, name: str) -> Path:
+    p = scene_dir / name
+    if p.is_file():
+        return p
+    low = name.lower()
+    for q in scene_dir.iterdir():
+        if q.name.lower() == low:
+            return q
+    raise FileNotFoundError(f"{scene_dir}: missing {name} (a Collection-2 Level-2 scene directory holds "
+                            f"{{scene_id}}_SR_B{{n}}.TIF for every band of its sensor and {{scene_id}}_QA_PIXEL.TIF)")
+
+
+def landsat_scene(scene_dir: str | Path) -> SceneAssets:
+    """The files of one Landsat scene directory ``{scene_id}/{scene_id}_SR_B{n}.TIF`` + ``_QA_PIXEL.TIF``."""
+    scene_dir = Path(scene_dir)
+    scene_id = scene_dir.name
+    sensor = sensor_of(scene_id)
+    bands = tuple((name, str(_find_scene_file(scene_dir, f"{scene_id}_SR_B{n}.TIF")))
+                  for name, n in band_numbers(sensor).items())
+    return SceneAssets(scene_id, sensor, bands, str(_find_scene_file(scene_dir, f"{scene_id}_QA_PIXEL.TIF")))
+
+
+def landsat_scenes(root: str | Path, year: int, max_scenes: int | None = None) -> list[SceneAssets]:
+    """The Landsat scenes of ``year`` under ``root`` (``{root}/{year}/{scene_id}/``), read in place.
+
+    A year without a directory has no scene. ``max_scenes`` caps the scenes per
+    WRS-2 path/row (:func:`pandafine.sensors.landsat.cap_per_path_row`; local
+    scenes carry no cloud cover, so the cap keeps the first by id).
+    """
+    year_dir = Path(root) / str(int(year))
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"sources.landsat.path={root}: no such directory")
+    if not year_dir.is_dir():
+        return []
+    dirs = sorted(p for p in year_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return cap_per_path_row([landsat_scene(d) for d in dirs], max_scenes)

@@ -1,37 +1,44 @@
-"""The ``stac`` source: Landsat Collection-2 Level-2 scenes from a STAC API, read onto the working grid.
+"""The ``stac`` source: Landsat Collection-2 Level-2 scenes found in a STAC API and read in place, per block.
 
-For every year of the run, the STAC API at ``sources.landsat.api`` is searched
-(pystac-client) for items of ``sources.landsat.collection`` (default
-``landsat-c2-l2``) intersecting ``region.bbox`` with ``eo:cloud_cover`` at most
-``sources.landsat.max_cloud`` percent. Each scene's surface-reflectance bands
-and ``QA_PIXEL`` are read with odc-stac (dask, chunk by chunk) onto a grid
-aligned with the working grid, in its CRS, with pixels ``pixel_size / k``
-(``sources.landsat.resolution``, default the divisor of the working pixel
-closest to Landsat's 30 m: 31.25 m for 125 m), cropped to the scene's footprint;
-SR bands use ``average`` resampling (fill excluded), ``QA_PIXEL`` ``nearest``.
+Landsat is not downloaded as a layer. Each ``pandafine landsat-block`` job (one
+year, one block of the working grid) calls :func:`stac_block_source`, which
 
-The files are written in the layout of the ``local`` source (docs/contracts.md)::
+1. searches the STAC API at ``sources.landsat.api`` (pystac-client, POST
+   ``/search``) for items of ``sources.landsat.collection`` (default
+   ``landsat-c2-l2``) of that year whose footprint *intersects* the block's
+   footprint (:func:`footprint_lonlat`: the block's outline in EPSG:4326, its
+   edges densified), asking for ``eo:cloud_cover`` at most
+   ``sources.landsat.max_cloud`` percent (the limit is applied again to what
+   the server answers);
+2. keeps at most ``sources.landsat.max_scenes`` scenes per WRS-2 path/row,
+   least cloudy first (:func:`pandafine.sensors.landsat.cap_per_path_row`), so
+   that a block on the overlap of two path/rows gets scenes of both;
+3. maps every item's assets to the SR bands of its sensor and ``QA_PIXEL``
+   (:func:`resolve_assets`) and returns them as
+   :class:`~pandafine.sensors.landsat.SceneAssets` with *unsigned* hrefs, the
+   signer and GDAL's HTTP settings (:class:`BlockSource`).
 
-    {year}/{scene_id}/{scene_id}_SR_B{n}.TIF    uint16, nodata 0
-    {year}/{scene_id}/{scene_id}_QA_PIXEL.TIF   uint16, nodata 1 (fill bit)
-
-with the band numbers of the scene's sensor (TM/ETM+: 1,2,3,4,5,7; OLI: 1..7),
-so calibration and compositing are the same code as for local scenes. A scene
-directory appears only when all its files are complete (it is written under a
-temporary name and renamed); every file's sha256 and its asset href (unsigned)
-go into the layer's ``manifest.json``.
+The block job (:func:`pandafine.preprocess.landsat_composite.composite_block`)
+then opens each asset with GDAL through ``sign(href)`` at read time (so a token
+is fresh when used), reads only the block's window of every file (optionally
+from the COG's internal overview nearest the working pixel), masks and
+calibrates it in memory and warps it onto the working grid. Nothing is written
+at the scenes' resolution; the only files are the block composite, its JSON
+record and the block's journal of finished scenes (on the working grid).
 
 Providers
 ---------
 * Microsoft Planetary Computer (default API): asset hrefs are signed with a SAS
   token from ``https://planetarycomputer.microsoft.com/api/sas/v1/token/{collection}``
-  (a plain HTTP GET; tokens are cached and renewed before they expire).
+  (a plain HTTP GET; tokens are cached and renewed before they expire,
+  :class:`SasSigner`).
 * Earth Search (``api: https://earth-search.aws.element84.com/v1``): no signing.
   Asset keys are resolved per provider (:data:`ASSET_KEYS`), and checked against,
   or else found by, the Collection-2 file name in the href (``..._SR_B4.TIF``).
   Its Landsat hrefs may point to the requester-pays ``usgs-landsat`` bucket
   (``s3://``); GDAL then needs AWS credentials and ``AWS_REQUEST_PAYER=requester``
   in the environment.
+* Any other signing: pass ``sign=`` to :func:`stac_block_source` (href -> what GDAL opens).
 """
 
 from __future__ import annotations
@@ -40,23 +47,18 @@ import json
 import logging
 import math
 import re
-import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pandafine.core.faults import gdal_write_errors
-from pandafine.core.grid import Grid, grid_from_config
-from pandafine.core.windows import grid_window_of
-from pandafine.sensors.landsat import MISSION_SENSOR, band_numbers
-from pandafine.sources.fetch import DownloadError, HttpPolicy, check_url, safe_join
+from pandafine.core.grid import Grid
+from pandafine.sensors.landsat import MISSION_SENSOR, SceneAssets, band_numbers, cap_per_path_row
+from pandafine.sources.fetch import DownloadError, HttpPolicy, check_url
 from pandafine.sources.http import policy_from_config
-from pandafine.sources.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,6 @@ PLANETARY_COMPUTER_SAS = "https://planetarycomputer.microsoft.com/api/sas/v1/tok
 EARTH_SEARCH_API = "https://earth-search.aws.element84.com/v1"
 DEFAULT_COLLECTION = "landsat-c2-l2"
 DEFAULT_MAX_CLOUD = 60.0
-#: Landsat's native pixel size (m): the default fine resolution is the divisor of the working pixel closest to it.
-LANDSAT_PIXEL = 30.0
 SIGN_MODES = ("auto", "planetary-computer", "none")
 #: Renew a SAS token this many seconds before it expires.
 TOKEN_MARGIN_S = 300.0
@@ -109,9 +109,8 @@ class StacParams:
     sas_url : str
         Token endpoint; the collection id is appended.
     max_scenes : int or None
-        Keep at most this many scenes per year (least cloudy first).
-    subpixels : int
-        Working pixel / fine pixel ratio ``k``; scenes are read at ``pixel_size / k``.
+        Keep at most this many scenes per WRS-2 path/row for each (year, block), least cloudy first
+        (None: all).
     """
 
     api: str = PLANETARY_COMPUTER_API
@@ -120,7 +119,6 @@ class StacParams:
     sign: str = "planetary-computer"
     sas_url: str = PLANETARY_COMPUTER_SAS
     max_scenes: int | None = None
-    subpixels: int = 4
 
     @property
     def provider(self) -> str:
@@ -130,7 +128,7 @@ class StacParams:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "StacParams":
-        """Settings from a config's ``sources.landsat`` and ``grid.pixel_size``; ``ValueError`` names the key."""
+        """Settings from a config's ``sources.landsat``; ``ValueError`` names the key."""
         src = cfg["sources"]["landsat"]
         api = str(src.get("api", PLANETARY_COMPUTER_API)).rstrip("/")
         sign = src.get("sign", "auto")
@@ -144,25 +142,7 @@ class StacParams:
             raise ValueError(f"key 'sources.landsat.max_cloud': value {max_cloud:g} must be within 0..100 (percent)")
         return cls(api=api, collection=str(src.get("collection", DEFAULT_COLLECTION)), max_cloud=max_cloud,
                    sign=sign, sas_url=str(src.get("sas_url", PLANETARY_COMPUTER_SAS)).rstrip("/"),
-                   max_scenes=src.get("max_scenes"),
-                   subpixels=subpixels_for(float(cfg["grid"]["pixel_size"]), src.get("resolution")))
-
-
-def subpixels_for(pixel_size: float, resolution: float | None = None) -> int:
-    """Number ``k`` of fine pixels per working pixel (along each axis) for reading scenes.
-
-    ``resolution`` (metres) must divide ``pixel_size``; without it, the ``k``
-    whose ``pixel_size / k`` is closest to Landsat's 30 m.
-    """
-    if resolution is None:
-        return max(1, round(pixel_size / LANDSAT_PIXEL))
-    if not resolution > 0:
-        raise ValueError(f"key 'sources.landsat.resolution': value {resolution!r} must be > 0 (metres)")
-    k = round(pixel_size / resolution)
-    if k < 1 or abs(pixel_size / k - resolution) > 1e-6 * resolution:
-        raise ValueError(f"key 'sources.landsat.resolution': value {resolution:g} must divide grid.pixel_size="
-                         f"{pixel_size:g} a whole number of times (e.g. {pixel_size / max(1, k):g})")
-    return k
+                   max_scenes=src.get("max_scenes"))
 
 
 def check_stac_source(layer: str, cfg: Mapping[str, Any], allow_http: bool = False) -> list[str]:
@@ -257,17 +237,17 @@ class SasSigner:
 
 
 def unsigned(href: str) -> str:
-    """``href`` without its query string (what goes into the manifest and error messages)."""
+    """``href`` without its query string (what block records and error messages show; no token in them)."""
     return urllib.parse.urlunsplit(urllib.parse.urlsplit(href)._replace(query=""))
 
 
 # --------------------------------------------------------------------------------------------
-# pure planning: which assets of an item, which scene id, which grid
+# pure planning: which assets of an item, which scene id
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ScenePlan:
-    """What to read for one item: file name (in the scene directory) -> (asset key, href, kind)."""
+    """What to read for one item: its Collection-2 file names -> (asset key, href, kind)."""
 
     item_id: str
     scene_id: str
@@ -292,11 +272,12 @@ def _product_id_from_hrefs(hrefs: Sequence[str]) -> str | None:
 
 
 def scene_id_of(item_id: str, hrefs: Sequence[str]) -> str:
-    """The scene directory name: the full Collection-2 product id from the asset file names when present
-    (Planetary Computer item ids drop the processing date), else the item id; refused when unsafe."""
+    """The scene id (it names the scene's entry in a block's journal and record): the full Collection-2
+    product id from the asset file names when present (Planetary Computer item ids drop the processing
+    date), else the item id; refused when unsafe as a file name."""
     sid = _product_id_from_hrefs(hrefs) or item_id
     if not _SAFE_ID.match(sid) or sid in (".", ".."):
-        raise ValueError(f"STAC item {item_id!r}: scene id {sid!r} is not a safe directory name "
+        raise ValueError(f"STAC item {item_id!r}: scene id {sid!r} is not a safe file name "
                          "(letters, digits, '_', '.', '-' only)")
     return sid
 
@@ -366,24 +347,6 @@ def keep_scenes(items: Sequence[Mapping[str, Any]], max_cloud: float, max_scenes
     return kept[:max_scenes] if max_scenes else kept
 
 
-def scene_grid(bbox_lonlat: Sequence[float], grid: Grid, subpixels: int) -> Grid | None:
-    """The fine grid (``grid`` pixels split ``subpixels`` ways) covering a footprint bbox, or None if disjoint.
-
-    The block is snapped outward to whole working pixels, so the fine pixels of
-    a scene nest exactly in working-grid pixels.
-    """
-    from rasterio.warp import transform_bounds
-
-    w, s, e, n = bbox_lonlat
-    bounds = transform_bounds("EPSG:4326", grid.crs, w, s, e, n, densify_pts=21)
-    block = grid_window_of(bounds, grid)
-    if block is None:
-        return None
-    r0, c0, h, wd = block
-    sub = Grid(grid.crs, grid.window_transform(r0, c0), wd, h, grid.factor)
-    return sub.scaled(subpixels)
-
-
 # --------------------------------------------------------------------------------------------
 # I/O
 # --------------------------------------------------------------------------------------------
@@ -411,19 +374,6 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg[:300]}"
 
 
-def search_year(client, params: StacParams, bbox: Sequence[float], year: int) -> list[dict[str, Any]]:
-    """Items (as dicts) of ``year`` over ``bbox`` with at most ``max_cloud`` % cloud, least cloudy first."""
-    try:
-        search = client.search(collections=[params.collection], bbox=list(bbox),
-                               datetime=f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59Z",
-                               query={"eo:cloud_cover": {"lte": params.max_cloud}}, limit=100)
-        items = list(search.items_as_dicts())
-    except Exception as exc:
-        raise DownloadError(f"{params.api}/search", f"STAC search of {params.collection} {year} failed: "
-                                                   f"{_cause(exc)}") from None
-    return keep_scenes(items, params.max_cloud, params.max_scenes)
-
-
 def _gdal_env(policy: HttpPolicy) -> dict[str, Any]:
     return {"GDAL_HTTP_TIMEOUT": str(int(math.ceil(policy.timeout))),
             "GDAL_HTTP_CONNECTTIMEOUT": str(int(math.ceil(policy.timeout))),
@@ -442,153 +392,86 @@ def _check_asset_href(href: str, policy: HttpPolicy, where: str) -> None:
         raise ValueError(f"{where}: asset href not allowed: {exc}") from None
 
 
-def _probe(href: str, sign: Callable[[str], str], where: str, policy: HttpPolicy) -> None:
-    """Open an asset once (header only) so that an unreadable one is named with its unsigned href."""
-    import rasterio
+# --------------------------------------------------------------------------------------------
+# per (year, block): the scenes to read in place
+# --------------------------------------------------------------------------------------------
 
+def footprint_lonlat(grid: Grid, area: Sequence[int], densify: int = 21) -> dict[str, Any]:
+    """A GeoJSON polygon (EPSG:4326) around ``area`` (row_off, col_off, height, width) of ``grid``: its edges
+    densified so that the polygon holds the block after reprojection."""
+    from rasterio.crs import CRS
+    from rasterio.warp import transform
+
+    r0, c0, h, w = area
+    t = grid.window_transform(r0, c0)
+    f = [i / densify for i in range(densify)]
+    ring = ([(w * a, 0) for a in f] + [(w, h * a) for a in f] + [(w * (1 - a), h) for a in f]
+            + [(0, h * (1 - a)) for a in f])
+    xs, ys = zip(*(t * p for p in ring))
+    lon, lat = transform(CRS.from_user_input(grid.crs), CRS.from_epsg(4326), list(xs), list(ys))
+    coords = [[round(x, 7), round(y, 7)] for x, y in zip(lon, lat)]
+    return {"type": "Polygon", "coordinates": [coords + coords[:1]]}
+
+
+def scene_assets(plan: ScenePlan) -> SceneAssets:
+    """The :class:`~pandafine.sensors.landsat.SceneAssets` of a planned item (unsigned hrefs)."""
+    by_number = {f"SR_B{n}": name for name, n in band_numbers(plan.sensor).items()}
+    bands, qa = [], None
+    for file_name, _, href, kind in plan.files:
+        part = file_name[len(plan.scene_id) + 1:-len(".TIF")]
+        if kind == "qa":
+            qa = href
+        else:
+            bands.append((by_number[part], href))
+    return SceneAssets(plan.scene_id, plan.sensor, tuple(bands), qa, plan.cloud)
+
+
+def search_block(client, params: StacParams, footprint: Mapping[str, Any], year: int) -> list[SceneAssets]:
+    """Scenes of ``year`` whose footprint intersects ``footprint`` (GeoJSON, EPSG:4326), at most ``max_cloud``
+    % cloud, capped at ``params.max_scenes`` per WRS-2 path/row (least cloudy first); sorted by scene id."""
     try:
-        with rasterio.Env(**_gdal_env(policy)), rasterio.open(sign(href)) as src:
-            if src.crs is None:
-                raise ValueError(f"{where}: asset {unsigned(href)} has no CRS")
-    except rasterio.errors.RasterioIOError as exc:
-        raise DownloadError(unsigned(href), f"cannot open the asset ({str(exc).replace(sign(href), unsigned(href))[:300]})") from None
+        search = client.search(collections=[params.collection], intersects=dict(footprint),
+                               datetime=f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59Z",
+                               query={"eo:cloud_cover": {"lte": params.max_cloud}}, limit=100)
+        items = list(search.items_as_dicts())
+    except Exception as exc:
+        raise DownloadError(f"{params.api}/search", f"STAC search of {params.collection} {year} failed: "
+                                                   f"{_cause(exc)}") from None
+    scenes = []
+    for item in keep_scenes(items, params.max_cloud, None):
+        plan = plan_scene(item, year, params.provider)
+        if plan is not None:
+            scenes.append(scene_assets(plan))
+    return cap_per_path_row(scenes, params.max_scenes)
 
 
-def write_scene(plan: ScenePlan, item: Mapping[str, Any], fine: Grid, scene_dir: Path,
-                sign: Callable[[str], str], policy: HttpPolicy, chunk: int = 2048) -> list[tuple[Path, str]]:
-    """Read one scene's bands onto ``fine`` with odc-stac and write them into ``scene_dir`` (atomically).
+@dataclass(frozen=True)
+class BlockSource:
+    """What a block job needs to read STAC scenes in place: the scenes, the href signer, GDAL's settings."""
 
-    Returns ``[(file, unsigned href)]``. The directory is filled under a
-    temporary name and renamed when every file is complete.
+    scenes: tuple[SceneAssets, ...]
+    sign: Callable[[str], str]
+    gdal_env: Mapping[str, Any]
+
+
+def stac_block_source(cfg: Mapping[str, Any], grid: Grid, area: Sequence[int], year: int,
+                      sign: Callable[[str], str] | None = None) -> BlockSource:
+    """Search the STAC API for the scenes of one (year, block); hrefs are signed when read.
+
+    ``sign`` replaces the provider's signer (a hook for other providers and tests);
+    every href is checked against the download policy before it is read.
     """
-    import numpy as np
-    import odc.stac
-    import pystac
-    import rasterio
-    from odc.geo.geobox import GeoBox
-
-    where = f"STAC item {plan.item_id!r}"
-    for _, _, href, _ in plan.files:
-        _check_asset_href(href, policy, where)
-    for _, _, href, _ in plan.files:
-        _probe(href, sign, where, policy)
-    pitem = pystac.Item.from_dict(dict(item), preserve_dict=True)
-    geobox = GeoBox((fine.height, fine.width), fine.transform, fine.crs)
-    tmp_dir = scene_dir.parent / f".{scene_dir.name}.part"
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    tmp_dir.mkdir(parents=True)
-    written = []
-    try:
-        for kind, nodata, resampling in (("sr", 0, "average"), ("qa", 1, "nearest")):
-            entries = [f for f in plan.files if f[3] == kind]
-            keys = [key for _, key, _, _ in entries]
-            try:
-                ds = odc.stac.load([pitem], bands=keys, geobox=geobox, groupby="id", resampling=resampling,
-                                   dtype="uint16", nodata=nodata, chunks={"x": chunk, "y": chunk},
-                                   patch_url=sign, fail_on_error=True)
-            except Exception as exc:
-                raise DownloadError(", ".join(unsigned(h) for _, _, h, _ in entries),
-                                    f"odc-stac could not load {where}: {_cause(exc)}") from None
-            for name, key, href, _ in entries:
-                arr = ds[key].isel(time=0)
-                profile = dict(driver="GTiff", width=fine.width, height=fine.height, count=1, dtype="uint16",
-                               crs=rasterio.crs.CRS.from_user_input(fine.crs), transform=fine.transform,
-                               nodata=nodata, compress="deflate", predictor=2, tiled=True,
-                               blockxsize=256, blockysize=256)
-                dest = safe_join(tmp_dir, name)
-                with gdal_write_errors(dest), rasterio.open(dest, "w", **profile) as dst:
-                    for r in range(0, fine.height, chunk):
-                        block = arr[r:r + chunk].values
-                        try:
-                            dst.write(np.asarray(block, dtype=np.uint16)[None],
-                                      window=rasterio.windows.Window(0, r, fine.width, block.shape[0]))
-                        except Exception as exc:
-                            raise DownloadError(unsigned(href), f"writing {dest.name} failed: {exc}") from None
-                    dst.update_tags(stac_item=plan.item_id, asset=key, href=unsigned(href),
-                                    resampling=resampling, source="stac")
-                written.append((name, unsigned(href)))
-        if scene_dir.exists():
-            shutil.rmtree(scene_dir)
-        tmp_dir.rename(scene_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    return [(scene_dir / name, href) for name, href in written]
-
-
-def download_stac(cfg: Mapping[str, Any], layer: str, out_dir: str | Path, years: Sequence[int],
-                  grid: Grid | None = None) -> Path:
-    """Search, read and write every Landsat scene of ``years``; write the manifest and return its path.
-
-    Parameters
-    ----------
-    cfg : mapping
-        The validated config (``sources.landsat``, ``region.bbox``, ``grid``, ``download``).
-    layer : {'landsat'}
-    out_dir : path
-        ``resources/raw/landsat``; one directory per year (empty when no scene matched).
-    years : sequence of int
-    grid : Grid, optional
-        The working grid (default: from the config).
-
-    Raises
-    ------
-    pandafine.sources.fetch.DownloadError
-        The API, the token endpoint or an asset cannot be reached or read (the
-        message names the URL and the cause); no partial scene is left.
-    ValueError
-        A layer other than landsat, an unsafe scene id, an item lacking a band.
-    """
-    import odc.stac
-
-    if layer != "landsat":
-        raise ValueError(f"key 'sources.{layer}.kind': value 'stac' is available for landsat only")
     params = StacParams.from_config(cfg)
     policy = policy_from_config(cfg)
-    grid = grid or grid_from_config(cfg)
-    out_dir = Path(out_dir)
     client = open_client(params, policy)
-    sign: Callable[[str], str] = (SasSigner(f"{params.sas_url}/{params.collection}", policy)
-                                  if params.sign == "planetary-computer" else (lambda h: h))
-    odc.stac.configure_rio(cloud_defaults=True, **_gdal_env(policy))
-    bbox = list(cfg["region"]["bbox"])
-    records: list[tuple[Path, str]] = []
-    for year in years:
-        year_dir = out_dir / str(int(year))
-        year_dir.mkdir(parents=True, exist_ok=True)
-        items = search_year(client, params, bbox, int(year))
-        n = 0
-        for item in items:
-            plan = plan_scene(item, int(year), params.provider)
-            if plan is None:
-                continue
-            fine = scene_grid(item.get("bbox") or _geometry_bbox(item), grid, params.subpixels)
-            if fine is None:
-                log.info("%s: footprint outside the working grid; skipped", plan.item_id)
-                continue
-            records += write_scene(plan, item, fine, safe_join(year_dir, plan.scene_id), sign, policy)
-            n += 1
-            log.info("landsat %d: %s (%s, %.1f %% cloud) -> %s", year, plan.scene_id, plan.sensor, plan.cloud,
-                     year_dir / plan.scene_id)
-        if not n:
-            log.warning("landsat %d: no scene of %s at %s with eo:cloud_cover <= %g over %s", year,
-                        params.collection, params.api, params.max_cloud, bbox)
-    return write_manifest(out_dir, layer, "stac", records)
-
-
-def _geometry_bbox(item: Mapping[str, Any]) -> list[float]:
-    coords = []
-
-    def walk(c):
-        if isinstance(c, (list, tuple)) and c and isinstance(c[0], (int, float)):
-            coords.append(c)
-        elif isinstance(c, (list, tuple)):
-            for x in c:
-                walk(x)
-
-    walk((item.get("geometry") or {}).get("coordinates"))
-    if not coords:
-        raise ValueError(f"STAC item {item.get('id')!r}: no bbox and no geometry")
-    xs, ys = [c[0] for c in coords], [c[1] for c in coords]
-    return [min(xs), min(ys), max(xs), max(ys)]
+    if sign is None:
+        sign = (SasSigner(f"{params.sas_url}/{params.collection}", policy)
+                if params.sign == "planetary-computer" else (lambda h: h))
+    scenes = search_block(client, params, footprint_lonlat(grid, area), int(year))
+    for s in scenes:
+        for href in [h for _, h in s.bands] + [s.qa]:
+            _check_asset_href(href, policy, f"STAC item {s.scene_id!r}")
+    if not scenes:
+        log.warning("landsat %d: no scene of %s at %s with eo:cloud_cover <= %g over block %s", year,
+                    params.collection, params.api, params.max_cloud, list(area))
+    return BlockSource(tuple(scenes), sign, _gdal_env(policy))

@@ -28,6 +28,10 @@ from pandafine.synthetic import scene as syn
 LAYERS = ("panda", "landsat", "dem", "luojia", "truth")
 #: Landsat bands are large and noisy: fast ZSTD instead of DEFLATE (GDAL reads both).
 LANDSAT_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
+#: Internal overviews of the synthetic scenes, as Collection-2 COGs carry: SR bands averaged (fill excluded),
+#: QA_PIXEL by nearest (bit flags cannot be averaged). How USGS builds its overviews is not documented in this
+#: repository; the composite's dependence on it is measured in docs/results/2026-12-07-landsat-blocks.md.
+LANDSAT_OVERVIEWS = (2, 4, 8)
 
 
 def download_synthetic(cfg: Mapping[str, Any], layer: str, out_dir: Path,
@@ -130,7 +134,8 @@ def write_panda(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, o
 def write_landsat(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid, out_dir: Path,
                   years: Sequence[int]) -> list[Path]:
     """Collection-2 L2-like scenes: ``{year}/{scene_id}/{scene_id}_SR_B{n}.TIF`` (uint16, nodata 0) and
-    ``{scene_id}_QA_PIXEL.TIF`` (uint16; its fill value 1 is the nodata, as in real files), UTM."""
+    ``{scene_id}_QA_PIXEL.TIF`` (uint16; its fill value 1 is the nodata, as in real files), UTM, with internal
+    overviews (:data:`LANDSAT_OVERVIEWS`)."""
     res = float(cfg["synthetic"]["landsat_resolution"])
     n = int(cfg["synthetic"]["scenes_per_year"])
     lgrid = obs.landsat_grid(grid, res)
@@ -146,8 +151,10 @@ def write_landsat(scene: syn.SyntheticScene, cfg: Mapping[str, Any], grid: Grid,
             d = out_dir / str(year) / spec.scene_id
             for num, arr in bands.items():
                 files.append(write_raster(d / f"{spec.scene_id}_SR_B{num}.TIF", arr, lgrid, nodata=0,
+                                          overviews=LANDSAT_OVERVIEWS, overview_resampling="average",
                                           **LANDSAT_COMPRESSION))
             files.append(write_raster(d / f"{spec.scene_id}_QA_PIXEL.TIF", qa, lgrid, nodata=1,
+                                      overviews=LANDSAT_OVERVIEWS, overview_resampling="nearest",
                                       **LANDSAT_COMPRESSION))
         return files
 
