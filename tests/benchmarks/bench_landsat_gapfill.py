@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import rasterio
 
-    from pandafine.config import validate_config, years as config_years
+    from pandafine.config import validate_config
+    from pandafine.config import years as config_years
     from pandafine.core.grid import Grid
     from pandafine.synthetic import scene as syn
 
