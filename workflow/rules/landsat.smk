@@ -33,7 +33,8 @@ rule composite_landsat:
     input:
         blocks=lambda wc: expand("results/landsat/{y}/{b}.tif", y=gapfill_years(wc.year), b=LANDSAT_BLOCKS),
         grid="results/grid.json",
-        mask=REGION_MASK,  # coverage is counted inside region.mask
+        # not region.mask: it only decides where the coverage is counted (the job reads it from the config);
+        # as an input, a new outline would rerun the composites, the cubes and the training for no changed pixel
     output:
         "results/denoised/landsat/{year}.tif",
     params:

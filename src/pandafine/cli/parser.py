@@ -39,6 +39,7 @@ HANDLERS = {
     "ablation": "studies:ablation",
     "design-space": "studies:design_space",
     "precision": "studies:precision",
+    "uncertainty": "studies:uncertainty",
     "report": "product:report",
     "report-table": "product:report_table",
     "report-fidelity": "product:report_fidelity",
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiles", required=True, type=Path)
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="directory for metrics.json and figures")
+
+    p = cmd("uncertainty", "per-pixel uncertainty of the model on the test split (constant-spread baseline "
+                           "fitted on the validation split); write uncertainty.json")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
+    p.add_argument("--model-dir", required=True, type=Path, help="model directory with checkpoint.pt")
+    p.add_argument("--out", required=True, type=Path, help="directory for uncertainty.json (beside metrics.json)")
 
     p = cmd("temporal", "temporal generalization: yearly products (and the baseline) against the synthetic truth")
     p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")

@@ -1,4 +1,4 @@
-"""Handlers of the study subcommands: temporal, fidelity, ablation, design-space, precision."""
+"""Handlers of the study subcommands: temporal, fidelity, ablation, design-space, precision, uncertainty."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pandafine.studies.design_space import run_design_space
 from pandafine.studies.fidelity import evaluate_fidelity
 from pandafine.studies.precision import evaluate_precisions
 from pandafine.studies.temporal import evaluate_temporal, files_by_year
+from pandafine.studies.uncertainty_eval import evaluate_uncertainty
 
 
 def temporal(args, cfg: Mapping[str, Any]) -> None:
@@ -36,3 +37,7 @@ def design_space(args, cfg: Mapping[str, Any]) -> None:
 
 def precision(args, cfg: Mapping[str, Any]) -> None:
     evaluate_precisions(cfg, args.tiles, args.model_dir / "model.onnx", args.out, repeats=args.repeats)
+
+
+def uncertainty(args, cfg: Mapping[str, Any]) -> None:
+    evaluate_uncertainty(cfg, args.tiles, args.model_dir, args.out)

@@ -1,0 +1,105 @@
+"""uncertainty.json of a trained model: the constant-spread baseline on the test split."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from fake_tiles import stage_config, write_fake_train_zarr
+from pandafine.core.scaling import log_to_radiance, radiance_to_log
+from pandafine.studies import uncertainty as U
+from pandafine.studies.uncertainty_eval import evaluate_uncertainty
+from pandafine.tiles.store import PatchStore
+from pandafine.training import evaluate as E
+from pandafine.training import train as T
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unc")
+    zarr_path = write_fake_train_zarr(root / "train.zarr")
+    T.train_model(stage_config(epochs=2), zarr_path, root / "model", progress=False)
+    metrics = json.loads(E.evaluate_model(stage_config(), zarr_path, root / "model", root / "eval").read_text())
+    return zarr_path, root / "model", metrics
+
+
+def _val_rms(zarr_path, model_dir) -> tuple[float, int]:
+    """RMS residual in z of the model on the validation split, over metrics.json's kind of pixels."""
+    from pandafine.models.registry import load_trained_model
+
+    store = PatchStore(zarr_path)
+    idx = store.indices("val")
+    model, _ = load_trained_model(model_dir)
+    z = radiance_to_log(log_to_radiance(T.predict_log(model, store, idx, 8).astype(np.float64)))
+    x, t = store.read(idx)
+    rows, cols = np.asarray(store.extra["row"])[idx], np.asarray(store.extra["col"])[idx]
+    dn = E.upsample_patches(x[:, store.channels.index("panda")], 8, rows, cols)
+    t = t[:, 0].astype(np.float64)
+    ok = np.isfinite(t) & np.isfinite(dn) & np.isfinite(z)
+    return float(np.sqrt(np.mean((z[ok] - radiance_to_log(t[ok])) ** 2))), int(ok.sum())
+
+
+def test_uncertainty_json_scores_constant_spread_on_metrics_pixels(trained, tmp_path):
+    zarr_path, model_dir, metrics = trained
+    path = evaluate_uncertainty(stage_config(), zarr_path, model_dir, tmp_path / "out")
+    assert path == tmp_path / "out" / U.UNCERTAINTY_NAME
+    doc = json.loads(path.read_text())
+    split = doc["test_split"]
+    assert split["methods"] == ["base", "gaussian_constant"]  # no ensemble, no heteroscedastic head yet
+    # sigma_const: the validation RMS residual of the model, computed here independently
+    rms, n_val = _val_rms(zarr_path, model_dir)
+    assert split["sigma_const"] > 0 and split["sigma_const"] == pytest.approx(rms, rel=1e-9)
+    assert split["n_val_pixels"] == n_val
+    # the same pixels, log space and data range as metrics.json: base PSNR(log) = the model's psnr_log_db
+    ms = metrics["test_split"]
+    assert split["n_pixels"] == ms["n_pixels"] and split["n_patches"] == ms["n_patches"]
+    assert split["data_range"] == pytest.approx(ms["data_range"]["log"], rel=1e-6)
+    overall = split["overall"]
+    assert overall["base"]["psnr_log_db"] == pytest.approx(ms["model"]["psnr_log_db"], rel=1e-5)
+    assert overall["base"]["rmse_log"] == pytest.approx(ms["model"]["rmse_log"], rel=1e-5)
+    g = overall["gaussian_constant"]
+    assert g["spread_rms"] == pytest.approx(split["sigma_const"], rel=1e-5)
+    assert g["crps"] > 0 and 0 < g["coverage"]["50"] <= g["coverage"]["90"] <= 1
+    assert g["spread_skill"] == pytest.approx(split["sigma_const"] / overall["base"]["rmse_log"], rel=1e-4)
+    # per PANDA class: every class named; the counts add up; an absent class is null
+    classes = split["classes"]
+    assert set(classes) == set(U.CLASS_NAMES)
+    present = {k: v for k, v in classes.items() if v is not None}
+    assert sum(v["n_pixels"] for v in present.values()) == split["n_pixels"]  # no pixel without a DN
+    for block in present.values():
+        assert set(block) >= {"n_pixels", "base", "gaussian_constant"}
+    assert doc["source"]["checkpoint"].endswith("checkpoint.pt")
+
+
+def test_absent_class_is_null(trained, tmp_path, monkeypatch):
+    """With every cell's PANDA DN 10 (lit), unlit and saturated have no pixels: null blocks."""
+    import pandafine.studies.uncertainty_eval as UE
+
+    zarr_path, model_dir, _ = trained
+    monkeypatch.setattr(UE, "cell_dn", lambda x, ch: np.full(x[:, ch].shape, 10.0))
+    split = json.loads(evaluate_uncertainty(stage_config(), zarr_path, model_dir, tmp_path).read_text())["test_split"]
+    assert split["classes"]["unlit"] is None and split["classes"]["saturated"] is None
+    assert split["classes"]["lit"]["n_pixels"] == split["n_pixels"]
+
+
+def test_command_and_errors_name_the_file(trained, tmp_path, tiny_config):
+    from pandafine.cli import main
+
+    zarr_path, model_dir, _ = trained
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config))
+    out = tmp_path / "cli"
+    assert main(["uncertainty", "--config", str(cfg_path), "--tiles", str(zarr_path), "--model-dir",
+                 str(model_dir), "--out", str(out)]) == 0
+    assert json.loads((out / U.UNCERTAINTY_NAME).read_text())["test_split"]["methods"] == ["base",
+                                                                                           "gaussian_constant"]
+    # a store without a validation split: the error names it and says what is missing
+    import zarr
+
+    no_val = write_fake_train_zarr(tmp_path / "noval.zarr")
+    g = zarr.open_group(str(no_val), mode="r+")
+    split = np.asarray(g["split"][:])
+    g["split"][:] = np.where(split == 1, 0, split).astype(np.int8)
+    with pytest.raises(ValueError, match=r"noval\.zarr: the validation split \(split == 1\) is empty"):
+        evaluate_uncertainty(stage_config(), no_val, model_dir, tmp_path / "x")
