@@ -57,6 +57,7 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "temporal": ("grid.factor", "run.target_years"),
     "ablation": ("model", "train", "run.seed", "grid.factor", "ablation"),
     "design_space": ("@product", "design_space"),
+    "uncertainty": ("model", "train", "run.seed", "grid.factor", "uncertainty"),
     "catalog": ("@product",),
     "provenance": ("@product",),
     "report_figures": (),

@@ -295,3 +295,38 @@ def test_ensemble_needs_a_generative_model(tmp_path):
         InferParams(32, 8, "hann", 4, ("CPUExecutionProvider",), 0)
     sq = np.stack([np.full((2, 3), 2.0), np.full((2, 3), 5.0)]).astype(np.float32)  # E[x]=2, E[x^2]=5 -> sd 1
     assert np.allclose(TS.spread_from_moments(sq), np.stack([np.full((2, 3), 2.0), np.ones((2, 3))]))
+
+
+def test_ensemble_file_beside_the_checkpoint_sets_the_members_recipe(trained, tmp_path):
+    """ensemble.json (from pandafine uncertainty) makes the product's members recentred on the base, antithetic
+    and scaled: tile by tile it equals combine_members of the same grid-noise members; one made for another
+    checkpoint is refused, naming the file."""
+    import json
+    import shutil
+
+    from pandafine.core.scaling import log_to_radiance
+    from pandafine.inference import ensemble as EN
+
+    d = tmp_path / "res"
+    d.mkdir()
+    ck = d / "checkpoint.pt"
+    shutil.copy(trained["dir"] / "diffusion" / "checkpoint.pt", ck)
+    plain = TS.checkpoint_tile_predictor(ck, 4)
+    assert "ensemble_recipe" not in plain[3]
+    spec = EN.EnsembleSpec(4, seed=5, antithetic=True, recentre=True, scale=1.7)
+    EN.write_ensemble_file(d, spec, fitted_on="test")
+    predict, bands, finalize, tags = TS.checkpoint_tile_predictor(ck, 4)
+    assert json.loads(tags["ensemble_recipe"])["scale"] == 1.7 and tags["sample_seed"] == "5"
+    inputs, _ = make_scene(32, seed=2)
+    batch = inputs[None].astype(np.float32)
+    got = finalize(predict(3, [7], batch)[0])
+    model = trained["diffusion"]
+    zb, z = EN.sample_members(model, torch.from_numpy(batch),
+                              EN.member_noise_fns(spec, lambda s: TS.make_batch_grid_noise_fn(s, [(3, 7)])))
+    rad = log_to_radiance(EN.combine_members(z, zb, spec))[:, 0]
+    np.testing.assert_allclose(got[0], rad.mean(axis=0), rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(got[1], rad.std(axis=0), rtol=2e-3, atol=1e-9)
+    (d / EN.ENSEMBLE_FILE).write_text(json.dumps({**json.loads((d / EN.ENSEMBLE_FILE).read_text()),
+                                                  "checkpoint_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match=r"ensemble\.json: made for another checkpoint"):
+        TS.checkpoint_tile_predictor(ck, 4)

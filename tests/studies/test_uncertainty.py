@@ -112,12 +112,38 @@ def test_a_small_calibrated_ensemble_needs_the_finite_size_factor():
     assert U.spread_skill(f, y) == pytest.approx(1.0, abs=0.03)
     plain = np.sqrt(np.mean(np.var(f, axis=0, ddof=1))) / np.sqrt(np.mean((f.mean(axis=0) - y) ** 2))
     assert plain == pytest.approx(math.sqrt(4 / 5), abs=0.03)
-    # 4 members: the central 50 % interval runs from order statistic 1.25 to 3.75 of 5 ranks: ~0.5 (0.52:
-    # interpolating between order statistics is not exact); numpy's 'linear' gives 0.5 * 3/5
-    assert U.interval_coverage(f, y, 0.5) == pytest.approx(0.5, abs=0.04)
+    # the randomized rank PIT (default): nominal coverage with 4 members, at both levels
+    tol = 4 * math.sqrt(0.25 / N_PIX) + 0.002
+    assert U.interval_coverage(f, y, 0.5) == pytest.approx(0.5, abs=tol)
+    assert U.interval_coverage(f, y, 0.9) == pytest.approx(0.9, abs=tol)
+    # quantiles of the members: the central 50 % interval runs from order statistic 1.25 to 3.75 of 5 ranks
+    # with Weibull positions: ~0.5 (0.52: interpolating between order statistics is not exact); numpy's
+    # 'linear' gives 0.5 * 3/5; the 90 % interval cannot reach past the members' range: (M - 1) / (M + 1)
+    assert U.interval_coverage(f, y, 0.5, method="weibull") == pytest.approx(0.5, abs=0.04)
     assert U.interval_coverage(f, y, 0.5, method="linear") == pytest.approx(0.3, abs=0.04)
-    # the 90 % interval cannot reach past the members' range: (M - 1) / (M + 1) at most
-    assert U.interval_coverage(f, y, 0.9) == pytest.approx(3 / 5, abs=0.02)
+    assert U.interval_coverage(f, y, 0.9, method="weibull") == pytest.approx(3 / 5, abs=0.02)
+
+
+def test_coverage_with_a_point_mass_at_zero():
+    """Zero-inflated target (radiance 0 where unlit): the target is 0 with probability 0.6, else |N(0, 1)|;
+    members drawn from the same distribution tie with the target at 0. The randomized PIT covers the nominal
+    level; member quantiles count every tied pixel as inside. A Gaussian censored at 0 likewise."""
+    rng = np.random.default_rng(11)
+    n, m = N_PIX, 8
+
+    def draw(*shape):
+        return np.where(rng.random(shape) < 0.6, 0.0, np.abs(rng.standard_normal(shape)))
+
+    y, f = draw(n), draw(m, n)
+    tol = 4 * math.sqrt(0.25 / n) + 0.002
+    for level in (0.5, 0.9):
+        assert U.interval_coverage(f, y, level) == pytest.approx(level, abs=tol)
+    assert U.interval_coverage(f, y, 0.5, method="weibull") > 0.7  # tied pixels are always inside (0.74)
+    # N(0, 1) censored at 0: mass 0.5 at 0; a target at 0 is inside by the part of [0, 0.5] in the interval
+    y0 = np.zeros(4)
+    assert U.gaussian_interval_coverage(np.zeros(4), np.ones(4), y0, 0.5, lower=0.0) == pytest.approx(0.5)
+    assert U.gaussian_interval_coverage(np.zeros(4), np.ones(4), y0, 0.9, lower=0.0) == pytest.approx(0.9)
+    assert U.gaussian_interval_coverage(np.zeros(4), np.ones(4), y0, 0.5) == 1.0  # uncensored: |0 - 0| <= z
 
 
 @pytest.mark.parametrize("scale, ratio", [(0.5, 0.5), (2.0, 2.0)])
@@ -131,6 +157,23 @@ def test_over_and_underconfident_ensembles(scale, ratio):
         expected = 2 * norm.cdf(scale * norm.ppf((1 + level) / 2)) - 1  # |z| <= scale * z_level
         assert g == pytest.approx(expected, abs=0.015)
         assert (cov < level - 0.1) if scale < 1 else (cov > level + 0.05)
+
+
+def test_spread_scales_fitted_on_one_half_calibrate_the_other():
+    """An ensemble and a Gaussian that are 2x overconfident: the scale fitted on one half is 2 (the true
+    factor) and calibrates the other half; scaling keeps the ensemble mean."""
+    rng, mu, s, y = _scene(seed=6)
+    f = _members(rng, mu, s, 16, scale=0.5)
+    fit, rest = slice(0, N_PIX // 2), slice(N_PIX // 2, None)
+    s_e = U.ensemble_spread_scale(f[:, fit], y[fit])
+    s_g = U.gaussian_spread_scale(mu[fit], 0.5 * s[fit], y[fit])
+    assert s_e == pytest.approx(2.0, rel=0.05) and s_g == pytest.approx(2.0, rel=0.03)
+    g = U.scale_ensemble(f[:, rest], s_e)
+    np.testing.assert_allclose(g.mean(axis=0), f[:, rest].mean(axis=0), atol=1e-12)
+    assert U.spread_skill(g, y[rest]) == pytest.approx(1.0, rel=0.05)
+    assert U.spread_skill_gaussian(mu[rest], s_g * 0.5 * s[rest], y[rest]) == pytest.approx(1.0, rel=0.03)
+    with pytest.raises(ValueError, match="spread-skill ratio is 0"):
+        U.ensemble_spread_scale(np.full((3, 10), 2.0), np.zeros(10))
 
 
 def test_constant_sigma_is_the_validation_rms_and_calibrates_homoscedastic_noise():
@@ -252,7 +295,7 @@ def test_summary_per_class_and_json():
     assert unlit["n_pixels"] + sat["n_pixels"] == np.isfinite(dn).sum()
     assert unlit["ensemble"]["spread_skill"] == pytest.approx(1.0, abs=0.15)        # 2400 px, 8 members
     assert sat["ensemble"]["spread_skill"] == pytest.approx(0.5, abs=0.08)          # 2x too sharp
-    assert sat["ensemble"]["coverage"]["90"] < 0.7 < unlit["ensemble"]["coverage"]["90"]
+    assert sat["ensemble"]["coverage"]["90"] < 0.8 < unlit["ensemble"]["coverage"]["90"]
     assert sat["gaussian_hetero"]["spread_skill"] == pytest.approx(1.0, abs=0.1)
     # the constant spread (0.3) is too wide for the quiet unlit pixels and too sharp for the saturated ones
     assert unlit["gaussian_constant"]["spread_skill"] > 5 and sat["gaussian_constant"]["spread_skill"] < 1

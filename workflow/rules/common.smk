@@ -25,7 +25,13 @@ TEMPORAL_YEARS = [y for y in config.get("evaluate", {}).get("temporal_years", []
 PRECISION = infer_precision(config)
 # Generative models (diffusion, flow) are sampled from their checkpoint in PyTorch (no ONNX export).
 GENERATIVE = MODEL in ("diffusion", "flow")
-MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else
+# The uncertainty study (the `uncertainty` job of model.smk): the config's `uncertainty` section; its residual
+# generative companion of the model is what an ensemble product of a deterministic model samples.
+UNCERTAINTY = config.get("uncertainty") or {}
+UNCERTAINTY_HOLDOUT = UNCERTAINTY.get("holdout_tiles") or []
+COMPANION = f"results/models/{MODEL}/uncertainty_models/generative/checkpoint.pt"
+ENSEMBLE_COMPANION = not GENERATIVE and int(config["infer"].get("ensemble", 1)) > 1
+MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else COMPANION if ENSEMBLE_COMPANION else
               f"results/models/{MODEL}/{model_filename(PRECISION)}")
 
 # Spatial blocks (grid.block > 0): inference runs one job per block and year, each reading its halo from

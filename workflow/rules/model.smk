@@ -133,6 +133,36 @@ rule ablation:
         pf("ablation") + " --tiles {input} --out results/ablation {params.args} &> {log}"
 
 
+# Not part of `rule all`: `snakemake results/models/<model>/uncertainty.json` (docs/models.md, "Calibrated
+# uncertainty"). Trains (or reuses) the heteroscedastic head and the residual generative model on the trained
+# model, fits their spread factors on the validation split and scores them and a constant spread on the test
+# split and, with `uncertainty.holdout_tiles`, on another scene's patches. With `infer.ensemble` > 1 and a
+# deterministic model the products sample the generative companion, so inference needs this rule.
+rule uncertainty:
+    input:
+        tiles="results/tiles/train.zarr",
+        checkpoint=f"results/models/{MODEL}/checkpoint.pt",
+        holdout=UNCERTAINTY_HOLDOUT,
+    output:
+        json=f"results/models/{MODEL}/uncertainty.json",
+        png=report(f"results/models/{MODEL}/uncertainty.png", caption="../report/uncertainty.rst",
+                   category="Evaluation"),
+        companion=COMPANION if UNCERTAINTY.get("generative", {}) is not None else [],
+    params:
+        config=rule_config_digest(config, "uncertainty"),
+        holdout=f" --holdout {UNCERTAINTY_HOLDOUT}" if UNCERTAINTY_HOLDOUT else "",
+    log:
+        f"logs/uncertainty/{MODEL}.log",
+    threads: 4
+    resources:
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(240),
+    conda:
+        CONDA_ENV
+    shell:
+        pf("uncertainty") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --out results/models/{MODEL}{{params.holdout}} &> {{log}}"
+
+
 # Part of `rule all` when config `design_space.enabled` is true; otherwise run it with
 # `snakemake results/design_space/design_space.csv`. The config's `design_space` section (defaults:
 # pandafine.studies.design_space.DEFAULT_SPEC) names the models, samplers, step counts and precisions; it is

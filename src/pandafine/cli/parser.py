@@ -134,11 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="directory for metrics.json and figures")
 
-    p = cmd("uncertainty", "per-pixel uncertainty of the model on the test split (constant-spread baseline "
-                           "fitted on the validation split); write uncertainty.json")
+    p = cmd("uncertainty", "per-pixel uncertainty of the model: trains (or reuses) a heteroscedastic head and a "
+                           "residual generative model on it, scores them and a constant spread (CRPS, spread-skill, "
+                           "coverage) on the test split and a held-out scene; write uncertainty.json")
     p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr")
-    p.add_argument("--model-dir", required=True, type=Path, help="model directory with checkpoint.pt")
+    p.add_argument("--model-dir", required=True, type=Path, help="model directory with checkpoint.pt (the base)")
     p.add_argument("--out", required=True, type=Path, help="directory for uncertainty.json (beside metrics.json)")
+    p.add_argument("--holdout", type=Path, help="train.zarr of a held-out scene: all its patches are scored too")
+    p.add_argument("--members", type=int, help="ensemble size (default: uncertainty.members, else 16)")
+    p.add_argument("--epochs", type=int, help="train.epochs of the companion models (default: uncertainty.epochs, "
+                                              "else train.epochs)")
 
     p = cmd("temporal", "temporal generalization: yearly products (and the baseline) against the synthetic truth")
     p.add_argument("--products", required=True, type=Path, nargs="+", help="PANDA-FINE_{year}.tif files")

@@ -40,4 +40,5 @@ def precision(args, cfg: Mapping[str, Any]) -> None:
 
 
 def uncertainty(args, cfg: Mapping[str, Any]) -> None:
-    evaluate_uncertainty(cfg, args.tiles, args.model_dir, args.out)
+    evaluate_uncertainty(cfg, args.tiles, args.model_dir, args.out, holdout_tiles=args.holdout,
+                         members=args.members, epochs=args.epochs)

@@ -20,6 +20,7 @@ closed-form ones.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -27,6 +28,13 @@ import numpy as np
 from pandafine.core.runtime import configure_torch
 from pandafine.core.scaling import log_to_radiance
 from pandafine.inference.blending import TileLayout, blend_tiles, tile_origins
+from pandafine.inference.ensemble import (
+    EnsembleSpec,
+    combine_members,
+    member_noise_fns,
+    read_ensemble_file,
+    sample_members,
+)
 from pandafine.inference.tiling import iter_tile_batches, pad_block
 from pandafine.models.checkpoint import read_checkpoint
 from pandafine.models.noise import grid_noise
@@ -238,6 +246,29 @@ def spread_from_moments(block: np.ndarray) -> np.ndarray:
     return np.stack([mean, np.where(np.isnan(mean), np.nan, spread)]).astype(np.float32)
 
 
+def calibrated_tile_predictor(model, spec: EnsembleSpec, *, row0: int = 0, col0: int = 0) -> Callable:
+    """A tile predictor of a calibrated ensemble (:mod:`pandafine.inference.ensemble`) of a residual generative model.
+
+    ``predict(row, cols, batch)`` draws the members of the tiles at grid rows/columns
+    ``(row0 + row, col0 + col)`` with grid noise (:func:`~pandafine.inference.ensemble.member_noise_fns`),
+    combines them in z (:func:`~pandafine.inference.ensemble.combine_members`) and returns
+    ``(B, 2, h, w)`` = (mean, mean of squares) of their radiance, blended as
+    :func:`ensemble_tile_predictor`'s moments are and finished by :func:`spread_from_moments`.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+
+    def predict(row: int, cols: Sequence[int], batch: np.ndarray) -> np.ndarray:
+        origins = [(row0 + row, col0 + c) for c in cols]
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+        zb, z = sample_members(model, x, member_noise_fns(spec, lambda s: make_batch_grid_noise_fn(s, origins)))
+        rad = log_to_radiance(combine_members(z, zb, spec))
+        return np.stack([rad.mean(axis=0), (rad * rad).mean(axis=0)], axis=1).astype(np.float32)
+
+    return predict
+
+
 def checkpoint_tile_predictor(checkpoint_path, members: int = 1, *, n_channels: int | None = None):
     """What :func:`pandafine.inference.infer.infer_year` needs to sample a product from a generative checkpoint.
 
@@ -256,7 +287,10 @@ def checkpoint_tile_predictor(checkpoint_path, members: int = 1, *, n_channels: 
         The tile predictor (:func:`ensemble_tile_predictor` of the model's
         configured sampler, noise seed ``model.sample_seed``), the band names,
         the block transform applied after blending (None, or
-        :func:`spread_from_moments`) and product tags (sampler, seed, members).
+        :func:`spread_from_moments`) and product tags (sampler, seed, members, and the
+        ensemble recipe). With ``members > 1`` and an :data:`~pandafine.inference.ensemble.ENSEMBLE_FILE`
+        beside the checkpoint (``pandafine uncertainty`` writes one for its residual companion),
+        the members follow that recipe (:func:`calibrated_tile_predictor`).
     """
     import json
     from pathlib import Path
@@ -279,7 +313,13 @@ def checkpoint_tile_predictor(checkpoint_path, members: int = 1, *, n_channels: 
     bands = PRODUCT_BANDS if members > 1 else PRODUCT_BANDS[:1]
     tags = {"sampler": json.dumps(mc.get("sampler"), sort_keys=True), "sample_seed": str(seed),
             "ensemble_members": str(members)}
-    return predict, bands, (spread_from_moments if members > 1 else None), tags
+    if members == 1:
+        return predict, bands, None, tags
+    recipe = read_ensemble_file(path, members)
+    if recipe is not None and not recipe.plain:
+        predict = calibrated_tile_predictor(model, recipe)
+        tags.update(sample_seed=str(recipe.seed), ensemble_recipe=json.dumps(dataclasses.asdict(recipe), sort_keys=True))
+    return predict, bands, spread_from_moments, tags
 
 
 def tile_border_pairs(length: int, tile: int, overlap: int) -> np.ndarray:

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 #: Model names accepted in ``model.name``, with the config keys each one requires.
 MODEL_KEYS: dict[str, tuple[str, ...]] = {"unet": ("width", "depth"), "mmntlsr": ("width", "depth"),
-                                           "diffusion": ("width", "depth"), "flow": ("width", "depth")}
+                                           "diffusion": ("width", "depth"), "flow": ("width", "depth"),
+                                           "hetero": ("width", "depth", "base_model")}
 #: Optional keys of each model and their defaults (not in the config schema yet).
 #: ``mmntlsr.modules`` mirrors :data:`pandafine.models.mmntlsr.DEFAULT_MODULES` (kept literal: no torch import here).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -26,6 +27,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "diffusion": {"prediction": "v", "schedule": "cosine", "timesteps": 1000, "data_scale": 1.0, "sample_seed": 0,
                   "sampler": {"kind": "ddim", "steps": 10, "eta": 0.0}},
     "flow": {"data_scale": 1.0, "sample_seed": 0, "sampler": {"kind": "euler", "steps": 10}},
+    # heteroscedastic head on a frozen base (pandafine.models.hetero); ``base_model`` is required
+    "hetero": {"log_var_init": -5.0, "mean_correction": True},
 }
 
 
@@ -37,7 +40,7 @@ def resolve_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def input_multiple(model_cfg: Mapping[str, Any]) -> int:
     """Input height and width of the model must be multiples of this (1 if unconstrained)."""
-    if model_cfg.get("name") in ("unet", "diffusion", "flow"):
+    if model_cfg.get("name") in ("unet", "diffusion", "flow", "hetero"):
         return 2 ** int(model_cfg["depth"])
     if model_cfg.get("name") == "mmntlsr":  # PANDA is encoded at 1/8 resolution
         return max(8, 2 ** int(model_cfg["depth"]))

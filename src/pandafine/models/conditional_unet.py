@@ -191,6 +191,10 @@ class ConditionalUNet(nn.Module):
         return self.head(y)
 
 
+#: Values of ``model.selection`` (diffusion, flow).
+SELECTIONS = ("sample", "loss")
+
+
 class GenerativeModel(nn.Module):
     """Shared part of the conditional diffusion and flow models (see the module docstring).
 
@@ -208,6 +212,10 @@ class GenerativeModel(nn.Module):
         Frozen network mapping normalized inputs to z_base; without it ``z_base = 0``.
     seed : int
         Seed of the noise :meth:`forward` draws (the same for every call).
+    selection : {"sample", "loss"}
+        What picks the best training epoch: the validation PSNR of one sample (``sample``), or the
+        training objective on the validation split with fixed noise (``loss``;
+        :meth:`pandafine.training.train.ValidationSet.selection_score`).
     """
 
     supported_samplers: tuple[str, ...] = ()
@@ -216,10 +224,13 @@ class GenerativeModel(nn.Module):
 
     def __init__(self, in_channels: int, width: int, depth: int, *, data_scale: float = 1.0,
                  sampler: SamplerSpec | Mapping[str, Any] | None = None, base: nn.Module | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, selection: str = "sample") -> None:
         super().__init__()
         if not data_scale > 0:
             raise ValueError(f"key 'model.data_scale': value {data_scale} must be > 0")
+        if selection not in SELECTIONS:
+            raise ValueError(f"key 'model.selection': value {selection!r} must be one of {', '.join(SELECTIONS)}")
+        self.selects_by_loss = selection == "loss"
         self.in_channels = in_channels
         self.data_scale = float(data_scale)
         self.sampler = self.check_sampler(self.sampler_spec(sampler))

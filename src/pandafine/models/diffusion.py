@@ -138,7 +138,7 @@ def build_diffusion(model_cfg: Mapping[str, Any], in_channels: int, base=None) -
         in_channels, int(model_cfg["width"]), int(model_cfg["depth"]), prediction=str(model_cfg["prediction"]),
         schedule=str(model_cfg["schedule"]), timesteps=int(model_cfg["timesteps"]),
         data_scale=float(model_cfg["data_scale"]), sampler=model_cfg.get("sampler"), base=base,
-        seed=int(model_cfg.get("sample_seed", 0)))
+        seed=int(model_cfg.get("sample_seed", 0)), selection=str(model_cfg.get("selection", "sample")))
 
 
 __all__ = ["DEFAULT_SAMPLER", "ConditionalDiffusion", "build_diffusion", "make_schedule", "PREDICTIONS",

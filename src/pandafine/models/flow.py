@@ -72,7 +72,7 @@ def build_flow(model_cfg: Mapping[str, Any], in_channels: int, base=None) -> Con
     """A :class:`ConditionalFlow` from a resolved ``model`` config section."""
     return ConditionalFlow(in_channels, int(model_cfg["width"]), int(model_cfg["depth"]),
                            data_scale=float(model_cfg["data_scale"]), sampler=model_cfg.get("sampler"), base=base,
-                           seed=int(model_cfg.get("sample_seed", 0)))
+                           seed=int(model_cfg.get("sample_seed", 0)), selection=str(model_cfg.get("selection", "sample")))
 
 
 __all__ = ["DEFAULT_SAMPLER", "ConditionalFlow", "build_flow", "TIME_SCALE"]

@@ -18,6 +18,7 @@ from pandafine.models import MODEL_KEYS, resolve_model_config
 from pandafine.models.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from pandafine.models.diffusion import build_diffusion
 from pandafine.models.flow import build_flow
+from pandafine.models.hetero import build_hetero
 from pandafine.models.mmntlsr import build_mmntlsr
 from pandafine.models.unet import UNet
 from pandafine.models.wrapper import PandaFineNet
@@ -66,9 +67,19 @@ def _build_generative(model_cfg: Mapping[str, Any], in_channels: int):
     return (build_diffusion if cfg["name"] == "diffusion" else build_flow)(cfg, in_channels, base=base)
 
 
+def _build_hetero(model_cfg: Mapping[str, Any], in_channels: int):
+    """The heteroscedastic head on the frozen base model of ``model.base_model`` (required)."""
+    cfg = resolve_model_config(model_cfg)
+    if not cfg.get("base_model"):
+        raise ValueError("key 'model.base_model': model 'hetero' needs the directory of a trained unet/mmntlsr "
+                         "model")
+    return build_hetero(cfg, in_channels, load_base_net(cfg["base_model"], in_channels))
+
+
 _BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Any]] = {"unet": _build_unet, "mmntlsr": _build_mmntlsr,
                                                                   "diffusion": _build_generative,
-                                                                  "flow": _build_generative}
+                                                                  "flow": _build_generative,
+                                                                  "hetero": _build_hetero}
 
 
 def build_model(model_cfg: Mapping[str, Any], in_channels: int):
@@ -103,7 +114,7 @@ def load_base_net(model_dir, in_channels: int) -> nn.Module:
     """
     path = Path(model_dir) / CHECKPOINT_NAME
     ck = read_checkpoint(path)
-    if ck["model_config"].get("name") in ("diffusion", "flow"):
+    if ck["model_config"].get("name") in ("diffusion", "flow", "hetero"):
         raise ValueError(f"key 'model.base_model': {path} holds a {ck['model_config']['name']} model; the base "
                          "must be a deterministic model (unet, mmntlsr)")
     if len(ck["channels"]) != in_channels:

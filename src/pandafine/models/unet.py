@@ -9,7 +9,7 @@ from pandafine.models.blocks import ConvBlock, Down, Up
 
 
 class UNet(nn.Module):
-    """Encoder-decoder with skip connections; one output channel (z).
+    """Encoder-decoder with skip connections; one output channel (z) unless ``out_channels`` says otherwise.
 
     Level ``k`` (0 = full resolution) has ``width * 2**k`` channels; there are
     ``depth`` poolings, so the input height and width must be divisible by
@@ -25,9 +25,13 @@ class UNet(nn.Module):
         Number of 2x downsamplings (>= 1).
     norm : {"none", "batch"}
         Normalization after each 3x3 convolution (see :mod:`pandafine.models.blocks`).
+    out_channels : int
+        Output channels of the final 1x1 convolution (1: z; 2: the heteroscedastic head's
+        mean correction and log-variance).
     """
 
-    def __init__(self, in_channels: int, width: int = 24, depth: int = 3, norm: str = "none") -> None:
+    def __init__(self, in_channels: int, width: int = 24, depth: int = 3, norm: str = "none",
+                 out_channels: int = 1) -> None:
         super().__init__()
         if in_channels < 1 or width < 1 or depth < 1:
             raise ValueError(f"UNet needs in_channels, width and depth >= 1, got "
@@ -37,7 +41,7 @@ class UNet(nn.Module):
         self.stem = ConvBlock(in_channels, chans[0], norm)
         self.downs = nn.ModuleList(Down(chans[k], chans[k + 1], norm) for k in range(depth))
         self.ups = nn.ModuleList(Up(chans[k + 1], chans[k], norm) for k in reversed(range(depth)))
-        self.head = nn.Conv2d(chans[0], 1, 1)
+        self.head = nn.Conv2d(chans[0], int(out_channels), 1)
 
     @property
     def multiple(self) -> int:
@@ -45,7 +49,7 @@ class UNet(nn.Module):
         return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in_channels, H, W)`` to z ``(B, 1, H, W)``."""
+        """Map ``(B, in_channels, H, W)`` to ``(B, out_channels, H, W)`` (z by default)."""
         skips = [self.stem(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))

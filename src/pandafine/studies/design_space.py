@@ -451,8 +451,22 @@ def _slug(text: str) -> str:
 def _train_point(cfg: Mapping[str, Any], train_zarr: Path, point: ModelPoint, model_dir: Path, data_fp,
                  epochs: int | None, base_dir: Path | None, base_key: str | None) -> dict[str, Any]:
     """Train ``point`` into ``model_dir`` unless its key file says it is done; return the key record."""
+    return train_or_reuse(cfg, train_zarr, point.label, point.config, model_dir, data_fp, epochs, base_dir,
+                          base_key, study="design space")
+
+
+def train_or_reuse(cfg: Mapping[str, Any], train_zarr: Path, label: str, model_config: Mapping[str, Any],
+                   model_dir: Path, data_fp, epochs: int | None, base_dir: Path | None, base_key: str | None,
+                   *, study: str) -> dict[str, Any]:
+    """Train ``model_config`` into ``model_dir`` unless its key file says it is done; return the key record.
+
+    The key is the training spec (with ``epochs`` if given and ``model.base_model = base_dir``),
+    the patches' fingerprint ``data_fp`` and the base checkpoint's hash ``base_key``; the record
+    (``design_space_model.json`` in ``model_dir``) adds the checkpoint's hash, training seconds,
+    epochs run and the best epoch. ``study`` names the caller in log lines.
+    """
     pcfg = copy.deepcopy(dict(cfg))
-    pcfg["model"] = dict(point.config)
+    pcfg["model"] = dict(model_config)
     if base_dir is not None:
         pcfg["model"]["base_model"] = str(base_dir)
     if epochs is not None:
@@ -461,15 +475,15 @@ def _train_point(cfg: Mapping[str, Any], train_zarr: Path, point: ModelPoint, mo
     ck_path = model_dir / CHECKPOINT_NAME
     rec = _read_json(model_dir / MODEL_KEY_FILE)
     if rec is not None and rec.get("key") == key and ck_path.is_file() and rec.get("sha256") == sha256_file(ck_path):
-        log.info("design space: %s up to date in %s", point.label, model_dir)
+        log.info("%s: %s up to date in %s", study, label, model_dir)
         return rec
-    log.info("design space: training %s (%s) in %s", point.label, point.config["name"], model_dir)
+    log.info("%s: training %s (%s) in %s", study, label, model_config["name"], model_dir)
     t0 = time.perf_counter()
     path = train_model(pcfg, train_zarr, model_dir, progress=False)
     ck = read_checkpoint(path)
     if not ck.get("finished"):
         raise ValueError(f"{path}: training did not finish (stop reason {ck.get('stop_reason')!r})")
-    rec = {"key": key, "sha256": sha256_file(ck_path), "label": point.label, "model_config": ck["model_config"],
+    rec = {"key": key, "sha256": sha256_file(ck_path), "label": label, "model_config": ck["model_config"],
            "train_seconds": float(sum(h["seconds"] for h in ck["history"])), "epochs_run": int(ck["epoch"]),
            "best_epoch": int(ck["best_epoch"]), "wall_seconds": time.perf_counter() - t0}
     write_text_atomic(model_dir / MODEL_KEY_FILE, json.dumps(rec, indent=2) + "\n")
@@ -625,6 +639,6 @@ def run_design_space(cfg: Mapping[str, Any], train_zarr, out_dir, *, spec_path=N
     return csv_path
 
 
-__all__ = ["COLUMNS", "DEFAULT_SPEC", "DesignSpec", "ModelPoint", "model_size", "evaluate_sampling",
+__all__ = ["COLUMNS", "DEFAULT_SPEC", "DesignSpec", "ModelPoint", "train_or_reuse", "model_size", "evaluate_sampling",
            "evaluate_onnx", "table_record", "table_csv", "table_markdown", "expand_sampler", "parse_spec",
            "load_spec", "plan", "add_relative", "run_design_space"]

@@ -29,12 +29,15 @@ Definitions (the same for every forecast, so the numbers compare):
   for an ensemble the *fair* (unbiased) estimator by default, i.e. an unbiased estimate of the CRPS
   of the distribution the members are drawn from, so ensembles of different sizes and the
   Gaussians compare (:func:`ensemble_crps`).
-* **coverage** of the central ``level`` interval: the fraction of pixels whose target lies in it.
-  Ensemble intervals are empirical quantiles of the members with Weibull plotting positions
-  (quantile ``p`` at order statistic ``p (M + 1)``, linear between order statistics), for which a
-  calibrated ensemble covers about ``level`` whatever ``M`` (up to the clamping of ``p (M + 1)`` to
-  ``[1, M]``: 16 members cover 15/17 = 0.88 of a 90 % interval at most, 8 members 7/9 = 0.78). numpy's default plotting positions
-  (``'linear'``) under-cover by the factor ``(M - 1) / (M + 1)`` (0.79 instead of 0.9 at M = 16).
+* **coverage** of the central ``level`` interval: the expected fraction of pixels whose randomized
+  PIT lies in ``[(1 - level) / 2, (1 + level) / 2]`` (:func:`pit_coverage`). Ensemble: the rank of
+  the target among the members, ties (members clamped at 0 where the target is 0) spread uniformly
+  (:func:`ensemble_pit`); Gaussian: its CDF at the target, censored at ``lower`` if given
+  (:func:`gaussian_pit`). A calibrated forecast covers ``level`` whatever ``M``, also where the
+  target has a point mass: 60-80 % of the Luojia target's pixels are exactly 0 (below the
+  background), and member quantiles would count every such pixel as inside any interval that
+  reaches 0. Member quantiles are still available (:func:`interval_coverage` with a numpy ``method``:
+  Weibull positions cover at most ``(M - 1) / (M + 1)``, numpy's default ``level (M - 1) / (M + 1)``).
 * **reliability curve**: pixels binned by spread decile; RMS spread and RMSE per bin
   (:func:`reliability_curve`). Binned by its own spread, a small calibrated ensemble looks
   overconfident in the low bins and underconfident in the top one (sampling noise of the spread).
@@ -188,8 +191,11 @@ def ensemble_crps(members, y, *, fair: bool = True) -> float:
     return total / obs.size
 
 
-def gaussian_crps(mu, sigma, y) -> float:
+def gaussian_crps(mu, sigma, y, lower: float | None = None) -> float:
     """Mean CRPS of ``N(mu, sigma**2)`` over the valid pixels (``scoringrules.crps_normal``, closed form).
+
+    With ``lower``, of the normal censored at ``lower`` (``scoringrules.crps_cnormal``): the forecast's
+    mass below ``lower`` sits at ``lower``, as when z < 0 is taken as 0.
 
     Parameters
     ----------
@@ -212,6 +218,8 @@ def gaussian_crps(mu, sigma, y) -> float:
     if not ok.any():
         return float("nan")
     obs, m = np.asarray(y, dtype=np.float64)[ok], np.asarray(mu, dtype=np.float64)[ok]
+    if lower is not None:
+        return float(np.mean(sr.crps_cnormal(obs, m, s[ok], float(lower), np.inf, backend="numpy")))
     return float(np.mean(sr.crps_normal(obs, m, s[ok], backend="numpy")))
 
 
@@ -226,6 +234,37 @@ def constant_sigma(pred_val, y_val) -> float:
         raise ValueError(f"constant_sigma: the validation residuals give no positive RMS (got {sigma}); "
                          "need valid pixels where the prediction and the target differ")
     return sigma
+
+
+# --------------------------------------------------------------------------- spread scale (fitted on the validation split)
+
+def gaussian_spread_scale(mu, sigma, y) -> float:
+    """Factor ``s`` that minimises the Gaussian NLL of ``N(mu, (s sigma)**2)`` on ``y``: ``sqrt(mean(((y - mu) / sigma)**2))``.
+
+    Fitted on the validation split, it corrects a heteroscedastic head trained on the training
+    split, where the base model's residuals are smaller than on unseen patches.
+    """
+    ok = gaussian_valid(mu, sigma, y)
+    if not ok.any():
+        raise ValueError("gaussian_spread_scale: no valid pixel")
+    s = _sigma(sigma, ok.shape, ok)
+    r = (np.asarray(y, dtype=np.float64)[ok] - np.asarray(mu, dtype=np.float64)[ok]) / s[ok]
+    return float(np.sqrt(np.mean(r**2)))
+
+
+def ensemble_spread_scale(members, y) -> float:
+    """Factor ``s`` such that :func:`scale_ensemble` ``(members, s)`` has spread-skill ratio 1 on ``y``: ``1 / spread_skill``."""
+    ratio = spread_skill(members, y)
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"ensemble_spread_scale: the spread-skill ratio is {ratio}; need a positive spread and error")
+    return 1.0 / ratio
+
+
+def scale_ensemble(members, s: float) -> np.ndarray:
+    """The members with their deviations from the ensemble mean multiplied by ``s`` (the mean is kept)."""
+    f = _members(members)
+    mean = f.mean(axis=0)
+    return mean + float(s) * (f - mean)
 
 
 # --------------------------------------------------------------------------- spread and coverage
@@ -275,36 +314,94 @@ def spread_skill_gaussian(mu, sigma, y) -> float:
     return _ratio(s[ok], (mu[ok] - y[ok]) ** 2)
 
 
-def interval_coverage(members, y, level: float, *, method: str = "weibull") -> float:
-    """Fraction of valid pixels whose target lies in the members' central ``level`` interval (bounds included).
+def pit_coverage(lo, hi, level: float) -> float:
+    """Mean probability that a randomized PIT, uniform on ``[lo, hi]`` per pixel, lies in the central ``level`` interval.
 
-    The interval runs from the ``(1 - level) / 2`` to the ``(1 + level) / 2`` quantile of the members
-    (:func:`numpy.quantile` with ``method``). ``'weibull'`` (default) puts quantile ``p`` at order
-    statistic ``p (M + 1)``, linear in between, so a calibrated ensemble covers ``level`` in
-    expectation: exactly where ``p (M + 1)`` is a whole number, nearly in between (4 members cover
-    0.52 of a 50 % interval), at most ``(M - 1) / (M + 1)`` (the members' range: 0.78 for 8 members,
-    0.88 for 16). numpy's default ``'linear'`` covers about ``level (M - 1) / (M + 1)``.
+    The central interval of the PIT is ``[(1 - level) / 2, (1 + level) / 2]``; where ``lo == hi``
+    (no tie) the probability is 0 or 1. A calibrated forecast covers ``level`` in expectation,
+    also where the target has a point mass (Czado, Gneiting & Held 2009, Biometrics 65, 1254).
+    """
+    level = _level(level)
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    if lo.size == 0:
+        return float("nan")
+    a, b = (1 - level) / 2, (1 + level) / 2
+    width = hi - lo
+    inside = np.clip(np.minimum(hi, b) - np.maximum(lo, a), 0.0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(width > 0, inside / np.where(width > 0, width, 1.0), ((lo >= a) & (lo <= b)).astype(float))
+    return float(np.mean(p))
+
+
+def ensemble_pit(members, y) -> tuple[np.ndarray, np.ndarray]:
+    """Randomized rank PIT of ``y`` in the ensemble, as ``(lo, hi)`` per valid pixel.
+
+    With ``r`` members below the target and ``t`` equal to it, the rank is uniform on ``r .. r + t``
+    and the PIT on ``[r / (M + 1), (r + t + 1) / (M + 1)]``; for a calibrated ensemble it is uniform
+    on [0, 1] whatever ``M``, ties (members clamped at 0 where the target is 0) included.
+    """
+    f = _members(members, y)
+    ok = ensemble_valid(f, y)
+    t = np.asarray(y, dtype=np.float64)[ok]
+    g = f[:, ok]
+    below = np.sum(g < t, axis=0)
+    ties = np.sum(g == t, axis=0)
+    m1 = f.shape[0] + 1
+    return below / m1, (below + ties + 1) / m1
+
+
+def gaussian_pit(mu, sigma, y, lower: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """PIT of ``y`` under ``N(mu, sigma**2)``, censored at ``lower`` if given, as ``(lo, hi)`` per valid pixel.
+
+    Censored at ``lower`` (e.g. z >= 0: radiance is not negative) the forecast has a point mass
+    ``Phi((lower - mu) / sigma)`` at ``lower``; a target there has a PIT uniform on ``[0, that mass]``.
+    """
+    ok = gaussian_valid(mu, sigma, y)
+    s = _sigma(sigma, ok.shape, ok)[ok]
+    t, m = np.asarray(y, dtype=np.float64)[ok], np.asarray(mu, dtype=np.float64)[ok]
+    u = norm.cdf((t - m) / s)
+    if lower is None:
+        return u, u
+    at = t <= lower
+    return np.where(at, 0.0, u), np.where(at, norm.cdf((float(lower) - m) / s), u)
+
+
+def interval_coverage(members, y, level: float, *, method: str = "pit") -> float:
+    """Fraction of valid pixels whose target lies in the members' central ``level`` interval.
+
+    ``method='pit'`` (default): the expected coverage of the randomized rank PIT
+    (:func:`ensemble_pit`, :func:`pit_coverage`); a calibrated ensemble covers ``level`` in
+    expectation for any ``M`` and with ties. Otherwise the interval runs from the ``(1 - level) / 2``
+    to the ``(1 + level) / 2`` quantile of the members (:func:`numpy.quantile` with ``method``,
+    bounds included): ``'weibull'`` puts quantile ``p`` at order statistic ``p (M + 1)``, so a
+    calibrated ensemble without ties covers about ``level`` but at most ``(M - 1) / (M + 1)`` (the
+    members' range: 0.78 for 8 members, 0.88 for 16), and a target tied with several members (a
+    point mass) is always inside; numpy's default ``'linear'`` covers about ``level (M - 1) / (M + 1)``.
     """
     level = _level(level)
     f = _members(members, y)
     ok = ensemble_valid(f, y)
     if not ok.any():
         return float("nan")
+    if method == "pit":
+        return pit_coverage(*ensemble_pit(f, y), level)
     lo, hi = np.quantile(f[:, ok], [(1 - level) / 2, (1 + level) / 2], axis=0, method=method)
     t = np.asarray(y, dtype=np.float64)[ok]
     return float(np.mean((t >= lo) & (t <= hi)))
 
 
-def gaussian_interval_coverage(mu, sigma, y, level: float) -> float:
-    """Fraction of valid pixels with ``|y - mu| <= z sigma``, ``z = norm.ppf((1 + level) / 2)``."""
+def gaussian_interval_coverage(mu, sigma, y, level: float, lower: float | None = None) -> float:
+    """Expected coverage of the central ``level`` interval of ``N(mu, sigma**2)`` (censored at ``lower`` if given).
+
+    Uncensored: the fraction of valid pixels with ``|y - mu| <= z sigma``, ``z = norm.ppf((1 + level) / 2)``.
+    Censored: :func:`pit_coverage` of :func:`gaussian_pit` (a target at ``lower`` counts by the part
+    of its PIT range inside the interval).
+    """
     level = _level(level)
     ok = gaussian_valid(mu, sigma, y)
-    s = _sigma(sigma, ok.shape, ok)
     if not ok.any():
         return float("nan")
-    z = float(norm.ppf((1 + level) / 2))
-    y, mu = np.asarray(y, dtype=np.float64), np.asarray(mu, dtype=np.float64)
-    return float(np.mean(np.abs(y[ok] - mu[ok]) <= z * s[ok]))
+    return pit_coverage(*gaussian_pit(mu, sigma, y, lower), level)
 
 
 # --------------------------------------------------------------------------- reliability
@@ -400,21 +497,25 @@ def _round(x: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
     return json_safe(x)
 
 
-def _gaussian_block(mu: np.ndarray, sigma: np.ndarray, y: np.ndarray, data_range: float) -> dict[str, Any]:
-    sq = (mu - y) ** 2
+def _gaussian_block(mu: np.ndarray, sigma: np.ndarray, y: np.ndarray, data_range: float,
+                    lower: float | None) -> dict[str, Any]:
+    point = mu if lower is None else np.maximum(mu, lower)  # the censored normal's median
+    sq = (point - y) ** 2
     return {
-        "psnr_log_db": M.psnr(mu, y, data_range),
-        "rmse_log": M.rmse(mu, y),
-        "crps": gaussian_crps(mu, sigma, y),
+        "psnr_log_db": M.psnr(point, y, data_range),
+        "rmse_log": M.rmse(point, y),
+        "crps": gaussian_crps(mu, sigma, y, lower),
         "spread_rms": float(np.sqrt(np.mean(sigma**2))),
         "spread_skill": _ratio(sigma, sq),
-        "coverage": {f"{round(100 * lv)}": gaussian_interval_coverage(mu, sigma, y, lv) for lv in COVERAGE_LEVELS},
+        "coverage": {f"{round(100 * lv)}": gaussian_interval_coverage(mu, sigma, y, lv, lower)
+                     for lv in COVERAGE_LEVELS},
         "reliability": [dict(asdict(b), ratio=b.ratio) for b in reliability_curve(sigma, sq)],
     }
 
 
 def _block(y: np.ndarray, base: np.ndarray, members: np.ndarray | None, gaussians: Mapping[str, tuple],
-           data_range: float, member_counts: Sequence[int]) -> dict[str, Any]:
+           data_range: float, member_counts: Sequence[int], lower: float | None = None,
+           member_sets: Mapping[int, np.ndarray] | None = None) -> dict[str, Any]:
     """All numbers over the pixels given (1-D arrays, all valid)."""
     out: dict[str, Any] = {"n_pixels": int(y.size)}
     base_psnr = M.psnr(base, y, data_range)
@@ -429,9 +530,10 @@ def _block(y: np.ndarray, base: np.ndarray, members: np.ndarray | None, gaussian
         for m in member_counts:
             if m > n_m:
                 continue
-            p = M.psnr(members[:m].mean(axis=0), y, data_range)
+            sub_ens = member_sets[m] if member_sets and m in member_sets else members[:m]
+            p = M.psnr(sub_ens.mean(axis=0), y, data_range)
             ens["by_members"][str(m)] = {"psnr_log_db": p, "psnr_log_gain_db": p - base_psnr,
-                                         "crps": ensemble_crps(members[:m], y) if m >= 2 else None}
+                                         "crps": ensemble_crps(sub_ens, y) if m >= 2 else None}
         if n_m >= 2:
             spread = ensemble_spread(members)
             sq = (mean - y) ** 2
@@ -445,7 +547,7 @@ def _block(y: np.ndarray, base: np.ndarray, members: np.ndarray | None, gaussian
             })
         out["ensemble"] = ens
     for name, (mu, sigma) in gaussians.items():
-        out[name] = _gaussian_block(mu, sigma, y, data_range)
+        out[name] = _gaussian_block(mu, sigma, y, data_range, lower)
     if members is not None and members.shape[0] >= 2 and gaussians:
         ens_crps = out["ensemble"]["crps"]
         out["ensemble"]["crps_skill"] = {
@@ -455,7 +557,8 @@ def _block(y: np.ndarray, base: np.ndarray, members: np.ndarray | None, gaussian
 
 def uncertainty_summary(y, base, *, data_range: float, members=None, sigma_hetero=None, mu_hetero=None,
                         sigma_const: float | None = None, classes=None,
-                        member_counts: Sequence[int] = MEMBER_COUNTS) -> dict[str, Any]:
+                        member_counts: Sequence[int] = MEMBER_COUNTS, lower: float | None = None,
+                        member_sets: Mapping[int, Any] | None = None) -> dict[str, Any]:
     """Every uncertainty number of one evaluation (a split against one target), as a JSON-ready dict.
 
     Parameters
@@ -480,6 +583,15 @@ def uncertainty_summary(y, base, *, data_range: float, members=None, sigma_heter
         :func:`panda_classes` of every pixel; adds the numbers per class.
     member_counts : sequence of int
         Ensemble sizes whose mean PSNR(log) is reported.
+    lower : float, optional
+        The Gaussians are censored here (CRPS and coverage; e.g. 0 for z, which is never negative):
+        their mass below ``lower`` is a point mass at ``lower``, as ensemble members clamped there are.
+        ``base`` and ``mu_hetero`` are then the uncensored locations, and the point forecasts
+        (PSNR, RMSE, spread-skill) are ``max(base, lower)`` and ``max(mu_hetero, lower)``.
+    member_sets : mapping, optional
+        ``{m: (m, *y.shape) array}``: the ensemble of ``m`` members scored in ``by_members``, where
+        building a smaller ensemble is not taking the first ``m`` members (e.g. members recentred
+        on their own mean); default ``members[:m]``.
 
     Returns
     -------
@@ -530,9 +642,14 @@ def uncertainty_summary(y, base, *, data_range: float, members=None, sigma_heter
     if not (math.isfinite(float(data_range)) and float(data_range) > 0):
         raise ValueError(f"uncertainty_summary: data_range must be a positive finite number, got {data_range}")
 
+    point = base if lower is None else np.maximum(base, float(lower))
+
+    sets = {int(m): _members(v, y) for m, v in (member_sets or {}).items()}
+
     def block(sel: np.ndarray) -> dict[str, Any]:
-        return _block(y[sel], base[sel], None if f is None else f[:, sel],
-                      {k: (mu[sel], s[sel]) for k, (mu, s) in gauss_in.items()}, float(data_range), member_counts)
+        return _block(y[sel], point[sel], None if f is None else f[:, sel],
+                      {k: (mu[sel], s[sel]) for k, (mu, s) in gauss_in.items()}, float(data_range), member_counts,
+                      lower, {m: v[:, sel] for m, v in sets.items()})
 
     out: dict[str, Any] = {"methods": methods, "n_pixels": int(ok.sum()), "data_range": float(data_range),
                            "overall": block(ok) if ok.any() else None}

@@ -456,6 +456,29 @@ class ValidationSet:
             return float("nan")
         return psnr_log(predict_log(model, store, self.idx, batch_size), self.z, self.data_range)
 
+    def selection_score(self, model, store: PatchStore, batch_size: int, psnr: float) -> float:
+        """What picks the best epoch (higher is better): ``psnr``, or minus the mean validation loss for a
+        network with ``selects_by_loss`` (the heteroscedastic head, whose spread PSNR does not see; a
+        generative model with ``model.selection: loss``). The loss's random draws (noise, times) come
+        from a generator seeded with 0 inside :func:`torch.random.fork_rng`: the same every epoch,
+        and training's random state is left as it was."""
+        if not (self.idx.size and getattr(model.net, "selects_by_loss", False)):
+            return psnr
+        import torch
+
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        total, n = 0.0, 0
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)
+            for sel, x, t in store.iter_batches(self.idx, batch_size):
+                xt, tt = torch.from_numpy(x).to(device), torch.from_numpy(t).to(device)
+                total += float(model.net.training_loss(model.normalize(xt), tt)) * sel.size
+                n += sel.size
+        model.train(was_training)
+        return -total / n
+
 
 @dataclass
 class Optimization:
@@ -642,8 +665,9 @@ def train_model(cfg: Mapping[str, Any], train_zarr, out_dir, *, stop_after: int 
             return files.checkpoint
         if not _run_epochs(state, run, spec, store, train_idx, val, files, fingerprint, stop_after, progress):
             return files.resume
-        log.info("training finished (%s) after %d epochs; best epoch %d, val PSNR(log) %.2f dB",
-                 state.stop_reason, state.epoch, state.best_epoch, state.best_val_psnr_log)
+        log.info("training finished (%s) after %d epochs; best epoch %d, val %s %.4g", state.stop_reason,
+                 state.epoch, state.best_epoch, "selection score (minus the loss)"
+                 if getattr(run.model.net, "selects_by_loss", False) else "PSNR(log) [dB]", state.best_val_psnr_log)
     return files.checkpoint
 
 
@@ -672,14 +696,17 @@ def _run_epochs(state: LoopState, run: Optimization, spec: TrainSpec, store: Pat
             score = val.score(run.model, store, 2 * spec.batch_size)
             if not math.isfinite(train_loss) or (val.idx.size and not math.isfinite(score)):
                 raise ValueError(divergence_message(store, train_idx, e + 1, train_loss, score))
-            state.end_epoch(score, bool(val.idx.size), {"epoch": e + 1, "train_loss": train_loss,
+            selection = val.selection_score(run.model, store, 2 * spec.batch_size, score)
+            state.end_epoch(selection, bool(val.idx.size), {"epoch": e + 1, "train_loss": train_loss,
                                                         "val_psnr_log": score, "lr": lr,
                                                         "seconds": time.perf_counter() - t0}, spec, run.model)
             save()
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.4f}", val_psnr_log=f"{score:.2f}")
-            log.info("epoch %d/%d: train L1(z) %.4f, val PSNR(log) %.2f dB, lr %.3g, %.1f s", e + 1,
-                     spec.epochs, train_loss, score, lr, state.history[-1]["seconds"])
+            log.info("epoch %d/%d: train %s %.4f, val PSNR(log) %.2f dB%s, lr %.3g, %.1f s", e + 1, spec.epochs,
+                     "loss" if hasattr(run.model.net, "training_loss") else "L1(z)", train_loss, score,
+                     "" if selection == score else f", val selection score {selection:.4f}", lr,
+                     state.history[-1]["seconds"])
     finally:
         bar.close()
     return True
