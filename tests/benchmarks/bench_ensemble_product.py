@@ -3,14 +3,15 @@
 Usage, in a workdir where ``snakemake results/models/<model>/uncertainty.json`` has run::
 
     python tests/benchmarks/bench_ensemble_product.py --cube results/tiles/cube/2018.zarr \
-        --model-dir results/models/mmntlsr [--config config.yaml] [--members 8]
+        --model-dir results/models/mmntlsr [--config config.yaml] [--members 8] [--tile 128 --overlap 64]
 
 For one year's cube it runs ``pandafine infer``'s code (:func:`pandafine.inference.infer.infer_year`)
 three times, in this order, in one process with the same threads:
 
 1. the deterministic model (``model.onnx``, fp32): the year's product as the workflow makes it;
 2. the ensemble (``uncertainty_models/generative/checkpoint.pt``, ``infer.ensemble = members``,
-   the recipe of its ``ensemble.json``) with the config's tile and overlap;
+   the recipe of its ``ensemble.json``) with the same tile and overlap (``--tile``/``--overlap``,
+   default the config's);
 3. the same ensemble in one pass (a tile covering the grid).
 
 Printed: wall seconds of 1 and 2 and their ratio (the issue's budget: members x 8 network calls
@@ -36,6 +37,9 @@ def main(argv=None) -> None:
     ap.add_argument("--config", type=Path, default=Path("config.yaml"))
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tile", type=int, help="tile (px) of runs 1 and 2 (default infer.tile; the demo's 352 px grid "
+                                             "fits one 512 px tile, so seams need e.g. --tile 128)")
+    ap.add_argument("--overlap", type=int, help="overlap (px) of runs 1 and 2 (default infer.overlap)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -55,7 +59,10 @@ def main(argv=None) -> None:
         if not p.is_file():
             raise SystemExit(f"{p}: missing; run the uncertainty rule and the export first")
     h, w = open_cube(args.cube).grid.shape
-    tile, overlap = int(cfg["infer"]["tile"]), int(cfg["infer"]["overlap"])
+    tile = int(args.tile or cfg["infer"]["tile"])
+    overlap = int(args.overlap if args.overlap is not None else cfg["infer"]["overlap"])
+    if max(h, w) <= tile:
+        raise SystemExit(f"the {h} x {w} px grid fits one {tile} px tile: no seams to measure; pass a smaller --tile")
 
     def run(label: str, model_path: Path, members: int, tile_px: int, out: Path) -> tuple[float, np.ndarray]:
         c = copy.deepcopy(cfg)
