@@ -121,9 +121,9 @@ class UncertaintySpec:
                     epochs: int | None = None) -> "UncertaintySpec":
         """The spec of ``cfg["uncertainty"]`` over :data:`DEFAULT_SPEC`; ``members`` / ``epochs`` override."""
         sec = {**copy.deepcopy(DEFAULT_SPEC), **dict(cfg.get("uncertainty") or {})}
+        epochs = sec["epochs"] if epochs is None else epochs
         spec = cls(members=int(members if members is not None else sec["members"]), seed=int(sec["seed"]),
-                   epochs=None if (epochs if epochs is not None else sec["epochs"]) is None
-                   else int(epochs if epochs is not None else sec["epochs"]),
+                   epochs=None if epochs is None else int(epochs),
                    hetero=sec["hetero"], generative=sec["generative"], calibrate=bool(sec["calibrate"]),
                    recentre=bool(sec["recentre"]), antithetic=bool(sec["antithetic"]))
         if spec.generative is not None and spec.members < 2:
@@ -137,21 +137,12 @@ class UncertaintySpec:
             name = spec.generative.get("name")
             if name not in ("flow", "diffusion"):
                 raise ValueError(f"key 'uncertainty.generative.name': must be 'flow' or 'diffusion', got {name!r}")
-            calls = network_calls(SamplerSpec.from_mapping({**MODEL_DEFAULTS[name]["sampler"],
-                                                            **dict(spec.generative.get("sampler") or {})}))
+            calls = SamplerSpec.from_mapping({**MODEL_DEFAULTS[name]["sampler"],
+                                              **dict(spec.generative.get("sampler") or {})}).network_calls
             if calls > MAX_CALLS_PER_MEMBER:
                 raise ValueError(f"key 'uncertainty.generative.sampler': {calls} network calls per member, more "
                                  f"than {MAX_CALLS_PER_MEMBER}")
         return spec
-
-
-def network_calls(spec) -> int:
-    """Network calls of one sample with sampler ``spec`` (a :class:`~pandafine.models.conditional_unet.SamplerSpec`)."""
-    if spec.kind == "heun":
-        return 2 * spec.steps
-    if spec.kind == "staged":
-        return spec.fast_steps + spec.slow_steps
-    return spec.steps
 
 
 def train_companions(cfg: Mapping[str, Any], train_zarr, model_dir, spec: UncertaintySpec,
@@ -410,23 +401,21 @@ def evaluate_uncertainty(cfg: Mapping[str, Any], train_zarr, model_dir, out_dir,
         pred.hetero = load_trained_model(companions["hetero"]["dir"])[0]
     if "generative" in companions:
         pred.generative = load_trained_model(companions["generative"]["dir"])[0]
-        calls = network_calls(pred.generative.net.sampler)
+        calls = pred.generative.net.sampler.network_calls
     batch = eval_batch_patches(store.patch, 2 * int(cfg["train"]["batch_size"]), batch_pixels)
     kw = dict(factor=factor, panda_ch=panda_ch, batch=batch)
 
-    # validation: running sums of the base's residual in z -> sigma_const
+    # validation, predicted once: the base's RMS residual in z -> sigma_const; the companions' spread factors
     only_base = Predictors(base)
-    val = M.ErrorSums()
-    for part in split_pixels(store, val_idx, only_base, **kw):
-        val.add(np.maximum(part["base"], 0.0), part["y"])
-    sigma_const = val.rmse()
-    if not (val.n > 0 and np.isfinite(sigma_const) and sigma_const > 0):
+    val_px = _gather(list(split_pixels(store, val_idx, pred if spec.calibrate else only_base, **kw)))
+    n_val = int(val_px["y"].size) if val_px else 0
+    sigma_const = M.rmse(np.maximum(val_px["base"], 0.0), val_px["y"]) if n_val else float("nan")
+    if not (n_val > 0 and np.isfinite(sigma_const) and sigma_const > 0):
         raise ValueError(f"{store.path}: the validation split gives no positive RMS residual of the model "
-                         f"({val.n} valid pixels, RMS {sigma_const}); need valid pixels where the model and the "
+                         f"({n_val} valid pixels, RMS {sigma_const}); need valid pixels where the model and the "
                          "target differ")
-
-    scales = (fit_spread_scales(_gather(list(split_pixels(store, val_idx, pred, **kw))), pred.ensemble)
-              if spec.calibrate else {})
+    scales = fit_spread_scales(val_px, pred.ensemble) if spec.calibrate else {}
+    del val_px
     if "generative" in companions:  # the recipe an ensemble product of the companion follows
         write_ensemble_file(companions["generative"]["dir"], spec.ensemble(scales.get("ensemble", 1.0)),
                             fitted_on=f"{store.path} validation split" if scales else None)
@@ -450,7 +439,7 @@ def evaluate_uncertainty(cfg: Mapping[str, Any], train_zarr, model_dir, out_dir,
         sections["holdout_scene"] = {**scene_summary(px, sigma_const, other.path, scales, pred.ensemble),
                                      "n_patches": int(idx.size)}
     sections.update({
-        "sigma_const": float(sigma_const), "n_val_pixels": int(val.n),
+        "sigma_const": float(sigma_const), "n_val_pixels": n_val,
         "spread_scale": {**scales, "fitted_on": "validation split"} if scales else None,
         "models": {k: {kk: v[kk] for kk in ("dir", "model_config", "train_seconds", "epochs_run", "best_epoch")}
                    for k, v in companions.items()},
@@ -475,6 +464,6 @@ def evaluate_uncertainty(cfg: Mapping[str, Any], train_zarr, model_dir, out_dir,
     path = write_uncertainty(out_dir, sections)
     overall = sections["test_split"].get("overall") or {}
     log.info("uncertainty: sigma_const %.4g (%d validation pixels); test CRPS constant %s, hetero %s, ensemble %s",
-             sigma_const, val.n, (overall.get("gaussian_constant") or {}).get("crps"),
+             sigma_const, n_val, (overall.get("gaussian_constant") or {}).get("crps"),
              (overall.get("gaussian_hetero") or {}).get("crps"), (overall.get("ensemble") or {}).get("crps"))
     return path

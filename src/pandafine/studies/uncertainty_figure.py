@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pandafine.core.atomic import atomic_path
+from pandafine.training.evaluate import draw_patch_grid
 
 #: Methods drawn on the reliability panel, with their labels.
 METHOD_LABELS = {"ensemble": "residual flow ensemble", "gaussian_hetero": "heteroscedastic head",
@@ -53,15 +54,7 @@ def uncertainty_figure(path, patches: Mapping[str, np.ndarray], reliability: Map
     rows = len(target)
     fig = plt.figure(figsize=(2.3 * len(cols) + 4.2, 2.3 * rows + 0.8))
     grid = fig.add_gridspec(rows, len(cols) + 3)  # a blank column before the reliability panel
-    for r in range(rows):
-        for c, (name, arr, kw) in enumerate(cols):
-            ax = fig.add_subplot(grid[r, c])
-            im = ax.imshow(arr[r], interpolation="nearest", **kw)
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-            if r == rows - 1:
-                fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
+    draw_patch_grid(fig, lambda r, c: fig.add_subplot(grid[r, c]), cols, rows)
     ax = fig.add_subplot(grid[:, len(cols) + 1:])
     top = 0.0
     for method, bins in reliability.items():

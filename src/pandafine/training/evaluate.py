@@ -422,6 +422,23 @@ def fit_baseline(store, factor: int, panda_ch: int) -> tuple[np.ndarray, int]:
     return ne.solve(), ne.n
 
 
+def draw_patch_grid(fig, ax_at, cols, rows: int) -> None:
+    """Draw patches as a grid: one row per patch, one column per ``(title, (rows, P, P) array, imshow kwargs)``.
+
+    ``ax_at(r, c)`` gives the axes of row ``r``, column ``c``. Titles go on the first row and
+    horizontal colour bars under the last; ticks are off.
+    """
+    for r in range(rows):
+        for c, (title, arr, kw) in enumerate(cols):
+            ax = ax_at(r, c)
+            im = ax.imshow(arr[r], interpolation="nearest", **kw)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+            if r == rows - 1:
+                fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
+
+
 def _panels(path: Path, panda: np.ndarray, interp: np.ndarray, model: np.ndarray, true: np.ndarray) -> None:
     """Figure of the patches of the stacks (k, P, P) (one row each): PANDA, both predictions, truth, error."""
     import matplotlib
@@ -441,15 +458,8 @@ def _panels(path: Path, panda: np.ndarray, interp: np.ndarray, model: np.ndarray
             ("|model - truth| (z)", err, dict(cmap="viridis", vmin=0, vmax=emax))]
     rows = len(true)
     fig, axes = plt.subplots(rows, len(cols), figsize=(2.4 * len(cols), 2.4 * rows + 0.6), squeeze=False)
+    draw_patch_grid(fig, lambda r, c: axes[r, c], cols, rows)
     for r in range(rows):
-        for c, (title, arr, kw) in enumerate(cols):
-            ax = axes[r, c]
-            im = ax.imshow(arr[r], interpolation="nearest", **kw)
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=9)
-            if r == rows - 1:
-                fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
         axes[r, 0].set_ylabel(f"test patch {r + 1}", fontsize=8)
     fig.suptitle(f"Test patches; z = log1p(L / {RADIANCE_REF:g} {RADIANCE_UNITS})", fontsize=9)
     with atomic_path(path) as tmp:
