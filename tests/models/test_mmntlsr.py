@@ -40,7 +40,7 @@ def perturb_alignment(model, scale=0.05, seed=1):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if any(s in name for s in ("affine.fc", "conv.offset", "field.flow")):
+            if any(s in name for s in ("affine.head", "conv.offset", "field.flow")):
                 p.copy_(torch.randn(p.shape, generator=gen) * scale)
     return model
 
@@ -60,7 +60,7 @@ def test_output_shapes_eval_and_train(shape, depth):
     assert aux["sat_logit"].shape == aux["bright"].shape == (b, 1, h, w)
     expected = {f: (b, 1, h // f, w // f) for f in (2, 4) if f <= 2**depth}
     assert {f: tuple(v.shape) for f, v in aux["multiscale"].items()} == expected
-    assert aux["theta"].shape == (b, 2, 3) and aux["smoothness"].ndim == 0
+    assert aux["affine_shift"].shape == (b, 2, h // 8, w // 8) and aux["smoothness"].ndim == 0
     assert len(aux["flows"]) == depth  # local alignment at levels 1..depth
 
 
@@ -79,7 +79,7 @@ def test_each_switch_changes_parameters_and_still_runs():
         assert {n for n, _ in model.named_parameters()} != names_full, switch
         z, aux = model.train()(x)
         assert z.shape == (1, 1, 16, 16) and torch.isfinite(z).all()
-        assert {"affine": "theta", "deformation_field": "smoothness", "auxiliary": "sat_logit",
+        assert {"affine": "affine_shift", "deformation_field": "smoothness", "auxiliary": "sat_logit",
                 "multiscale": "multiscale"}.get(switch, "-") not in aux
     base = tiny({k: False for k in M.DEFAULT_MODULES})
     z, aux = base.train()(x)
@@ -146,31 +146,46 @@ def test_alignment_is_a_no_op_at_initialization():
     assert d1 > 1e-5 and d1 > 100 * d0
 
 
-def test_affine_warp_identity_and_matches_affine_grid():
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 12, 12)
-    eye = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(2, 2, 3)
-    assert torch.allclose(A.affine_warp(x, eye), x, atol=1e-5)
-    grid = F.affine_grid(eye, list(x.shape), align_corners=False)
-    assert torch.allclose(F.grid_sample(x, grid, align_corners=False), x, atol=1e-5)
-    # same transform as affine_grid/grid_sample on a square map (translation in pixels = normalized * W / 2)
-    theta_n = torch.tensor([[[0.95, 0.1, 0.2], [-0.05, 1.02, -0.1]]]).expand(2, 2, 3)
-    theta_px = theta_n.clone()
-    theta_px[:, :, 2] *= 12 / 2
-    ref = F.grid_sample(x, F.affine_grid(theta_n, list(x.shape), align_corners=False), mode="bilinear",
-                        padding_mode="border", align_corners=False)
-    assert torch.allclose(A.affine_warp(x, theta_px), ref, atol=1e-5)
-    # a one-pixel translation reads the right-hand neighbour
-    shift = torch.tensor([[[1.0, 0, 1.0], [0, 1.0, 0]]]).expand(2, 2, 3)
-    assert torch.allclose(A.affine_warp(x, shift)[..., :-1], x[..., 1:], atol=1e-5)
+def test_cell_shift_to_flow_is_constant_for_a_constant_shift_and_interpolates_between_cells():
+    shift = torch.tensor([1.5, -0.5]).view(1, 2, 1, 1).expand(2, 2, 3, 4)
+    flow = A.cell_shift_to_flow(shift, (24, 32))
+    assert flow.shape == (2, 2, 24, 32) and torch.allclose(flow, shift[:, :, :1, :1].expand(2, 2, 24, 32))
+    # a ramp of cell values: halfway between two cell centres the flow is their mean
+    ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 2, 1, 4)
+    f = A.cell_shift_to_flow(ramp, (8, 32))
+    assert torch.equal(f[0, 0, 0, :4], torch.zeros(4))  # left of the first cell centre (x = 4) it clamps to cell 0
+    assert torch.allclose(f[0, 0, 0, 7:9].mean(), torch.tensor(0.5), atol=1e-6)  # between centres 3.5 and 11.5
 
 
-def test_affine_head_starts_at_identity():
+def test_affine_head_starts_at_identity_and_a_constant_shift_translates():
     head = A.AffineAlign(5, 4, max_shift=2.0)
-    theta = head.theta(torch.randn(3, 5, 4, 4))
-    assert torch.equal(theta, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 2, 3))
-    x = torch.randn(3, 2, 8, 8)
-    assert torch.allclose(head(x, torch.randn(3, 5, 8, 8))[0], x, atol=1e-5)
+    assert torch.equal(head.cell_shift(torch.randn(3, 5, 4, 4)), torch.zeros(3, 2, 4, 4))
+    x = torch.randn(3, 2, 32, 32)
+    assert torch.allclose(head(x, torch.randn(3, 5, 4, 4))[0], x, atol=1e-5)
+    with torch.no_grad():  # bias only: dx = max_shift * tanh(b) = 1 px everywhere -> reads the right neighbour
+        head.head.bias.copy_(torch.tensor([0.0, float(np.arctanh(0.5))]))
+    out, shift = head(x, torch.randn(3, 5, 4, 4))
+    assert torch.allclose(shift[:, 1], torch.ones(3, 4, 4), atol=1e-6)
+    assert torch.allclose(out[..., :-1], x[..., 1:], atol=1e-5)
+    with pytest.raises(ValueError, match="odd"):
+        A.AffineAlign(5, 4, window=4)
+
+
+def test_affine_alignment_does_not_depend_on_the_tile():
+    """A crop of the map warps as the whole map does, away from the crop's edges (no tile-wide statistic)."""
+    torch.manual_seed(3)
+    head = A.AffineAlign(6, 8, max_shift=3.0, window=5)
+    with torch.no_grad():
+        head.head.weight.normal_(0, 1.0)
+    ctx = torch.randn(1, 6, 24, 24)
+    x = torch.randn(1, 2, 192, 192)
+    whole, shift_whole = head(x, ctx)
+    # a tile of 10 x 10 cells starting at cell (6, 8): its cells 2 .. 7 see the same 5 x 5 windows
+    tile, shift_tile = head(x[..., 48:128, 64:144], ctx[..., 6:16, 8:18])
+    assert torch.allclose(shift_tile[..., 2:8, 2:8], shift_whole[..., 8:14, 10:16], atol=1e-6)
+    assert shift_whole.abs().max() > 0.5  # the warp is active
+    inner = (slice(None), slice(None), slice(24, 56), slice(24, 56))  # 3 cells + max_shift from the edges
+    assert torch.allclose(tile[inner], whole[..., 72:104, 88:120], atol=1e-4)  # float32 grid normalization
 
 
 def test_deformable_conv_zero_offsets_is_plain_conv():
@@ -282,7 +297,7 @@ def test_losses_backprop_and_one_step_reduces_loss():
     opt.zero_grad()
     loss.backward()
     for name in ("aux_head.1.weight", "ms_heads.2.weight", "ms_heads.4.weight", "panda_levels.1.field.flow.weight",
-                 "affine.fc.weight"):
+                 "affine.head.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
     opt.step()

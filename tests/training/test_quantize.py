@@ -45,7 +45,7 @@ def _export(zarr_path, model_cfg, path: Path) -> Path:
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in model.net.named_parameters():  # alignment heads start at identity: make them act
-            if any(s in name for s in ("affine.fc", "conv.offset", "field.flow")):
+            if any(s in name for s in ("affine.head", "conv.offset", "field.flow")):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
         last = model.net.head if hasattr(model.net, "head") else model.net.sr_head[-1]
         last.bias.fill_(2.0)

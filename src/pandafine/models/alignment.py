@@ -5,8 +5,10 @@ PANDA is a 1 km product nearest-upsampled to the 125 m working grid: its
 displaces bright areas. The blocks below warp PANDA feature maps onto the
 Landsat geometry:
 
-* :class:`AffineAlign` - one affine transform per sample (6 parameters) predicted
-  from fused coarse features; identity at initialization (:func:`affine_warp`).
+* :class:`AffineAlign` - a locally affine warp: one displacement per coarse cell,
+  predicted from a fixed window of fused coarse features and interpolated
+  bilinearly between cells; identity at initialization, independent of the
+  tile extent.
 * :class:`DeformableConv2d` - a 3x3 convolution whose nine taps are shifted by
   learned per-pixel offsets (offsets predicted by a convolution initialized to
   zero, so it starts as the plain convolution with the same weights).
@@ -75,69 +77,68 @@ def flow_smoothness(flow: torch.Tensor) -> torch.Tensor:
     return dy + dx
 
 
-def affine_warp(x: torch.Tensor, theta: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
-    """Resample ``x`` (B, C, H, W) through per-sample affine maps in pixel units.
+def cell_shift_to_flow(shift: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Upsample per-cell displacements ``(B, 2, h, w)`` to a flow of ``size`` (bilinear between cell centres).
 
-    ``theta`` (B, 2, 3) maps output pixel coordinates, centred on the map
-    centre ``((W - 1) / 2, (H - 1) / 2)`` and ordered (x, y), to input ones:
-    ``src = theta[:, :, :2] @ (u, v) + theta[:, :, 2]``. For a square map this
-    is ``F.affine_grid`` + ``F.grid_sample`` (``align_corners=False``) with the
-    translation scaled by ``W / 2``; the grid is built from ``arange`` so the
-    exported graph keeps the height and width dynamic (``affine_grid``
-    specialized them in the dynamo export).
+    ``align_corners=False``: a cell's value sits at its centre and the map is
+    continuous and piecewise bilinear, so within every 2 x 2 group of cell
+    centres the warp is (bi)linear in position: locally affine.
     """
-    h, w = x.shape[-2], x.shape[-1]
-    ys, xs = pixel_grid(h, w, like=theta)
-    u = (xs - (w - 1) / 2.0).unsqueeze(0)  # (1, 1, W)
-    v = (ys - (h - 1) / 2.0).unsqueeze(0)  # (1, H, 1)
-    t = theta.unsqueeze(-1).unsqueeze(-1)  # (B, 2, 3, 1, 1)
-    src_x = t[:, 0, 0] * u + t[:, 0, 1] * v + t[:, 0, 2] + (w - 1) / 2.0
-    src_y = t[:, 1, 0] * u + t[:, 1, 1] * v + t[:, 1, 2] + (h - 1) / 2.0
-    return sample_at(x, src_y, src_x, padding_mode)
+    return F.interpolate(shift, size=size, mode="bilinear", align_corners=False)
 
 
 class AffineAlign(nn.Module):
-    """Warp a feature map with one affine transform per sample, predicted from context features.
+    """Locally affine warp of a map, its displacement predicted per coarse cell from a fixed window of context.
 
-    The head is ``1x1 conv -> ReLU -> spatial mean -> linear (6)``; the last
-    linear layer is zero-initialized, so the transform starts as the identity.
-    The six outputs are squashed: the linear part is ``I + max_linear * tanh``,
-    the translation ``max_shift * tanh`` pixels of the warped map (pixel units,
-    hence independent of the tile size); applied with :func:`affine_warp`.
+    A single affine transform per sample (the tile mean of the context, the
+    linear part pivoting on the tile centre) makes every pixel depend on the
+    tile's extent: a 512 px inference tile moved a pixel's source by up to
+    ``max_linear * 256`` px, where the 32-64 px training patches moved it by a
+    few. Here each coarse cell of the context map gets its own displacement
+    ``(dy, dx)``, read from the context features averaged over a fixed
+    ``window x window`` neighbourhood of cells (``count_include_pad=False``:
+    at a map edge, over the cells there are). The displacements are squashed
+    to ``max_shift * tanh`` pixels of the warped map and interpolated
+    bilinearly between cell centres (:func:`cell_shift_to_flow`), so the
+    warp is locally affine and continuous, and a pixel's source depends only
+    on the context within ``window // 2`` cells of it (plus the context
+    network's own reach), never on where the tile starts or ends.
+
+    The head is ``1x1 conv -> ReLU -> window mean -> 1x1 conv (2)``; the last
+    convolution is zero-initialized, so the warp starts as the identity.
 
     Parameters
     ----------
     context_channels : int
-        Channels of the features the transform is predicted from.
+        Channels of the features the displacement is predicted from.
     hidden : int
         Channels of the head.
     max_shift : float
-        Largest translation, in pixels of the warped map.
-    max_linear : float
-        Largest deviation of the linear part from the identity.
+        Largest displacement per axis, in pixels of the warped map.
+    window : int
+        Odd edge of the neighbourhood of context cells averaged for a cell's displacement.
     """
 
-    def __init__(self, context_channels: int, hidden: int, max_shift: float = 1.0, max_linear: float = 0.1) -> None:
+    def __init__(self, context_channels: int, hidden: int, max_shift: float = 1.0, window: int = 5) -> None:
         super().__init__()
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"AffineAlign window must be a positive odd number of cells, got {window}")
         self.context = nn.Conv2d(context_channels, hidden, 1)
-        self.fc = nn.Linear(hidden, 6)
-        nn.init.zeros_(self.fc.weight)
-        nn.init.zeros_(self.fc.bias)
-        self.max_shift, self.max_linear = float(max_shift), float(max_linear)
+        self.head = nn.Conv2d(hidden, 2, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.max_shift, self.window = float(max_shift), int(window)
 
-    def theta(self, context: torch.Tensor) -> torch.Tensor:
-        """The ``(B, 2, 3)`` pixel-unit matrices of :func:`affine_warp`."""
-        h = F.relu(self.context(context)).mean(dim=(2, 3))
-        p = torch.tanh(self.fc(h))
-        eye = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=p.dtype, device=p.device)
-        lin = p[:, :4] * self.max_linear + eye
-        shift = p[:, 4:] * self.max_shift  # (dx, dy) in pixels
-        return torch.cat([lin[:, 0:2], shift[:, 0:1], lin[:, 2:4], shift[:, 1:2]], dim=1).view(-1, 2, 3)
+    def cell_shift(self, context: torch.Tensor) -> torch.Tensor:
+        """Per-cell displacements ``(B, 2, h, w)`` (dy, dx), in pixels of the warped map."""
+        h = F.relu(self.context(context))
+        h = F.avg_pool2d(h, self.window, stride=1, padding=self.window // 2, count_include_pad=False)
+        return torch.tanh(self.head(h)) * self.max_shift
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(warped x, theta)``: ``x`` (B, C, H, W) resampled through the predicted transform."""
-        theta = self.theta(context)
-        return affine_warp(x, theta), theta
+        """``(warped x, per-cell displacements)``: ``x`` (B, C, H, W) resampled through the local warp."""
+        shift = self.cell_shift(context)
+        return warp(x, cell_shift_to_flow(shift, x.shape[-2:])), shift
 
 
 class DeformableConv2d(nn.Module):

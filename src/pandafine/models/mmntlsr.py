@@ -26,8 +26,9 @@ Switchable parts (``modules`` dict, all on by default; see :data:`DEFAULT_MODULE
     concatenated and mixed by a 1x1 convolution.
 ``affine``
     :class:`~pandafine.models.alignment.AffineAlign` of the raw PANDA channels
-    (before both PANDA encoders), predicted by 3x3 convolutions from PANDA and
-    Landsat at 1 km.
+    (before both PANDA encoders): a locally affine warp, one displacement per
+    1 km cell predicted by 3x3 convolutions from PANDA and Landsat at 1 km and
+    averaged over :data:`AFFINE_WINDOW` x :data:`AFFINE_WINDOW` cells.
 ``deformable``
     The per-level PANDA convolution at levels 1.. is a
     :class:`~pandafine.models.alignment.DeformableConv2d` guided by the main
@@ -60,9 +61,9 @@ Switchable parts (``modules`` dict, all on by default; see :data:`DEFAULT_MODULE
     it is only an additive term on z (on the benchmark, seed 42, a per-pixel version
     gained a third of what it gains with ``modulation``).
 
-No part uses statistics over the whole tile except the 6 affine parameters
-(a tile mean of context features), so overlapping inference tiles agree
-except through the affine transform, which is bounded (``max_shift`` pixels).
+No part uses statistics over the whole tile (the affine alignment averages a
+fixed window of cells, not the tile), so overlapping inference tiles agree
+wherever both see a pixel's whole context.
 With every switch off the network is a concatenation encoder-decoder.
 
 In training mode ``forward`` returns ``(z, aux)``; in eval mode (and in the
@@ -92,6 +93,8 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"saturation": 0.1, "bright": 0.1, "mul
 LOCAL_PATTERN_HIDDEN = 32
 #: PANDA pixel size in working-grid pixels (1 km / 125 m).
 PANDA_FACTOR = 8
+#: Edge, in 1 km cells, of the context window each cell's affine displacement is predicted from.
+AFFINE_WINDOW = 5
 #: Scales (downsampling factors) of the multi-scale outputs.
 MULTISCALE_FACTORS = (2, 4)
 
@@ -231,7 +234,7 @@ class MMNTLSR(nn.Module):
     channels : sequence of str
         Channel names of the input, in order (default :data:`pandafine.core.channels.CHANNELS`).
     max_shift : float
-        Largest translation of the affine alignment, in working-grid pixels.
+        Largest displacement (per axis) of the affine alignment, in working-grid pixels.
     """
 
     def __init__(self, in_channels: int, width: int = 16, depth: int = 3, modules: Mapping[str, Any] | None = None,
@@ -262,14 +265,15 @@ class MMNTLSR(nn.Module):
         self.panda_encoder = nn.Sequential(_conv_relu(len(PANDA_CHANNELS), pc), _conv_relu(pc, pc),
                                            _conv_relu(pc, pc, dilation=2))
         self.panda_stem = ConvBlock(len(PANDA_CHANNELS), pc)
-        # alignment of PANDA: one affine transform per tile, predicted from PANDA and Landsat at 1 km by 3x3
+        # alignment of PANDA: a locally affine warp (a displacement per 1 km cell from a fixed window of
+        # context, interpolated between cells), predicted from PANDA and Landsat at 1 km by 3x3
         # convolutions (a shift between the two is a spatial relation, which a 1x1 head cannot see) and
         # applied to the full-resolution PANDA channels before both PANDA encoders
         if sw["affine"]:
             n_ctx = len(PANDA_CHANNELS) + len(LANDSAT_CHANNELS)
             self.affine_context = nn.Sequential(_conv_relu(n_ctx, pc), _conv_relu(pc, pc),
                                                 _conv_relu(pc, pc, dilation=2))
-            self.affine = AffineAlign(pc, pc, max_shift=max_shift)
+            self.affine = AffineAlign(pc, pc, max_shift=max_shift, window=AFFINE_WINDOW)
         else:
             self.affine_context, self.affine = None, None
         # local alignment (deformable conv, deformation field) at levels 1.. (250 m and coarser: PANDA
@@ -305,12 +309,12 @@ class MMNTLSR(nn.Module):
         return max(PANDA_FACTOR, 2**self.depth)
 
     def _panda_features(self, panda: torch.Tensor, landsat: torch.Tensor):
-        """Affinely aligned PANDA encoded at 1 km and at full resolution: ``(p8, p_full, theta or None)``."""
-        theta = None
+        """Aligned PANDA encoded at 1 km and at full resolution: ``(p8, p_full, cell shifts or None)``."""
+        shift = None
         if self.affine is not None:
             ctx = self.affine_context(torch.cat([_halve(panda, 3), _halve(landsat, 3)], dim=1))
-            panda, theta = self.affine(panda, ctx)
-        return self.panda_encoder(_halve(panda, 3)), self.panda_stem(panda), theta
+            panda, shift = self.affine(panda, ctx)
+        return self.panda_encoder(_halve(panda, 3)), self.panda_stem(panda), shift
 
     @staticmethod
     def _panda_at(p8: torch.Tensor, p_full: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -327,10 +331,10 @@ class MMNTLSR(nn.Module):
         ``aux`` holds, depending on the switches: ``sat_logit`` and ``bright``
         (B, 1, H, W); ``multiscale`` {factor: z at 1/factor resolution};
         ``smoothness`` (scalar, total variation of the flows) and ``flows``;
-        ``theta`` (B, 2, 3).
+        ``affine_shift`` (B, 2, H/8, W/8), the alignment's per-cell (dy, dx) in pixels.
         """
         panda, landsat, dem = x[:, self._panda], x[:, self._landsat], x[:, self._dem]
-        p8, p_full, theta = self._panda_features(panda, landsat)
+        p8, p_full, affine_shift = self._panda_features(panda, landsat)
         main = self.landsat_stem(landsat)
         d = self.dem_stem(dem)
         fused, flows = [], []
@@ -369,8 +373,8 @@ class MMNTLSR(nn.Module):
         if flows:
             aux["flows"] = flows
             aux["smoothness"] = sum(flow_smoothness(f) for f in flows) / len(flows)
-        if theta is not None:
-            aux["theta"] = theta
+        if affine_shift is not None:
+            aux["affine_shift"] = affine_shift
         return z, aux
 
 
