@@ -291,8 +291,9 @@ def test_losses_backprop_and_one_step_reduces_loss():
         return masked_l1(z, target.unsqueeze(1)) + extra, terms
 
     loss, terms = total()
-    assert set(terms) == {"saturation", "bright", "multiscale", "smoothness"}
-    assert all(torch.isfinite(v) and v.item() > 0 for v in terms.values())
+    assert set(terms) == {"saturation", "bright", "multiscale", "smoothness", "floor"}
+    assert terms["floor"].item() == 0  # a fresh model's pre-softplus map is far above the floor
+    assert all(torch.isfinite(v) and v.item() > 0 for k, v in terms.items() if k != "floor")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     opt.zero_grad()
     loss.backward()
@@ -339,3 +340,17 @@ def test_onnx_export_parity(tmp_path):
         peak = np.max(np.abs(ref))
         assert peak > 0 and np.mean(ref > 0) > 0.5 and np.isfinite(got).all()
         assert np.max(np.abs(got - ref)) <= 1e-4 * peak, ((b, h, w), np.max(np.abs(got - ref)), peak)
+
+
+def test_floor_term_pushes_a_collapsed_output_back_up():
+    """With u = a + b far below the floor, z ~ 0 and the L1's slope e**u vanishes; the floor term does not."""
+    model = tiny().train()
+    x = blocky_input(2, 32, 32)
+    with torch.no_grad():
+        model.intensity_head.bias.fill_(-20.0)
+    z, aux = model(x)
+    assert z.max().item() < 1e-5
+    floor = M.loss_terms(aux, torch.zeros(2, 1, 32, 32), x)["floor"]
+    assert floor.item() > 10  # about -6 - (-20 + b)
+    floor.backward()
+    assert model.intensity_head.bias.grad.item() == pytest.approx(-1.0, abs=1e-3)  # descent raises the bias
