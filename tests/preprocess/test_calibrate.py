@@ -81,6 +81,25 @@ def test_panda_out_of_range_error_and_clip(tmp_path):
     np.testing.assert_array_equal(s, [[0, 0, 1], [1, 1, 0]])
 
 
+def test_panda_windows_do_not_change_the_result(tmp_path, monkeypatch):
+    """PANDA is calibrated in PANDA_WINDOW windows: any window gives the one-window pixels, and windows of
+    whole output tiles (the default) the one-window file, byte for byte."""
+    rng = np.random.default_rng(3)
+    dn = rng.integers(0, 70, (600, 530)).astype(np.uint8)
+    dn[rng.random(dn.shape) < 0.05] = 255
+    raw = write_tif(tmp_path / "p.tif", dn, CHINA_ALBERS, PANDA_T, nodata=255)
+    cfg = make_cfg(panda_out_of_range="clip")
+    out = {}
+    for window in (10_000, cal.PANDA_WINDOW, 100):
+        monkeypatch.setattr(cal, "PANDA_WINDOW", window)
+        with pytest.warns(UserWarning, match="clipped"):
+            out[window] = cal.calibrate_panda(cfg, raw, tmp_path / f"w{window}.tif")
+    assert out[256].read_bytes() == out[10_000].read_bytes()
+    with rasterio.open(out[10_000]) as a, rasterio.open(out[100]) as b:
+        assert a.tags() == b.tags() and a.descriptions == b.descriptions
+        np.testing.assert_array_equal(b.read(), a.read())
+
+
 def test_raster_without_crs_is_refused(tmp_path):
     bad = tmp_path / "no_georef.tif"
     with warnings.catch_warnings():
@@ -604,3 +623,50 @@ def test_luojia_frame_without_meta_xml_names_the_frame(tmp_path):
     (year / "LJ_frame_1.tif").write_bytes(b"not read")
     with pytest.raises(FileNotFoundError, match=r"LJ_frame_1\.tif: missing footprint file LJ_frame_1_meta\.xml"):
         cal.luojia_frames(year)
+
+
+@pytest.mark.parametrize("chunk", [7, 16])
+def test_dem_merge_chunks_do_not_change_the_result(tmp_path, monkeypatch, chunk):
+    """The DEM is merged in DEM_MERGE_CHUNK chunks: any chunk gives the one-chunk raster (tiles of two pixel
+    sizes on one lattice, overlapping, with a gap between them)."""
+    raw = tmp_path / "dem"
+    raw.mkdir()
+    t1 = Affine(0.01, 0, 108.0, 0, -0.01, 35.0)
+    t2 = Affine(0.015, 0, 108.3, 0, -0.015, 34.9)  # coarser, overlapping the first tile
+    t3 = Affine(0.01, 0, 108.0, 0, -0.01, 34.4)  # south of a gap
+    write_tif(raw / "a.tif", _slope(40, 40, t1), "EPSG:4326", t1)
+    write_tif(raw / "b.tif", _slope(30, 30, t2) + 5, "EPSG:4326", t2)
+    write_tif(raw / "c.tif", _slope(20, 30, t3), "EPSG:4326", t3)
+    monkeypatch.setattr(cal, "DEM_MERGE_CHUNK", 10_000)
+    whole = cal.calibrate_dem(make_cfg(), raw, tmp_path / "whole.tif")
+    monkeypatch.setattr(cal, "DEM_MERGE_CHUNK", chunk)
+    chunked = cal.calibrate_dem(make_cfg(), raw, tmp_path / "chunked.tif")
+    with rasterio.open(whole) as a, rasterio.open(chunked) as b:
+        assert (b.width, b.height, b.transform, b.crs, b.tags()) == (a.width, a.height, a.transform, a.crs, a.tags())
+        assert b.width > 2 * chunk and b.height > 2 * chunk
+        m = a.read(1)
+        assert np.isnan(m).any() and np.isfinite(m).any()  # the gap, and the tiles
+        np.testing.assert_array_equal(b.read(1), m)
+
+
+def test_dem_tiles_meeting_a_chunk():
+    bounds = [(0, 0, 1, 1), (1, 0, 2, 1), (0, 1, 1, 2), (5, 5, 6, 6)]
+    assert cal.tiles_meeting(bounds, (0.5, 0.5, 1.5, 0.9)) == [0, 1]
+    assert cal.tiles_meeting(bounds, (1, 1, 3, 3)) == [0, 1, 2]  # edges included; merge skips mere touches
+    assert cal.tiles_meeting(bounds, (2.5, 2.5, 3, 3)) == []
+
+
+def test_dem_merged_layout_is_the_union_of_the_tiles():
+    transform, width, height = cal.merged_dem_layout([(108, 34, 109, 35), (109, 33.5, 110, 34.5)], (0.01, 0.02))
+    assert (width, height) == (200, 75)
+    assert transform.almost_equals(Affine(0.01, 0, 108, 0, -0.02, 35))
+
+
+def test_dem_upside_down_tile_is_refused(tmp_path):
+    raw = tmp_path / "dem"
+    raw.mkdir()
+    t = Affine(0.1, 0, 108.0, 0, 0.1, 34.0)  # rows run north
+    write_tif(raw / "upside_down.tif", np.ones((5, 5), np.float32), "EPSG:4326", t)
+    with pytest.raises(ValueError, match=r"upside_down\.tif.*cannot be merged"):
+        cal.calibrate_dem(make_cfg(), raw, tmp_path / "dem.tif")
+    assert not (tmp_path / "dem.tif").exists()

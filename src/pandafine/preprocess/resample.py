@@ -4,7 +4,8 @@ Every layer ends up on the working grid (:class:`pandafine.core.grid.Grid`) with
 method chosen per layer: Landsat ``average``, DEM ``bilinear``, PANDA
 ``nearest`` (exact 8x8 blocks when the PANDA grid shares the working grid's
 origin lattice) or ``bilinear``. Work proceeds in square windows of the
-grid, so memory is set by the window, not by the region.
+grid with GDAL's block cache bounded (:func:`pandafine.core.runtime.gdal_cache_limit`),
+so memory is set by the window, not by the region.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from pandafine.core.atomic import atomic_path
 from pandafine.core.grid import Grid, lattice_offset
 from pandafine.core.raster_io import geotiff_profile, iter_windows, open_raster
+from pandafine.core.runtime import gdal_cache_limit
 
 #: Default resampling method per layer.
 LAYER_RESAMPLING = {"landsat": "average", "dem": "bilinear", "panda": "nearest", "target": "average"}
@@ -57,6 +59,9 @@ def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, 
     coarse cell size whose pixel corners are off the grid's coarse lattice
     (``grid.anchor``) raises ``ValueError`` (``'error'``) or is shifted onto the
     nearest lattice position with a warning (``'snap'``).
+
+    Memory does not grow with the grid: ``window`` px square windows, GDAL's
+    block cache bounded to :data:`pandafine.core.runtime.STREAM_GDAL_CACHE_MB`.
     """
     import rasterio
     from rasterio.crs import CRS
@@ -64,7 +69,7 @@ def resample_to_grid(src_path: str | Path, grid: Grid, out_path: str | Path, *, 
 
     src_path = Path(src_path)
     resampling = _resampling(method)
-    with open_raster(src_path) as src:
+    with gdal_cache_limit(), open_raster(src_path) as src:
         if src.crs is None:
             raise ValueError(f"{src_path}: raster has no CRS; cannot resample it onto the working grid")
         nodata = src.nodata if src.nodata is not None else (np.nan if src.dtypes[0].startswith("float") else None)
