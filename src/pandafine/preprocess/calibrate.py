@@ -717,8 +717,7 @@ def merged_dem_profile(first_profile: Mapping[str, Any], transform, width: int, 
     profile = dict(first_profile)
     profile.update(driver="GTiff", tiled=True, blockxsize=256, blockysize=256, compress="deflate", predictor=3,
                    BIGTIFF="IF_SAFER")
-    profile.update(transform=transform, height=height, width=width, count=first_profile["count"],
-                   dtype="float32", nodata=float("nan"))
+    profile.update(transform=transform, height=height, width=width, dtype="float32", nodata=float("nan"))
     return profile
 
 
