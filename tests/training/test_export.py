@@ -139,3 +139,47 @@ def test_check_tile_against_model_takes_the_tile_multiple():
         X.check_tile_against_model(24, rf, 8, "m")
     with pytest.raises(ValueError, match=r">= 32 \(a multiple of 16\)"):
         X.check_tile_against_model(16, rf, 16, "m")
+
+
+def test_export_uses_the_torchscript_exporter_and_is_reproducible(exported, tmp_path):
+    zarr_path, model_dir, info = exported
+    assert info["exporter"] == "torch.onnx.export(dynamo=False)"
+    again = X.export_onnx(stage_config(), model_dir, zarr_path, tmp_path / "model.onnx")
+    assert again["sha256"] == info["sha256"]  # same checkpoint, same bytes (the product tags carry this hash)
+
+
+def test_a_failing_exporter_falls_back_to_the_next(exported, tmp_path, monkeypatch, caplog):
+    zarr_path, model_dir, _ = exported
+
+    def broken(model, example, path, opset):
+        raise RuntimeError("Exporting the operator 'aten::made_up' is not supported")
+
+    monkeypatch.setattr(X, "_export_torchscript", broken)
+    with caplog.at_level("WARNING", logger=X.log.name):
+        info = X.export_onnx(stage_config(), model_dir, zarr_path, tmp_path / "model.onnx")
+    assert info["exporter"] == "torch.onnx.export(dynamo=True)"
+    assert info["parity"]["max_rel_diff"] <= X.PARITY_RTOL
+    assert "the torchscript exporter failed (Exporting the operator 'aten::made_up'" in caplog.text
+
+
+def test_a_graph_failing_parity_falls_back_and_the_last_failure_raises(exported, tmp_path, monkeypatch):
+    zarr_path, model_dir, _ = exported
+    calls, real_torchscript = [], X._export_torchscript
+
+    class Shifted(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x) + 1.0
+
+    def wrong_graph(model, example, path, opset):  # a valid graph of another function: parity must catch it
+        calls.append(opset)
+        real_torchscript(Shifted(model), example, path, opset)
+
+    monkeypatch.setattr(X, "_export_torchscript", wrong_graph)
+    monkeypatch.setattr(X, "_export_dynamo", wrong_graph)
+    with pytest.raises(RuntimeError, match="parity failed"):
+        X.export_onnx(stage_config(), model_dir, zarr_path, tmp_path / "model.onnx")
+    assert len(calls) == 2 and not (tmp_path / "model.onnx").exists()

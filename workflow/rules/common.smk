@@ -12,6 +12,7 @@ from pandafine.core.blocks import infer_job_resources, landsat_block_resources, 
 from pandafine.core.channels import CHANNELS
 from pandafine.core.grid import grid_from_config
 from pandafine.core.region import plan_blocks
+from snakemake.exceptions import WorkflowError
 
 YEARS = config_years(config)
 TARGET_YEARS = list(config["run"]["target_years"])
@@ -117,6 +118,18 @@ def streaming_runtime(stage):
     """Runtime of a per-year job that streams the whole grid: its measured cost per megapixel times the
     grid's (pandafine.core.blocks.streaming_job_minutes), times the retry attempt."""
     return per_attempt(streaming_job_minutes(stage, GRID))
+
+
+def model_threads(most):
+    """Threads of a job that runs a model on CPUs (PyTorch or onnxruntime): at most ``most``, and at most
+    half of ``--cores``, so that a job beside it keeps a core. On the demo's 2 cores a second thread made
+    training 1.17x and inference 1.0x faster (docs/results/2026-12-07-demo-time.md): two jobs on one thread
+    each finish sooner. Without --cores (a cluster executor submitting jobs) it is ``most``."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no --cores: a cluster executor, whose jobs each get a node's CPUs
+        return most
+    return max(1, min(most, cores // 2))
 
 
 def pf(stage):

@@ -11,7 +11,7 @@ if BLOCK_SIZE:
             config=rule_config_digest(config, "infer"),
         log:
             "logs/infer/{year}_{block}.log",
-        threads: 2
+        threads: model_threads(2)
         resources:
             mem_mb=per_attempt(INFER_MEM_MB),  # by the block's (or grid's) size (common.smk)
             runtime=per_attempt(INFER_MINUTES),
@@ -52,7 +52,7 @@ else:
             config=rule_config_digest(config, "infer"),
         log:
             "logs/infer/{year}.log",
-        threads: 2
+        threads: model_threads(2)
         resources:
             mem_mb=per_attempt(INFER_MEM_MB),  # by the block's (or grid's) size (common.smk)
             runtime=per_attempt(INFER_MINUTES),

@@ -8,7 +8,7 @@ rule train:
         config=rule_config_digest(config, "train"),
     log:
         f"logs/train/{MODEL}.log",
-    threads: 4
+    threads: model_threads(4)
     resources:
         mem_mb=per_attempt(8000),
         runtime=per_attempt(600),
@@ -30,7 +30,7 @@ rule evaluate:
         config=rule_config_digest(config, "evaluate"),
     log:
         f"logs/evaluate/{MODEL}.log",
-    threads: 2
+    threads: model_threads(2)
     resources:
         mem_mb=per_attempt(4000),
         runtime=per_attempt(60),
@@ -50,7 +50,7 @@ rule export:
         config=rule_config_digest(config, "export"),
     log:
         f"logs/export/{MODEL}.log",
-    threads: 2
+    threads: model_threads(2)
     resources:
         mem_mb=per_attempt(4000),
         runtime=per_attempt(30),
@@ -73,7 +73,7 @@ rule quantize:
         config=rule_config_digest(config, "quantize"),
     log:
         f"logs/quantize/{MODEL}.{{precision}}.log",
-    threads: 2
+    threads: model_threads(2)
     resources:
         mem_mb=per_attempt(4000),
         runtime=per_attempt(30),
@@ -97,7 +97,7 @@ rule precision:
         config=rule_config_digest(config, "precision"),
     log:
         f"logs/precision/{MODEL}.log",
-    threads: 2
+    threads: model_threads(2)
     resources:
         mem_mb=per_attempt(4000),
         runtime=per_attempt(60),
@@ -123,7 +123,7 @@ rule ablation:
         args=ABLATION_ARGS,
     log:
         "logs/ablation.log",
-    threads: 4
+    threads: model_threads(4)
     resources:
         mem_mb=per_attempt(8000),
         runtime=per_attempt(6000),
@@ -153,7 +153,7 @@ rule uncertainty:
         holdout=f" --holdout {UNCERTAINTY_HOLDOUT}" if UNCERTAINTY_HOLDOUT else "",
     log:
         f"logs/uncertainty/{MODEL}.log",
-    threads: 4
+    threads: model_threads(4)
     resources:
         mem_mb=per_attempt(8000),
         runtime=per_attempt(240),
@@ -179,7 +179,7 @@ rule design_space:
         spec=repr({k: v for k, v in DESIGN_SPACE.items() if k != "enabled"}),
     log:
         "logs/design_space.log",
-    threads: 4
+    threads: model_threads(4)
     resources:
         mem_mb=per_attempt(8000),
         runtime=per_attempt(6000),

@@ -6,6 +6,8 @@ The exported graph is :class:`~pandafine.models.wrapper.PandaFineNet`: input
 and width multiples of the model's :func:`~pandafine.models.input_multiple`).
 The file is written to a temporary name and renamed only after
 ``onnx.checker`` and the onnxruntime-vs-PyTorch parity check have passed.
+The TorchScript exporter is tried first (seconds), the dynamo exporter when it
+fails or its graph fails a check (:data:`EXPORTERS`).
 
 Before anything is exported, the trained network's effective receptive field is
 measured (:mod:`pandafine.models.receptive_field`); the export fails if
@@ -128,8 +130,38 @@ def check_tile_against_model(tile: int, rf: ReceptiveField, multiple: int, sourc
                          f"{rf.canvas} px canvas); nothing was exported")
 
 
-def _export_graph(model, example, path: Path, opset: int) -> str:
-    """torch.onnx.export with the dynamo exporter and dynamic batch/height/width; returns the exporter name."""
+#: Exporters tried in this order; the first whose graph passes ``onnx.checker`` and the parity check is kept.
+#: The TorchScript exporter is first because it is fast: MMNTLSR exports in ~3 s against ~120 s for the
+#: dynamo exporter on 2 cores (symbolic-shape tracing of ~3000 ops; docs/results/2026-12-07-demo-time.md).
+#: Its trace can bake a shape into the graph where the dynamo exporter would not; the parity check's
+#: shapes (training batch, inference tile, non-square) catch that, and the dynamo exporter is tried then.
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def _expm1_symbolic(g, x):
+    """ONNX has no Expm1: ``exp(x) - 1`` (what the dynamo exporter emits too)."""
+    import torch
+
+    return g.op("Sub", g.op("Exp", x), g.op("Constant", value_t=torch.tensor(1.0, dtype=torch.float32)))
+
+
+def _export_torchscript(model, example, path: Path, opset: int) -> None:
+    import warnings
+
+    import torch
+    from torch.onnx import register_custom_op_symbolic
+
+    register_custom_op_symbolic("aten::expm1", _expm1_symbolic, opset)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)  # "legacy TorchScript-based ONNX export"
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(model, (torch.from_numpy(example),), str(path), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})
+
+
+def _export_dynamo(model, example, path: Path, opset: int) -> None:
     import warnings
 
     import torch
@@ -148,7 +180,50 @@ def _export_graph(model, example, path: Path, opset: int) -> str:
     finally:
         quiet.setLevel(level)
     program.save(str(path), external_data=False)
-    return "torch.onnx.export(dynamo=True)"
+
+
+def _export_graph(model, example, path: Path, opset: int, exporter: str = EXPORTERS[0]) -> str:
+    """``torch.onnx.export`` of ``model`` with dynamic batch/height/width; returns the exporter's name.
+
+    ``exporter`` is one of :data:`EXPORTERS`; ``example`` is a batch of at least 2
+    (a size-1 dimension would be specialized by the dynamo exporter).
+    """
+    if exporter == "torchscript":
+        _export_torchscript(model, example, path, opset)
+        return "torch.onnx.export(dynamo=False)"
+    if exporter == "dynamo":
+        _export_dynamo(model, example, path, opset)
+        return "torch.onnx.export(dynamo=True)"
+    raise ValueError(f"unknown ONNX exporter {exporter!r}; expected one of {EXPORTERS}")
+
+
+def _parity(model, onnx_path: Path, checks: list[np.ndarray], out_path: Path):
+    """onnxruntime vs PyTorch on ``checks``: (per-shape records, max abs diff, max abs output, relative diff).
+
+    Raises ``RuntimeError`` when a shape differs or the relative difference exceeds :data:`PARITY_RTOL`.
+    """
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), sess_options=ort_session_options(),
+                                   providers=["CPUExecutionProvider"])
+    per_shape, max_abs, max_ref = [], 0.0, 0.0
+    with torch.no_grad():
+        for x in checks:
+            ref = model(torch.from_numpy(x)).numpy()
+            got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            if got.shape != ref.shape:
+                raise RuntimeError(f"{out_path}: onnxruntime output shape {got.shape} != PyTorch {ref.shape} "
+                                   f"for input {x.shape}")
+            diff = float(np.max(np.abs(got.astype(np.float64) - ref))) if np.isfinite(got).all() else np.inf
+            peak = float(np.max(np.abs(ref)))
+            per_shape.append({"shape": list(x.shape), "max_abs_diff": diff, "max_abs_output": peak})
+            max_abs, max_ref = max(max_abs, diff), max(max_ref, peak)
+    rel = max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else np.inf)
+    if not rel <= PARITY_RTOL:
+        raise RuntimeError(f"{out_path}: ONNX/PyTorch parity failed: max |diff| {max_abs:.3g} is "
+                           f"{rel:.3g} of the output max {max_ref:.3g} (allowed {PARITY_RTOL:g})")
+    return per_shape, max_abs, max_ref, rel
 
 
 def export_onnx(cfg: Mapping[str, Any], model_dir, train_zarr, out_path, *, opset: int = 18) -> dict[str, Any]:
@@ -177,8 +252,10 @@ def export_onnx(cfg: Mapping[str, Any], model_dir, train_zarr, out_path, *, opse
     Raises
     ------
     RuntimeError
-        If onnxruntime and PyTorch differ by more than ``PARITY_RTOL`` relative
-        to the output's max (nothing is written to ``out_path`` then).
+        If, for the last of :data:`EXPORTERS`, onnxruntime and PyTorch differ by
+        more than ``PARITY_RTOL`` relative to the output's max (nothing is
+        written to ``out_path`` then). An earlier exporter that fails is logged
+        and the next one tried.
     ValueError
         If ``infer.tile`` is smaller than the network's receptive field
         (:func:`receptive_field`), before anything is exported.
@@ -218,45 +295,35 @@ def export_onnx(cfg: Mapping[str, Any], model_dir, train_zarr, out_path, *, opse
                     "receptive field is not recorded and infer.tile is not checked", source)
     checks = parity_inputs(patches, int(cfg["infer"]["batch_size"]), int(cfg["infer"]["tile"]), multiple)
 
+    meta = {
+        "pandafine.channels": json.dumps(list(ck["channels"])),
+        "pandafine.normalization": json.dumps(ck["normalization"]),
+        "pandafine.model_config": json.dumps(ck["model_config"], sort_keys=True),
+        "pandafine.input_multiple": str(multiple),
+        "pandafine.radiance_units": RADIANCE_UNITS,
+        "pandafine.radiance_ref": repr(RADIANCE_REF),
+    }
+    if rf.mass > 0:
+        meta[RF_METADATA_KEY] = str(rf.px)
+    example = np.concatenate([patches[:2], patches[:2]])[:2]  # batch 2: a size-1 dim would be specialized
     with atomic_path(out_path) as tmp:
-        example = np.concatenate([patches[:2], patches[:2]])[:2]  # batch 2: a size-1 dim would be specialized
-        exporter = _export_graph(model, example, tmp, opset)
-        proto = onnx.load(str(tmp))
-        drop_source_locations(proto)
-        meta = {
-            "pandafine.channels": json.dumps(list(ck["channels"])),
-            "pandafine.normalization": json.dumps(ck["normalization"]),
-            "pandafine.model_config": json.dumps(ck["model_config"], sort_keys=True),
-            "pandafine.input_multiple": str(multiple),
-            "pandafine.radiance_units": RADIANCE_UNITS,
-            "pandafine.radiance_ref": repr(RADIANCE_REF),
-        }
-        if rf.mass > 0:
-            meta[RF_METADATA_KEY] = str(rf.px)
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save(proto, str(tmp))
-
-        session = ort.InferenceSession(str(tmp), sess_options=ort_session_options(),
-                                       providers=["CPUExecutionProvider"])
-        per_shape, max_abs, max_ref = [], 0.0, 0.0
-        with torch.no_grad():
-            for x in checks:
-                ref = model(torch.from_numpy(x)).numpy()
-                got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-                if got.shape != ref.shape:
-                    raise RuntimeError(f"{out_path}: onnxruntime output shape {got.shape} != PyTorch {ref.shape} "
-                                       f"for input {x.shape}")
-                diff = float(np.max(np.abs(got.astype(np.float64) - ref))) if np.isfinite(got).all() else np.inf
-                peak = float(np.max(np.abs(ref)))
-                per_shape.append({"shape": list(x.shape), "max_abs_diff": diff, "max_abs_output": peak})
-                max_abs, max_ref = max(max_abs, diff), max(max_ref, peak)
-        rel = max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else np.inf)
-        if not rel <= PARITY_RTOL:
-            raise RuntimeError(f"{out_path}: ONNX/PyTorch parity failed: max |diff| {max_abs:.3g} is "
-                               f"{rel:.3g} of the output max {max_ref:.3g} (allowed {PARITY_RTOL:g})")
+        for attempt, name in enumerate(EXPORTERS, start=1):
+            try:
+                exporter = _export_graph(model, example, tmp, opset, exporter=name)
+                proto = onnx.load(str(tmp))
+                drop_source_locations(proto)
+                for key, value in meta.items():
+                    entry = proto.metadata_props.add()
+                    entry.key, entry.value = key, value
+                onnx.checker.check_model(proto, full_check=True)
+                onnx.save(proto, str(tmp))
+                per_shape, max_abs, max_ref, rel = _parity(model, tmp, checks, out_path)
+                break
+            except Exception as err:  # any failure of one exporter: the next one is tried, the last one raises
+                if attempt == len(EXPORTERS):
+                    raise
+                log.warning("%s: the %s exporter failed (%s); trying the %s exporter", out_path, name,
+                            str(err).splitlines()[0] if str(err) else type(err).__name__, EXPORTERS[attempt])
 
     info = {
         "onnx": out_path.name,
