@@ -1,4 +1,4 @@
-"""Per-process runtime settings: GDAL's block cache bound for the streaming stages."""
+"""Per-process runtime settings: thread budgets (dask) and GDAL's block cache bound for the streaming stages."""
 
 from __future__ import annotations
 
@@ -28,3 +28,19 @@ def test_gdal_cache_limit_bounds_the_cache_and_restores_it():
         assert int(get_gdal_config("GDAL_CACHEMAX")) == 256 * 2**20  # restored on errors too
     finally:
         set_gdal_config("GDAL_CACHEMAX", before)
+
+
+def test_limit_threads_sets_dask_workers_before_and_after_dask_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from pandafine.core.runtime import limit_threads\n"
+            "limit_threads(3)\n"
+            "assert 'dask' not in sys.modules, 'limit_threads imported dask'\n"
+            "import dask\n"
+            "assert (dask.config.get('num_workers'), dask.config.get('scheduler')) == (3, 'threads')\n"
+            "limit_threads(2)\n"
+            "assert dask.config.get('num_workers') == 2\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -3,7 +3,9 @@
 # the tiny config (tests/data/tiny.yaml) inferred in blocks (grid.block 64: 2 x 2 blocks, so 4
 # infer jobs a year, which the profile groups into one sbatch submission a year) through
 # `snakemake --profile workflow/profiles/slurm`; then the same blocked config runs locally
-# (--cores as the node has, no groups) and every product COG must be byte-identical.
+# (no groups; --cores twice the node's CPUs with --max-threads as the node has, so that the model jobs
+# get the threads they get under SLURM: locally they take at most half of --cores, model_threads in
+# workflow/rules/common.smk) and every product COG must be byte-identical.
 #
 # Needs root (installs the Debian packages slurm-wlm and munge when missing, writes
 # /etc/munge/munge.key when missing, starts munged, slurmctld and slurmd) and a Python with
@@ -219,10 +221,10 @@ sys.exit(0 if ok else 1)
 PYEOF
 
 # ---- the same config locally, and the products byte for byte --------------------------------
-say "snakemake --cores $CORES (local)"
+say "snakemake --cores $(( 2 * CORES )) --max-threads $CORES (local)"
 T2=$(date +%s)
 PATH="$PYBIN:$PATH" "$PY" -m snakemake -s "$REPO/Snakefile" --directory "$WORK/local" \
-    --configfile "$CONFIG" --cores "$CORES" > "$WORK/local.out" 2>&1 \
+    --configfile "$CONFIG" --cores "$(( 2 * CORES ))" --max-threads "$CORES" > "$WORK/local.out" 2>&1 \
     || { tail -60 "$WORK/local.out" >&2; fail "local snakemake failed (see $WORK/local.out)"; }
 LOCAL_S=$(( $(date +%s) - T2 ))
 say "local run finished in ${LOCAL_S}s"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -45,12 +46,13 @@ def limit_threads(n: int) -> int:
     for var in _THREAD_ENV:
         os.environ[var] = str(n)
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
-    try:
+    # dask reads DASK_* variables when it is imported; import it here only when it already is (its import
+    # takes 0.2-0.4 s, and most stages never use it: each job is a new process).
+    os.environ.update(DASK_SCHEDULER="threads", DASK_NUM_WORKERS=str(n))
+    if "dask" in sys.modules:
         import dask
 
         dask.config.set(scheduler="threads", num_workers=n)
-    except ImportError:  # pragma: no cover - dask is a dependency
-        pass
     return n
 
 
