@@ -122,14 +122,16 @@ def streaming_runtime(stage):
 
 def model_threads(most):
     """Threads of a job that runs a model on CPUs (PyTorch or onnxruntime): ``most``, and in a local run
-    at most half of ``--cores``, so that a job beside it keeps a core. On the demo's 2 cores a second thread
-    made training 1.17x and inference 1.0x faster (docs/results/2026-12-07-demo-time.md): two jobs on one
-    thread each finish sooner. Under a cluster executor (and inside its jobs) it is ``most``: a job gets
-    the CPUs it asks for. Training is deterministic for a given thread count (docs/deployment.md)."""
+    at most half of the cores (the smaller of ``--cores`` and this machine's CPUs, as ``pandafine
+    --threads`` is capped by the CPUs), so that a job beside it keeps a core. On the demo's 2 cores a
+    second thread made training 1.17x and inference 1.0x faster (docs/results/2026-12-07-demo-time.md):
+    two jobs on one thread each finish sooner. Under a cluster executor (and inside its jobs) it is
+    ``most``: a job gets the CPUs it asks for. Training is deterministic for a given thread count
+    (docs/deployment.md)."""
     if not (workflow.local_exec and workflow.is_main_process):
         return most
     try:
-        cores = workflow.cores
+        cores = min(workflow.cores, os.cpu_count() or 1)
     except WorkflowError:  # no --cores given
         return most
     return max(1, min(most, cores // 2))
