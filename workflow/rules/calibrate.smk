@@ -8,6 +8,7 @@ rule calibrate_panda:
         raw=lambda wc: f"resources/raw/panda/{panda_name(wc.year)}",
     log:
         "logs/calibrate/panda_{year}.log",
+    priority: training_input_priority
     threads: 1
     resources:
         mem_mb=per_attempt(2000),

@@ -12,6 +12,7 @@ from pandafine.core.blocks import infer_job_resources, landsat_block_resources, 
 from pandafine.core.channels import CHANNELS
 from pandafine.core.grid import grid_from_config
 from pandafine.core.region import plan_blocks
+from pandafine.core.scheduling import model_job_threads, training_input_years
 from snakemake.exceptions import WorkflowError
 
 YEARS = config_years(config)
@@ -121,20 +122,28 @@ def streaming_runtime(stage):
 
 
 def model_threads(most):
-    """Threads of a job that runs a model on CPUs (PyTorch or onnxruntime): ``most``, and in a local run
-    at most half of the cores (the smaller of ``--cores`` and this machine's CPUs, as ``pandafine
-    --threads`` is capped by the CPUs), so that a job beside it keeps a core. On the demo's 2 cores a
-    second thread made training 1.17x and inference 1.0x faster (docs/results/2026-12-07-demo-time.md):
-    two jobs on one thread each finish sooner. Under a cluster executor (and inside its jobs) it is
-    ``most``: a job gets the CPUs it asks for. Training is deterministic for a given thread count
-    (docs/deployment.md)."""
-    if not (workflow.local_exec and workflow.is_main_process):
-        return most
+    """Threads of a job that runs a model on CPUs, from pandafine.core.scheduling.model_job_threads (at
+    most half of the cores in a local run, what the rule declares under a cluster executor and in its
+    jobs)."""
+    local = workflow.local_exec and workflow.is_main_process
     try:
-        cores = min(workflow.cores, os.cpu_count() or 1)
+        cores = workflow.cores
     except WorkflowError:  # no --cores given
-        return most
-    return max(1, min(most, cores // 2))
+        cores = None
+    return model_job_threads(most, cores, os.cpu_count(), local=local)
+
+
+# The years whose inputs the training needs: the target years, with the Landsat gap-fill years around
+# them. Their per-year jobs, the patches and the training go first (rule `priority`), so that training
+# starts early and the other years' jobs and the ablation run beside it: on 2 cores no core then waits
+# for the training at the end (docs/results/2026-12-07-demo-time.md). Priorities order jobs that are
+# ready at the same time; they change nothing in what is computed.
+TRAINING_INPUT_YEARS = training_input_years(TARGET_YEARS, GAPFILL)
+
+
+def training_input_priority(wildcards):
+    """Priority of a per-year job: 1 for :data:`TRAINING_INPUT_YEARS`, else 0."""
+    return 1 if int(wildcards.year) in TRAINING_INPUT_YEARS else 0
 
 
 def pf(stage):

@@ -19,6 +19,7 @@ rule landsat_block:
         raw="--raw resources/raw/landsat" if LANDSAT_SYNTHETIC else "",
     log:
         "logs/landsat/{year}_{block}.log",
+    priority: training_input_priority
     threads: 1
     resources:
         mem_mb=per_attempt(LANDSAT_BLOCK_MEM_MB),
@@ -41,6 +42,7 @@ rule composite_landsat:
         config=rule_config_digest(config, "composite_landsat"),
     log:
         "logs/denoise/landsat_{year}.log",
+    priority: training_input_priority
     threads: 1
     resources:
         mem_mb=per_attempt(3000),

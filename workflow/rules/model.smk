@@ -8,6 +8,7 @@ rule train:
         config=rule_config_digest(config, "train"),
     log:
         f"logs/train/{MODEL}.log",
+    priority: 1
     threads: model_threads(4)
     resources:
         mem_mb=per_attempt(8000),

@@ -8,6 +8,7 @@ rule resample_panda:
         config=rule_config_digest(config, "resample_panda"),
     log:
         "logs/resample/panda_{year}.log",
+    priority: training_input_priority
     threads: 1
     resources:
         mem_mb=per_attempt(2000),

@@ -10,6 +10,7 @@ rule cube:
         config=rule_config_digest(config, "cube"),
     log:
         "logs/tile/cube_{year}.log",
+    priority: training_input_priority
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -30,6 +31,7 @@ rule patches:
         config=rule_config_digest(config, "patches"),
     log:
         "logs/tile/patches.log",
+    priority: 1
     threads: 1
     resources:
         mem_mb=per_attempt(4000),
