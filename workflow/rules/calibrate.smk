@@ -29,6 +29,7 @@ rule calibrate_luojia:
         config=rule_config_digest(config, "calibrate_luojia"),
     log:
         "logs/calibrate/luojia_{year}.log",
+    priority: 1
     threads: 1
     resources:
         mem_mb=per_attempt(3000),
@@ -48,6 +49,7 @@ rule calibrate_dem:
         config=rule_config_digest(config, "calibrate_dem"),
     log:
         "logs/calibrate/dem.log",
+    priority: 1
     threads: 1
     resources:
         mem_mb=per_attempt(3000),

@@ -7,6 +7,7 @@ rule denoise_luojia:
         config=rule_config_digest(config, "denoise_luojia"),
     log:
         "logs/denoise/luojia_{year}.log",
+    priority: 1
     threads: 1
     resources:
         mem_mb=per_attempt(3000),

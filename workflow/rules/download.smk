@@ -5,6 +5,7 @@ rule download:
         config=lambda wc: rule_config_digest(config, "download", wc.layer),
     log:
         "logs/download/{layer}.log",
+    priority: 1
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
@@ -39,6 +40,7 @@ rule grid:
         config=rule_config_digest(config, "grid"),
     log:
         "logs/grid.log",
+    priority: 1
     threads: 1
     resources:
         mem_mb=per_attempt(500),

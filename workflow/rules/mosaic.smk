@@ -8,6 +8,7 @@ rule mosaic:
         config=rule_config_digest(config, "mosaic"),
     log:
         "logs/mosaic/{year}.log",
+    priority: 1
     threads: 1
     resources:
         mem_mb=per_attempt(3000),

@@ -29,6 +29,7 @@ rule resample_dem:
         config=rule_config_digest(config, "resample_dem"),
     log:
         "logs/resample/dem.log",
+    priority: 1
     threads: 1
     resources:
         mem_mb=per_attempt(2000),
