@@ -136,8 +136,9 @@ def model_threads(most):
 # The years whose inputs the training needs: the target years, with the Landsat gap-fill years around
 # them. Their per-year jobs, the downloads, the grid, the DEM, the Luojia-01 targets, the patches and
 # the training go first (rule `priority`), so that training starts early and the other years' jobs
-# and the ablation run beside it: on 2 cores no core then waits for the training at the end (docs/results/2026-12-07-demo-time.md). Priorities order jobs that are
-# ready at the same time; they change nothing in what is computed.
+# and the ablation run beside it: on 2 cores no core then waits for the training at the end
+# (docs/results/2026-12-07-demo-time.md). Priorities order jobs that are ready at the same time; they
+# change nothing in what is computed.
 TRAINING_INPUT_YEARS = training_input_years(TARGET_YEARS, GAPFILL)
 
 
