@@ -7,7 +7,7 @@ import yaml
 from pandafine.cli import build_parser, main
 
 STAGES = ["check-config", "download", "calibrate", "landsat-block", "denoise", "mosaic", "resample", "cube", "patches",
-          "train", "evaluate", "export", "infer", "assemble", "report", "report-table", "catalog", "verify", "ablation",
+          "train", "evaluate", "export", "level", "infer", "assemble", "report", "report-table", "catalog", "verify", "ablation",
           "temporal", "fidelity", "report-fidelity", "quantize", "precision", "design-space",
           "uncertainty"]
 

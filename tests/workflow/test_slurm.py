@@ -57,7 +57,7 @@ def test_partition_and_account_come_from_the_environment(profile, monkeypatch):
         assert _evaluate(defaults[key]) == "gpu-a100", key
 
 
-@pytest.mark.parametrize("rule", ["train", "infer"])
+@pytest.mark.parametrize("rule", ["train", "level", "infer"])
 def test_gpu_request_is_on_by_default_and_can_be_turned_off(profile, monkeypatch, rule):
     expr = profile["set-resources"][rule]["gpu"]
     monkeypatch.delenv("PANDAFINE_SLURM_GPUS", raising=False)

@@ -92,7 +92,7 @@ def test_dry_run_lists_every_stage(tmp_path, tiny_config_path, run_snakemake):
     assert proc.returncode == 0, proc.stderr
     for rule in ("download", "calibrate_panda", "landsat_block", "calibrate_luojia", "calibrate_dem",
                  "denoise_luojia", "composite_landsat", "mosaic", "resample_panda", "resample_dem", "cube", "patches",
-                 "train", "evaluate", "export", "infer", "fidelity", "report_fidelity"):
+                 "train", "evaluate", "export", "level", "infer", "fidelity", "report_fidelity"):
         assert rule in proc.stdout, rule
 
 
@@ -212,16 +212,16 @@ def _edited(tiny_config_path: Path, tmp_path: Path, name: str, edit) -> Path:
 @pytest.mark.parametrize("name, edit, expected", [
     # read by infer only: infer and what is made from the products
     ("overlap", lambda c: c["infer"].update(overlap=8),
-     {"infer", "catalog", "provenance", "report_figures", "temporal", "fidelity", "report_fidelity", "all"}),
+     {"level", "infer", "catalog", "provenance", "report_figures", "temporal", "fidelity", "report_fidelity", "all"}),
     # read by train: training and everything after it, nothing before
     ("epochs", lambda c: c["train"].update(epochs=2),
-     {"train", "evaluate", "export", "infer", "catalog", "provenance", "report_figures", "temporal",
+     {"train", "evaluate", "export", "level", "infer", "catalog", "provenance", "report_figures", "temporal",
       "fidelity", "report_fidelity", "ablation", "report_ablation", "all"}),
     # a study setting: the study only, never the products
     ("ablation", lambda c: c["ablation"].update(epochs=2), {"ablation", "report_ablation", "all"}),
     # a preprocessing setting: its stage and what follows from it
     ("spike", lambda c: c["preprocess"].update(spike_factor=5.0),
-     {"denoise_luojia", "mosaic", "patches", "train", "evaluate", "export", "infer", "catalog", "provenance",
+     {"denoise_luojia", "mosaic", "patches", "train", "evaluate", "export", "level", "infer", "catalog", "provenance",
       "report_figures", "temporal", "fidelity", "report_fidelity", "ablation", "report_ablation", "all"}),
 ])
 def test_config_edit_reruns_exactly_the_affected_rules(tiny_run, tiny_config_path, run_snakemake, tmp_path,

@@ -35,6 +35,8 @@ COMPANION = f"results/models/{MODEL}/uncertainty_models/generative/checkpoint.pt
 ENSEMBLE_COMPANION = not GENERATIVE and int(config["infer"].get("ensemble", 1)) > 1
 MODEL_ONNX = (f"results/models/{MODEL}/checkpoint.pt" if GENERATIVE else COMPANION if ENSEMBLE_COMPANION else
               f"results/models/{MODEL}/{model_filename(PRECISION)}")
+# The level scale every product is multiplied by (rule level, model.smk; infer.level).
+LEVEL_JSON = f"results/models/{MODEL}/level.json"
 
 # Spatial blocks (grid.block > 0): inference runs one job per block and year, each reading its halo from
 # the year's cube, and `assemble` joins the blocks into the year's product (infer.smk). Only the blocks

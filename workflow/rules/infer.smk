@@ -4,6 +4,7 @@ if BLOCK_SIZE:
         input:
             cube="results/tiles/cube/{year}.zarr",
             model=MODEL_ONNX,  # infer.precision (model.smk)
+            level=LEVEL_JSON,
             mask=REGION_MASK,
         output:
             "results/blocks/{year}/{block}.tif",
@@ -18,7 +19,7 @@ if BLOCK_SIZE:
         conda:
             CONDA_ENV
         shell:
-            pf("infer") + " --year {wildcards.year} --block {wildcards.block} --cube {input.cube} --model {input.model} --output {output} &> {log}"
+            pf("infer") + " --year {wildcards.year} --block {wildcards.block} --cube {input.cube} --model {input.model} --level {input.level} --output {output} &> {log}"
 
     rule assemble:
         input:
@@ -45,6 +46,7 @@ else:
         input:
             cube="results/tiles/cube/{year}.zarr",
             model=MODEL_ONNX,  # infer.precision (model.smk)
+            level=LEVEL_JSON,
             mask=REGION_MASK,
         output:
             "results/panda_fine/PANDA-FINE_{year}.tif",
@@ -59,7 +61,7 @@ else:
         conda:
             CONDA_ENV
         shell:
-            pf("infer") + " --year {wildcards.year} --cube {input.cube} --model {input.model} --output {output} &> {log}"
+            pf("infer") + " --year {wildcards.year} --cube {input.cube} --model {input.model} --level {input.level} --output {output} &> {log}"
 
 
 rule catalog:

@@ -61,6 +61,31 @@ rule export:
         pf("export") + f" --tiles {{input.tiles}} --model-dir results/models/{MODEL} --output {{output}} &> {{log}}"
 
 
+rule level:
+    # One scale for the products' total light, measured in context on the target years' train and val
+    # patches (pandafine.inference.level); infer.level: none writes scale 1.
+    input:
+        model=MODEL_ONNX,
+        tiles="results/tiles/train.zarr",
+        cubes=expand("results/tiles/cube/{year}.zarr", year=TARGET_YEARS),
+        targets=expand("results/target/{year}.tif", year=TARGET_YEARS),
+    output:
+        LEVEL_JSON,
+    params:
+        config=rule_config_digest(config, "level"),
+    log:
+        f"logs/level/{MODEL}.log",
+    threads: model_threads(2)
+    resources:
+        mem_mb=per_attempt(INFER_MEM_MB),
+        runtime=per_attempt(INFER_MINUTES * len(TARGET_YEARS) * max(1, len(BLOCKS))),
+    conda:
+        CONDA_ENV
+    shell:
+        pf("level") + " --model {input.model} --tiles {input.tiles} --cubes {input.cubes} --targets {input.targets}"
+        " --output {output} &> {log}"
+
+
 rule quantize:
     input:
         tiles="results/tiles/train.zarr",

@@ -32,6 +32,7 @@ HANDLERS = {
     "evaluate": "model:evaluate",
     "export": "model:export",
     "quantize": "model:quantize",
+    "level": "inference:level",
     "infer": "inference:infer",
     "assemble": "product:assemble",
     "temporal": "studies:temporal",
@@ -196,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="directory for the converted models and the table")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (median counts); default: %(default)s")
 
+    p = cmd("level", "measure the level scale that gives the products the target years' total light (level.json)")
+    p.add_argument("--model", required=True, type=Path, help="the model infer runs (model.onnx, a variant, or checkpoint.pt)")
+    p.add_argument("--tiles", required=True, type=Path, help="results/tiles/train.zarr (patch positions and splits)")
+    p.add_argument("--cubes", required=True, type=Path, nargs="+", help="the target years' cubes")
+    p.add_argument("--targets", required=True, type=Path, nargs="+", help="the target years' targets, in the same order")
+    p.add_argument("--output", required=True, type=Path, help="level.json")
     p = cmd("infer", "tiled, blended inference of one year into a Cloud-Optimized GeoTIFF")
     p.add_argument("--year", type=int, required=True)
     p.add_argument("--cube", required=True, type=Path)
@@ -205,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--block", help="one spatial block r{row:03d}c{col:03d} of the grid (grid.block): the output is "
                                    "that block's GeoTIFF, for `pandafine assemble`")
+    p.add_argument("--level", type=Path, help="level.json of `pandafine level`: the radiance is multiplied by its scale")
     p = cmd("assemble", "join the block GeoTIFFs of one year (`pandafine infer --block`) into the product COG")
     p.add_argument("--blocks", required=True, type=Path, nargs="+", help="the year's block GeoTIFFs")
     p.add_argument("--grid", required=True, type=Path, help="results/grid.json")

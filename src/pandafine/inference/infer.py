@@ -399,6 +399,63 @@ class _BlockRowWriter:
             self._emit()
 
 
+#: Product tag holding the level scale the radiance was multiplied by (:mod:`pandafine.inference.level`).
+LEVEL_TAG = "level_scale"
+
+
+def open_predictor(model_path: str | os.PathLike, params: InferParams, n_channels: int, *,
+                   require_gpu: bool = False) -> tuple[Any, tuple[str, ...], Any, dict[str, str]]:
+    """What predicts the tiles of ``model_path``: ``(session, bands, finalize, tags)``.
+
+    An ONNX model gets an onnxruntime session on ``params.providers`` (checked against
+    ``n_channels`` and the tile size, IO-bound on a GPU); a generative model's
+    ``checkpoint.pt`` gets :func:`pandafine.inference.sampling.checkpoint_tile_predictor`.
+    ``finalize`` (None or a function) transforms each blended block; ``tags`` go to the product.
+    """
+    model_path = Path(model_path)
+    if model_path.suffix == ".pt":  # a generative model's checkpoint: tiled sampling in PyTorch
+        from pandafine.inference.sampling import checkpoint_tile_predictor  # lazy: loads torch, only needed here
+
+        session, bands, finalize, tags = checkpoint_tile_predictor(model_path, params.ensemble, n_channels=n_channels)
+        return session, tuple(bands), finalize, dict(tags)
+    if params.ensemble > 1:
+        raise ValueError(f"infer.ensemble: value {params.ensemble} needs a generative model (diffusion, flow) "
+                         f"and its checkpoint.pt; {model_path} is a deterministic ONNX model")
+    session = make_session(model_path, params.providers, threads(), require_gpu=require_gpu)
+    check_model_io(session, n_channels, source=str(model_path))
+    check_tile_fits_model(model_metadata(session), params, source=str(model_path))
+    return bind_io(session), tuple(PRODUCT_BANDS[:1]), None, {}  # IO binding on CUDA/TensorRT; plain run on CPUs
+
+
+def level_finalize(finalize, scale: float):
+    """``finalize`` (None or a block transform) followed by multiplying every band by ``scale``."""
+    factor = np.float32(scale)
+
+    def apply(block: np.ndarray) -> np.ndarray:
+        block = block if finalize is None else finalize(block)
+        return block * factor
+
+    return apply
+
+
+def predict_area(session, inputs, layout: TileLayout, params: InferParams, *, bands: int = 1, finalize=None,
+                 mask_channel: int | None = None, source: str = "model") -> np.ndarray:
+    """Tiled, blended prediction of ``layout``'s area, in memory: ``(bands, rows, cols)`` float32.
+
+    ``inputs`` is the (C, H, W) grid (a cube's Zarr array or an ndarray); the tiles of the grid's
+    lattice that touch the area are read with their halo, so the pixels equal those of
+    :func:`infer_year` over the same area (before masking by ``region.mask``).
+    """
+    _, _, height, width = layout.bounds
+    out = np.empty((bands, height, width), dtype=np.float32)
+    tiles = predict_tiles(session, iter_tile_batches(inputs, layout, params.batch_size, source=source),
+                          mask_channel=mask_channel, source=source)
+    for first_row, block in blend_band_tiles(tiles, layout, bands):
+        block = block if finalize is None else finalize(block)
+        out[:, first_row:first_row + block.shape[-2]] = block.reshape(bands, -1, width)
+    return out
+
+
 def region_outside(cfg: Mapping[str, Any], grid, area: tuple[int, int, int, int]) -> np.ndarray | None:
     """Pixels of ``area`` outside the outline of ``region.mask`` (True), or None without a mask."""
     mask = cfg.get("region", {}).get("mask")
@@ -409,7 +466,8 @@ def region_outside(cfg: Mapping[str, Any], grid, area: tuple[int, int, int, int]
 
 def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path: str | os.PathLike,
                out_path: str | os.PathLike, *, year: int | None = None, progress: bool = True,
-               require_gpu: bool = False, area: tuple[int, int, int, int] | None = None) -> Path:
+               require_gpu: bool = False, area: tuple[int, int, int, int] | None = None,
+               level: float | None = None) -> Path:
     """Run tiled, blended inference over one year's cube and write the product COG (or one block of it).
 
     Parameters
@@ -436,6 +494,9 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
         their halo from the cube), so they equal the same pixels of a whole-grid run.
         ``out_path`` is then a tiled GeoTIFF of the block with the product's bands and
         tags, which :func:`pandafine.product.assemble.assemble_product` joins into the COG.
+    level : float, optional
+        The level scale of :mod:`pandafine.inference.level` (``level.json``): every band is
+        multiplied by it after blending, and the products carry it as tag ``level_scale``.
 
     Returns
     -------
@@ -460,20 +521,14 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     out_path = Path(out_path)
     model_path = Path(model_path)
 
-    bands, finalize, extra_tags = PRODUCT_BANDS[:1], None, {}
-    if model_path.suffix == ".pt":  # a generative model's checkpoint: tiled sampling in PyTorch
-        from pandafine.inference.sampling import checkpoint_tile_predictor  # lazy: loads torch, only needed here
-
-        session, bands, finalize, extra_tags = checkpoint_tile_predictor(model_path, params.ensemble,
-                                                                         n_channels=len(cube.channels))
-    else:
-        if params.ensemble > 1:
-            raise ValueError(f"infer.ensemble: value {params.ensemble} needs a generative model (diffusion, flow) "
-                             f"and its checkpoint.pt; {model_path} is a deterministic ONNX model")
-        session = make_session(model_path, params.providers, threads(), require_gpu=require_gpu)
-        check_model_io(session, len(cube.channels), source=str(model_path))
-        check_tile_fits_model(model_metadata(session), params, source=str(model_path))
-        session = bind_io(session)  # IO binding on CUDA/TensorRT; the plain run on the CPU
+    session, bands, finalize, extra_tags = open_predictor(model_path, params, len(cube.channels),
+                                                         require_gpu=require_gpu)
+    if level is not None:
+        scale = float(level)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"{model_path}: level scale {level!r} must be a finite number > 0")
+        finalize = level_finalize(finalize, scale)
+        extra_tags = {**extra_tags, LEVEL_TAG: f"{scale:.9g}"}
     tags = {**product_tags(cfg, year, model_path, input_path=cube_path), **extra_tags}
 
     grid = cube.grid
@@ -541,6 +596,6 @@ def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
     return out
 
 
-__all__ = ("InferParams", "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "blend_band_tiles", "run_model",
+__all__ = ("InferParams", "LEVEL_TAG", "open_predictor", "level_finalize", "predict_area", "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "blend_band_tiles", "run_model",
            "check_model_io", "model_metadata", "check_tile_fits_model", "predict_tiles",
            "infer_year", "infer_array")

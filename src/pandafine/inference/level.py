@@ -1,0 +1,243 @@
+"""Level calibration: one scale that gives the product the total light of its targets.
+
+The models are trained on log radiance. A log-scale loss makes a prediction close to the
+conditional median (or a geometric mean) of the radiance its inputs allow, and for skewed
+radiance that lies below the mean, so summed radiance (what users add up over a city) is lost.
+The textbook fix for a log-scale regression is a retransformation ("smearing") factor
+(Duan, 1983, JASA 78: 605-610): the ratio of observed to predicted totals where both are known.
+
+:func:`calibrate_level` measures it where the model was trained and nowhere else:
+
+* the target years' (Luojia-01) targets over the **train and val** split patches of
+  ``train.zarr`` (the test split is kept out, so its figures stay an honest check);
+* the model's predictions **in context**, made as the products are made (the grid's tile
+  lattice, blended; :func:`pandafine.inference.infer.predict_area` per spatial block that
+  holds patches), not on isolated patches: an isolated 32 px patch sees no neighbours, and its
+  total light differs from the same pixels in the product.
+
+The scale is ``s = sum(target) / sum(prediction)`` over those pixels, pooled over the target
+years (:func:`pooled_scale`); ``pandafine infer --level`` multiplies every product by it.
+``level.json`` records ``s`` and, per target year and split, the totals behind it, so the
+effect on the test split is measured in the same file. ``infer.level: none`` writes ``s = 1``.
+
+Pure functions first (:func:`split_masks`, :func:`light_sums`, :func:`pooled_scale`);
+:func:`calibrate_level` does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from pandafine.core.atomic import write_text_atomic
+from pandafine.core.blocks import grid_blocks
+from pandafine.core.json_records import json_safe
+from pandafine.core.raster_io import open_raster
+from pandafine.inference.blending import TileLayout, grid_tiling
+from pandafine.inference.infer import MASK_CHANNEL, MODEL_MULTIPLE, InferParams, open_predictor, predict_area
+from pandafine.tiles.cube import open_cube
+from pandafine.tiles.store import SPLIT_NAMES, PatchStore
+
+log = logging.getLogger(__name__)
+
+LEVEL_NAME = "level.json"
+#: ``infer.level`` values: ``pooled`` (the scale of this module), ``none`` (scale 1).
+LEVEL_METHODS = ("pooled", "none")
+#: Splits whose pixels set the scale (the test split stays out of it).
+FIT_SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class LightSums:
+    """Summed prediction and target radiance over one split's pixels of one year."""
+
+    year: int
+    split: str
+    n_pixels: int
+    predicted: float
+    target: float
+
+    @property
+    def ratio(self) -> float:
+        """``predicted / target`` (NaN without target light)."""
+        return self.predicted / self.target if self.target > 0 else math.nan
+
+
+# --------------------------------------------------------------------------- pure
+
+def split_masks(rows: np.ndarray, cols: np.ndarray, splits: np.ndarray, patch: int,
+                area: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+    """Boolean masks of ``area`` (row, col, rows, cols) covered by each split's patches.
+
+    ``rows``, ``cols`` are the patches' grid offsets and ``splits`` their codes (0 train,
+    1 val, 2 test; :data:`pandafine.tiles.store.SPLIT_NAMES`), all of one year. Patches
+    reaching outside the area count with their part inside it.
+    """
+    r0, c0, h, w = (int(v) for v in area)
+    masks = {name: np.zeros((h, w), dtype=bool) for name in SPLIT_NAMES}
+    for r, c, s in zip(np.asarray(rows), np.asarray(cols), np.asarray(splits)):
+        top, left = max(int(r) - r0, 0), max(int(c) - c0, 0)
+        bottom, right = min(int(r) + patch - r0, h), min(int(c) + patch - c0, w)
+        if top < bottom and left < right:
+            masks[SPLIT_NAMES[int(s)]][top:bottom, left:right] = True
+    return masks
+
+
+def light_sums(year: int, predicted: np.ndarray, target: np.ndarray,
+               masks: Mapping[str, np.ndarray]) -> list[LightSums]:
+    """Per split: summed ``predicted`` and ``target`` over the masked pixels where both are finite."""
+    both = np.isfinite(predicted) & np.isfinite(target)
+    out = []
+    for split, mask in masks.items():
+        ok = mask & both
+        out.append(LightSums(int(year), split, int(ok.sum()), float(np.sum(predicted[ok], dtype=np.float64)),
+                             float(np.sum(target[ok], dtype=np.float64))))
+    return out
+
+
+def merge_sums(parts: Sequence[LightSums]) -> list[LightSums]:
+    """Add up sums of the same (year, split) (e.g. from several spatial blocks), sorted by year and split."""
+    acc: dict[tuple[int, str], list[float]] = {}
+    for p in parts:
+        a = acc.setdefault((p.year, p.split), [0, 0.0, 0.0])
+        a[0] += p.n_pixels
+        a[1] += p.predicted
+        a[2] += p.target
+    order = {name: i for i, name in enumerate(SPLIT_NAMES)}
+    return [LightSums(y, s, int(n), pr, t) for (y, s), (n, pr, t) in
+            sorted(acc.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99)))]
+
+
+def pooled_scale(sums: Sequence[LightSums], splits: Sequence[str] = FIT_SPLITS) -> float:
+    """``sum(target) / sum(predicted)`` over the ``splits`` of every year.
+
+    Raises ValueError when those pixels hold no predicted or no target light: there is
+    nothing to calibrate on.
+    """
+    chosen = [s for s in sums if s.split in splits]
+    predicted = sum(s.predicted for s in chosen)
+    target = sum(s.target for s in chosen)
+    if not (predicted > 0 and target > 0 and math.isfinite(predicted) and math.isfinite(target)):
+        raise ValueError(f"level calibration: the {'/'.join(splits)} patches of the target years hold "
+                         f"predicted light {predicted:g} and target light {target:g}; both must be > 0")
+    return target / predicted
+
+
+# --------------------------------------------------------------------------- I/O
+
+def year_light_sums(cfg: Mapping[str, Any], session, bands: int, finalize, cube_path, target_path,
+                    store: PatchStore, year: int) -> list[LightSums]:
+    """:func:`light_sums` of one target year, predicted in context block by block (``grid.block``)."""
+    params = InferParams.from_config(cfg)
+    cube = open_cube(cube_path)
+    if cube.year is not None and cube.year != int(year):
+        raise ValueError(f"{cube.path}: cube is for year {cube.year}, but it was given for target year {year}")
+    of_year = store.extra["year"] == int(year)
+    if not of_year.any():
+        raise ValueError(f"{store.path}: no patches of target year {year}")
+    rows, cols, splits = store.extra["row"][of_year], store.extra["col"][of_year], store.split[of_year]
+    height, width = cube.grid.shape
+    tile, overlap = grid_tiling(height, width, params.tile, params.overlap, MODEL_MULTIPLE)
+    mask_index = cube.channels.index(MASK_CHANNEL)
+    parts: list[LightSums] = []
+    with open_raster(target_path) as src:
+        if (src.height, src.width) != (height, width):
+            raise ValueError(f"{target_path}: target of {src.height}x{src.width} px for a cube of {height}x{width} "
+                             f"px ({cube.path}); expected the same working grid")
+        for block in grid_blocks(cube.grid, int(cfg["grid"].get("block", 0) or 0)):
+            masks = split_masks(rows, cols, splits, store.patch, block.area)
+            if not any(m.any() for m in masks.values()):
+                continue
+            layout = TileLayout(height, width, tile, overlap, params.window, area=block.area)
+            predicted = predict_area(session, cube.inputs, layout, params, bands=bands, finalize=finalize,
+                                     mask_channel=mask_index, source=str(cube.path))[0]
+            r0, c0, h, w = block.area
+            target = src.read(1, window=((r0, r0 + h), (c0, c0 + w))).astype(np.float64)
+            if src.nodata is not None and not np.isnan(src.nodata):
+                target[target == src.nodata] = np.nan
+            parts.extend(light_sums(year, predicted, target, masks))
+        log.info("%s: year %s, block %s: %d patch pixels predicted in context", cube.path, year, block.name,
+                 sum(int(m.sum()) for m in masks.values()))
+    return merge_sums(parts)
+
+
+def calibrate_level(cfg: Mapping[str, Any], model_path, tiles_path, cubes: Sequence, targets: Sequence,
+                    out_path, *, method: str | None = None) -> dict[str, Any]:
+    """Measure the level scale of ``model_path`` and write ``level.json`` (see the module docstring).
+
+    Parameters
+    ----------
+    cfg : mapping
+        Validated config (``infer``: tiling, providers, ``level``; ``grid.block``; ``run.target_years``).
+    model_path : path
+        The model the products are made with (``model.onnx``, a variant, or a generative checkpoint).
+    tiles_path : path
+        ``results/tiles/train.zarr`` (patch positions, years and splits).
+    cubes, targets : sequences of paths
+        ``results/tiles/cube/{year}.zarr`` and ``results/target/{year}.tif`` of the target years, in
+        the same order.
+    out_path : path
+        ``level.json``, written atomically.
+    method : str, optional
+        ``pooled`` or ``none``; default ``infer.level`` (``pooled``).
+    """
+    method = method or str(cfg["infer"].get("level", "pooled"))
+    if method not in LEVEL_METHODS:
+        raise ValueError(f"infer.level: value {method!r} must be one of {', '.join(LEVEL_METHODS)}")
+    if len(cubes) != len(targets) or not cubes:
+        raise ValueError(f"level calibration: {len(cubes)} cube(s) and {len(targets)} target(s) given; "
+                         "expected one cube per target and at least one")
+    record: dict[str, Any] = {"method": method, "model": str(model_path), "scale": 1.0}
+    if method == "pooled":
+        store = PatchStore(tiles_path)
+        for key in ("year", "row", "col"):
+            if key not in store.extra:
+                raise ValueError(f"{store.path}: array '{key}' missing; the level calibration needs the patches' "
+                                 "years and grid offsets (rebuild train.zarr with `pandafine patches`)")
+        params = InferParams.from_config(cfg)
+        session, bands, finalize, _ = open_predictor(model_path, params, store.n_channels,
+                                                     require_gpu=bool(cfg["infer"].get("require_gpu", False)))
+        sums: list[LightSums] = []
+        for cube_path, target_path in zip(cubes, targets):
+            year = open_cube(cube_path).year
+            if year is None:
+                raise ValueError(f"{cube_path}: no 'year' attribute; the level calibration needs each cube's year")
+            sums.extend(year_light_sums(cfg, session, len(bands), finalize, cube_path, target_path, store, year))
+        scale = pooled_scale(sums)
+        record.update(scale=scale, fit_splits=list(FIT_SPLITS), sums=[
+            {**asdict(s), "ratio": s.ratio, "ratio_scaled": s.ratio * scale} for s in sums])
+        pooled = {split: merge_sums([LightSums(0, s.split, s.n_pixels, s.predicted, s.target)
+                                     for s in sums if s.split == split]) for split in SPLIT_NAMES}
+        record["pooled"] = {split: {"ratio": v[0].ratio, "ratio_scaled": v[0].ratio * scale, "n_pixels": v[0].n_pixels}
+                            for split, v in pooled.items() if v}
+        log.info("level scale %.4f (predicted/target before: %s)", scale,
+                 ", ".join(f"{s.year} {s.split} {s.ratio:.3f}" for s in sums))
+    record["definition"] = ("scale = sum(target) / sum(prediction) over the train and val patches of the target "
+                            "years, predicted in context; the products are multiplied by it. ratio = "
+                            "prediction / target before it, ratio_scaled after it.")
+    write_text_atomic(Path(out_path), json.dumps(json_safe(record), indent=2) + "\n")
+    return record
+
+
+def read_level(path) -> float:
+    """The scale of a ``level.json``; ValueError naming the file when it is missing or not a number > 0."""
+    path = Path(path)
+    try:
+        value = float(json.loads(path.read_text())["scale"])
+    except FileNotFoundError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: no usable 'scale' ({exc}); expected a level.json from `pandafine level`") from exc
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{path}: scale {value!r}; expected a finite number > 0")
+    return value
+
+
+__all__ = ("LEVEL_NAME", "LEVEL_METHODS", "LightSums", "split_masks", "light_sums", "merge_sums", "pooled_scale",
+           "year_light_sums", "calibrate_level", "read_level")
