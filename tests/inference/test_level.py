@@ -118,6 +118,9 @@ def test_calibrate_level_recovers_the_known_scale_from_train_and_val(tmp_path, w
     assert on_disk["method"] == "pooled" and on_disk["fit_splits"] == ["train", "val"]
     test = on_disk["pooled"]["test"]
     assert test["ratio_scaled"] == pytest.approx(1 / 2.5, rel=1e-6)  # the test patches' 5x target is not fitted
+    # the brightest test pixels, like all test pixels, are predicted at 1/5 of their target: -0.8, and -0.6 after x2
+    assert on_disk["test_brightest_1pct_error"]["before"] == pytest.approx(-0.8, rel=1e-6)
+    assert on_disk["test_brightest_1pct_error"]["after"] == pytest.approx(-0.6, rel=1e-6)
     assert {(s["year"], s["split"]) for s in on_disk["sums"]} == {(y, s) for y in (2018, 2019)
                                                                   for s in ("train", "val", "test")}
 
@@ -129,6 +132,8 @@ def test_calibrate_level_by_blocks_equals_the_whole_grid(tmp_path, world):
     cfg["grid"]["block"] = 64
     blocked = calibrate_level(cfg, model, world["tiles"], world["cubes"], world["targets"], tmp_path / "b.json")
     assert blocked["scale"] == pytest.approx(whole["scale"], rel=1e-9)
+    assert blocked["test_brightest_1pct_error"]["before"] == pytest.approx(whole["test_brightest_1pct_error"]["before"],
+                                                                          rel=1e-9)
     assert [s["n_pixels"] for s in blocked["sums"]] == [s["n_pixels"] for s in whole["sums"]]
     assert whole["scale"] != pytest.approx(1.0, rel=1e-2)
 

@@ -18,7 +18,9 @@ The textbook fix for a log-scale regression is a retransformation ("smearing") f
 The scale is ``s = sum(target) / sum(prediction)`` over those pixels, pooled over the target
 years (:func:`pooled_scale`); ``pandafine infer --level`` multiplies every product by it.
 ``level.json`` records ``s`` and, per target year and split, the totals behind it, so the
-effect on the test split is measured in the same file. ``infer.level: none`` writes ``s = 1``.
+effect on the test split is measured in the same file, with the test split's brightest-1 %
+error in context (streamed in two passes, :class:`pandafine.core.metrics.BrightestError`:
+memory does not grow with the region). ``infer.level: none`` writes ``s = 1``.
 
 Pure functions first (:func:`split_masks`, :func:`light_sums`, :func:`pooled_scale`);
 :func:`calibrate_level` does the I/O.
@@ -35,6 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pandafine.core import metrics as M
 from pandafine.core.atomic import write_text_atomic
 from pandafine.core.blocks import grid_blocks
 from pandafine.core.json_records import json_safe
@@ -51,6 +54,8 @@ LEVEL_NAME = "level.json"
 LEVEL_METHODS = ("pooled", "none")
 #: Splits whose pixels set the scale (the test split stays out of it).
 FIT_SPLITS = ("train", "val")
+#: Quantile of the target above which test pixels count as brightest (as in ``metrics.json``).
+BRIGHTEST_Q = 0.99
 
 
 @dataclass(frozen=True)
@@ -131,40 +136,78 @@ def pooled_scale(sums: Sequence[LightSums], splits: Sequence[str] = FIT_SPLITS) 
 
 # --------------------------------------------------------------------------- I/O
 
-def year_light_sums(cfg: Mapping[str, Any], session, bands: int, finalize, cube_path, target_path,
-                    store: PatchStore, year: int) -> list[LightSums]:
-    """:func:`light_sums` of one target year, predicted in context block by block (``grid.block``)."""
+class YearPatches:
+    """One target year: its cube, its target mosaic and where its patches lie, walked block by block."""
+
+    def __init__(self, cfg: Mapping[str, Any], cube_path, target_path, store: PatchStore) -> None:
+        self.cube = open_cube(cube_path)
+        if self.cube.year is None:
+            raise ValueError(f"{cube_path}: no 'year' attribute; the level calibration needs each cube's year")
+        self.year = int(self.cube.year)
+        self.target_path = Path(target_path)
+        of_year = store.extra["year"] == self.year
+        if not of_year.any():
+            raise ValueError(f"{store.path}: no patches of target year {self.year} ({cube_path})")
+        self.rows, self.cols = store.extra["row"][of_year], store.extra["col"][of_year]
+        self.splits, self.patch = store.split[of_year], store.patch
+        self.block = int(cfg["grid"].get("block", 0) or 0)
+        self.mask_index = self.cube.channels.index(MASK_CHANNEL)
+
+    def blocks(self):
+        """Yield ``(block, split masks, target window)`` for every spatial block holding patches of the year."""
+        height, width = self.cube.grid.shape
+        with open_raster(self.target_path) as src:
+            if (src.height, src.width) != (height, width):
+                raise ValueError(f"{self.target_path}: target of {src.height}x{src.width} px for a cube of "
+                                 f"{height}x{width} px ({self.cube.path}); expected the same working grid")
+            for block in grid_blocks(self.cube.grid, self.block):
+                masks = split_masks(self.rows, self.cols, self.splits, self.patch, block.area)
+                if not any(m.any() for m in masks.values()):
+                    continue
+                r0, c0, h, w = block.area
+                target = src.read(1, window=((r0, r0 + h), (c0, c0 + w))).astype(np.float64)
+                if src.nodata is not None and not np.isnan(src.nodata):
+                    target[target == src.nodata] = np.nan
+                yield block, masks, target
+
+    def test_pixels(self, block, masks, target) -> np.ndarray:
+        """Test-split pixels of a block where the target is finite and the model predicts (its PANDA is finite)."""
+        r0, c0, h, w = block.area
+        panda = np.asarray(self.cube.inputs[self.mask_index, r0:r0 + h, c0:c0 + w])
+        return masks["test"] & np.isfinite(target) & np.isfinite(panda)
+
+
+def year_light_sums(cfg: Mapping[str, Any], session, bands: int, finalize, year: YearPatches,
+                    brightest: "M.BrightestScorer | None" = None) -> list[LightSums]:
+    """:func:`light_sums` of one target year, predicted in context block by block (``grid.block``).
+
+    With ``brightest`` (the second pass of a :class:`pandafine.core.metrics.BrightestError` that
+    scanned the test split's targets), the test pixels' predictions are added to it.
+    """
     params = InferParams.from_config(cfg)
-    cube = open_cube(cube_path)
-    if cube.year is not None and cube.year != int(year):
-        raise ValueError(f"{cube.path}: cube is for year {cube.year}, but it was given for target year {year}")
-    of_year = store.extra["year"] == int(year)
-    if not of_year.any():
-        raise ValueError(f"{store.path}: no patches of target year {year}")
-    rows, cols, splits = store.extra["row"][of_year], store.extra["col"][of_year], store.split[of_year]
-    height, width = cube.grid.shape
+    height, width = year.cube.grid.shape
     tile, overlap = grid_tiling(height, width, params.tile, params.overlap, MODEL_MULTIPLE)
-    mask_index = cube.channels.index(MASK_CHANNEL)
     parts: list[LightSums] = []
-    with open_raster(target_path) as src:
-        if (src.height, src.width) != (height, width):
-            raise ValueError(f"{target_path}: target of {src.height}x{src.width} px for a cube of {height}x{width} "
-                             f"px ({cube.path}); expected the same working grid")
-        for block in grid_blocks(cube.grid, int(cfg["grid"].get("block", 0) or 0)):
-            masks = split_masks(rows, cols, splits, store.patch, block.area)
-            if not any(m.any() for m in masks.values()):
-                continue
-            layout = TileLayout(height, width, tile, overlap, params.window, area=block.area)
-            predicted = predict_area(session, cube.inputs, layout, params, bands=bands, finalize=finalize,
-                                     mask_channel=mask_index, source=str(cube.path))[0]
-            r0, c0, h, w = block.area
-            target = src.read(1, window=((r0, r0 + h), (c0, c0 + w))).astype(np.float64)
-            if src.nodata is not None and not np.isnan(src.nodata):
-                target[target == src.nodata] = np.nan
-            parts.extend(light_sums(year, predicted, target, masks))
-        log.info("%s: year %s, block %s: %d patch pixels predicted in context", cube.path, year, block.name,
-                 sum(int(m.sum()) for m in masks.values()))
+    for block, masks, target in year.blocks():
+        layout = TileLayout(height, width, tile, overlap, params.window, area=block.area)
+        predicted = predict_area(session, year.cube.inputs, layout, params, bands=bands, finalize=finalize,
+                                 mask_channel=year.mask_index, source=str(year.cube.path))[0]
+        parts.extend(light_sums(year.year, predicted, target, masks))
+        if brightest is not None:
+            test = year.test_pixels(block, masks, target)
+            brightest.add(target[test], {"model": predicted[test]})
+        log.info("%s: year %s, block %s: %d patch pixels predicted in context", year.cube.path, year.year,
+                 block.name, sum(int(m.sum()) for m in masks.values()))
     return merge_sums(parts)
+
+
+def scan_test_targets(years: Sequence[YearPatches], q: float = BRIGHTEST_Q) -> "M.BrightestError":
+    """First pass of the test split's brightest-pixel error: its targets, read without the model."""
+    scan = M.BrightestError(q)
+    for year in years:
+        for block, masks, target in year.blocks():
+            scan.scan(target[year.test_pixels(block, masks, target)])
+    return scan
 
 
 def calibrate_level(cfg: Mapping[str, Any], model_path, tiles_path, cubes: Sequence, targets: Sequence,
@@ -200,15 +243,14 @@ def calibrate_level(cfg: Mapping[str, Any], model_path, tiles_path, cubes: Seque
             if key not in store.extra:
                 raise ValueError(f"{store.path}: array '{key}' missing; the level calibration needs the patches' "
                                  "years and grid offsets (rebuild train.zarr with `pandafine patches`)")
+        years = [YearPatches(cfg, cube, target, store) for cube, target in zip(cubes, targets)]
+        brightest = scan_test_targets(years).scorer()
         params = InferParams.from_config(cfg)
         session, bands, finalize, _ = open_predictor(model_path, params, store.n_channels,
                                                      require_gpu=bool(cfg["infer"].get("require_gpu", False)))
         sums: list[LightSums] = []
-        for cube_path, target_path in zip(cubes, targets):
-            year = open_cube(cube_path).year
-            if year is None:
-                raise ValueError(f"{cube_path}: no 'year' attribute; the level calibration needs each cube's year")
-            sums.extend(year_light_sums(cfg, session, len(bands), finalize, cube_path, target_path, store, year))
+        for year in years:
+            sums.extend(year_light_sums(cfg, session, len(bands), finalize, year, brightest))
         scale = pooled_scale(sums)
         record.update(scale=scale, fit_splits=list(FIT_SPLITS), sums=[
             {**asdict(s), "ratio": s.ratio, "ratio_scaled": s.ratio * scale} for s in sums])
@@ -216,11 +258,17 @@ def calibrate_level(cfg: Mapping[str, Any], model_path, tiles_path, cubes: Seque
                                      for s in sums if s.split == split]) for split in SPLIT_NAMES}
         record["pooled"] = {split: {"ratio": v[0].ratio, "ratio_scaled": v[0].ratio * scale, "n_pixels": v[0].n_pixels}
                             for split, v in pooled.items() if v}
+        error = brightest.result().get("model", math.nan)
+        # mean of (s p - t) / t over the brightest = s (1 + mean of (p - t) / t) - 1
+        record["test_brightest_1pct_error"] = {"before": error, "after": scale * (1.0 + error) - 1.0,
+                                               "quantile": BRIGHTEST_Q}
         log.info("level scale %.4f (predicted/target before: %s)", scale,
                  ", ".join(f"{s.year} {s.split} {s.ratio:.3f}" for s in sums))
     record["definition"] = ("scale = sum(target) / sum(prediction) over the train and val patches of the target "
                             "years, predicted in context; the products are multiplied by it. ratio = "
-                            "prediction / target before it, ratio_scaled after it.")
+                            "prediction / target before it, ratio_scaled after it. test_brightest_1pct_error: "
+                            "mean (prediction - target) / target over the test split's pixels at or above the "
+                            "0.99 quantile of the target, predicted in context, before and after the scale.")
     write_text_atomic(Path(out_path), json.dumps(json_safe(record), indent=2) + "\n")
     return record
 
@@ -240,4 +288,4 @@ def read_level(path) -> float:
 
 
 __all__ = ("LEVEL_NAME", "LEVEL_METHODS", "LightSums", "split_masks", "light_sums", "merge_sums", "pooled_scale",
-           "year_light_sums", "calibrate_level", "read_level")
+           "YearPatches", "year_light_sums", "scan_test_targets", "calibrate_level", "read_level")
