@@ -57,6 +57,19 @@ def test_build_report_writes_every_figure(tmp_path, small_grid):
         year_map([tmp_path / "nothing.tif"])
 
 
+def test_level_note_states_the_scale_and_the_test_split_in_context():
+    from pandafine.product.report import level_note
+
+    level = {"method": "pooled", "scale": 1.0883,
+             "pooled": {"test": {"ratio": 0.9059, "ratio_scaled": 0.9859, "n_pixels": 10}},
+             "test_brightest_1pct_error": {"before": -0.2195, "after": -0.1506}}
+    note = level_note(level)
+    assert "level scale 1.0883" in note
+    assert "total light ratio 0.906 before, 0.986 after" in note
+    assert "brightest-1 % error -0.220 before, -0.151 after" in note
+    assert level_note({"method": "none", "scale": 1.0}) == "The products are not rescaled (infer.level: none; scale 1)."
+
+
 def test_html_table_escapes_cells_and_aligns_numbers(tmp_path):
     from html.parser import HTMLParser
 

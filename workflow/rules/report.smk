@@ -6,6 +6,7 @@ rule report_figures:
         landsat_blocks=expand("results/landsat/{year}/{block}.json", year=YEARS, block=LANDSAT_BLOCKS),
         history=f"results/models/{MODEL}/history.csv",
         metrics=f"results/models/{MODEL}/metrics.json",
+        level=LEVEL_JSON,
     output:
         quicklooks=report("results/report/quicklooks.png", caption="../report/quicklooks.rst", category="Product"),
         curve=report("results/report/training_curve.png", caption="../report/training_curve.rst", category="Model"),
@@ -27,7 +28,7 @@ rule report_figures:
     conda:
         CONDA_ENV
     shell:
-        pf("report") + " --products {input.products} --panda {input.panda} --landsat {input.landsat} --landsat-blocks {input.landsat_blocks} --history {input.history} --metrics {input.metrics} --out results/report &> {log}"
+        pf("report") + " --products {input.products} --panda {input.panda} --landsat {input.landsat} --landsat-blocks {input.landsat_blocks} --history {input.history} --metrics {input.metrics} --level {input.level} --out results/report &> {log}"
 
 
 # The ablation table as a page the report shows (the CSV itself is a report item of rule ablation).

@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "landsat_coverage.png)")
     p.add_argument("--history", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--level", type=Path, help="level.json (`pandafine level`): its scale and in-context test figures "
+                                              "become a note under the metrics table")
     p.add_argument("--out", required=True, type=Path, help="report directory")
 
     p = cmd("report-fidelity", "figure of fidelity.json: yearly total light of product, reference and PANDA by "

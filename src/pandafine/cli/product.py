@@ -19,7 +19,8 @@ def assemble(args, cfg: Mapping[str, Any]) -> None:
 
 def report(args, cfg: Mapping[str, Any]) -> None:
     build_report(year_map(args.products), year_map(args.panda), args.history, args.metrics, args.out,
-                 landsat=year_map(args.landsat) if args.landsat else None, landsat_blocks=args.landsat_blocks)
+                 landsat=year_map(args.landsat) if args.landsat else None, landsat_blocks=args.landsat_blocks,
+                 level_json=args.level)
 
 
 def report_fidelity(args, cfg: Mapping[str, Any]) -> None:

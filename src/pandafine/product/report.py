@@ -294,8 +294,12 @@ def landsat_coverage_figure(rows: Sequence[Mapping], out_png: str | Path) -> Pat
 def build_report(products: Mapping[int, str | Path], panda: Mapping[int, str | Path], history_csv: str | Path,
                  metrics_json: str | Path, out_dir: str | Path,
                  landsat: Mapping[int, str | Path] | None = None,
-                 landsat_blocks: Sequence[str | Path] | None = None) -> list[Path]:
+                 landsat_blocks: Sequence[str | Path] | None = None,
+                 level_json: str | Path | None = None) -> list[Path]:
     """Write every report figure and table into ``out_dir``; return their paths.
+
+    With ``level_json`` (``level.json`` of :mod:`pandafine.inference.level`), the metrics table gets
+    a note with the products' level scale and the test split's figures in context (:func:`level_note`).
 
     With ``landsat`` ({year: composite}), also ``landsat_coverage.csv``
     (:func:`landsat_coverage_rows`); with ``landsat_blocks`` (the block records
@@ -313,7 +317,8 @@ def build_report(products: Mapping[int, str | Path], panda: Mapping[int, str | P
         write_text_atomic(out_dir / "total_light.csv", _csv(rows, list(rows[0]))),
         write_text_atomic(out_dir / "metrics.csv", _csv(mrows, mcols)),
         csv_to_html(out_dir / "metrics.csv", out_dir / "metrics.html", title="Test-split metrics",
-                    notes=[_data_range_note(metrics)]),
+                    notes=[_data_range_note(metrics)] + ([level_note(json.loads(Path(level_json).read_text()))]
+                                                         if level_json else [])),
     ] + ([write_text_atomic(out_dir / "landsat_coverage.csv",
                             _csv(landsat_coverage_rows(landsat), ["year", "scenes", "clear_percent", "valid_percent"]))]
          if landsat else []) + (_landsat_block_outputs(landsat_blocks, out_dir) if landsat_blocks else [])
@@ -330,6 +335,24 @@ def _data_range_note(metrics: Mapping) -> str:
     rng = metrics["test_split"].get("data_range", {})
     stated = ", ".join(f"{k}: {v:.6g}" if isinstance(v, (int, float)) else f"{k}: {v}" for k, v in rng.items())
     return f"PSNR data range ({stated}); all values from metrics.json." if stated else "Values from metrics.json."
+
+
+def level_note(level: Mapping) -> str:
+    """One sentence on the level scale of ``level.json`` and the test split in context, before and after it."""
+    scale = float(level["scale"])
+    if level.get("method") == "none" or "pooled" not in level:
+        return f"The products are not rescaled (infer.level: {level.get('method', 'none')}; scale {scale:g})."
+    test = level["pooled"].get("test", {})
+    bright = level.get("test_brightest_1pct_error", {})
+    parts = [f"The products are multiplied by the level scale {scale:.4f} (level.json: sum of target over sum of "
+             "prediction on the train and val patches of the target years, predicted in context)."]
+    if test:
+        parts.append(f"Test split in context (the products' pixels, not isolated patches): total light ratio "
+                     f"{test['ratio']:.3f} before, {test['ratio_scaled']:.3f} after")
+        if bright:
+            parts[-1] += f"; brightest-1 % error {bright['before']:+.3f} before, {bright['after']:+.3f} after"
+        parts[-1] += "."
+    return " ".join(parts)
 
 
 def year_map(paths: Iterable[str | Path]) -> dict[int, Path]:
