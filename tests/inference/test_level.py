@@ -13,8 +13,10 @@ from pandafine.inference.infer import LEVEL_TAG, infer_year
 from pandafine.inference.level import (
     LightSums,
     calibrate_level,
+    choose_blocks,
     light_sums,
     merge_sums,
+    patch_pixels_in,
     pooled_scale,
     read_level,
     split_masks,
@@ -164,3 +166,27 @@ def test_infer_with_a_level_multiplies_the_product_and_tags_it(tmp_path, world):
     with pytest.raises(ValueError, match="level scale 0.0 must be a finite number > 0"):
         infer_year(cfg, world["cubes"][0], world["model"], tmp_path / "zero.tif", progress=False, level=0.0)
     assert not (tmp_path / "zero.tif").exists()
+
+
+def test_choose_blocks_keeps_those_with_the_most_train_and_val_pixels_in_grid_order():
+    from pandafine.core.blocks import Block
+
+    blocks = [Block(0, j, 0, 32 * j, 32, 32) for j in range(4)]
+    # block 0: one train patch; block 1: none; block 2: two val patches; block 3: one test patch only
+    rows, cols, splits = np.array([0, 0, 16, 0]), np.array([0, 64, 64, 96]), np.array([0, 1, 1, 2])
+    assert [b.col for b in choose_blocks(blocks, rows, cols, splits, PATCH, None)] == [0, 2, 3]
+    assert [b.col for b in choose_blocks(blocks, rows, cols, splits, PATCH, 2)] == [0, 2]
+    assert [b.col for b in choose_blocks(blocks, rows, cols, splits, PATCH, 1)] == [2]
+    # a patch straddling two blocks counts with its part in each
+    assert patch_pixels_in((0, 0, 32, 40), np.array([0]), np.array([32]), PATCH) == 16 * 8
+
+
+def test_level_on_fewer_blocks_predicts_only_those(tmp_path, world):
+    cfg = infer_test_config()
+    cfg["grid"]["block"] = 64
+    every = calibrate_level(cfg, world["model"], world["tiles"], world["cubes"], world["targets"], tmp_path / "a.json")
+    cfg["infer"]["level_max_blocks"] = 1
+    one = calibrate_level(cfg, world["model"], world["tiles"], world["cubes"], world["targets"], tmp_path / "b.json")
+    assert one["scale"] == pytest.approx(2.0, rel=1e-6) == every["scale"]  # the known answer holds on any block
+    n = lambda rec: sum(s["n_pixels"] for s in rec["sums"])  # noqa: E731
+    assert n(one) < n(every) and n(one) <= 2 * 64 * 64

@@ -46,6 +46,8 @@ BLOCK_SIZE = int(config["grid"].get("block", 0))
 BLOCK_LIST = "results/blocks/blocks.csv"
 GRID = grid_from_config(config)
 BLOCKS = [b.name for b in plan_blocks(config, GRID, BLOCK_LIST)] if BLOCK_SIZE else []
+# Blocks per target year the `level` job infers (infer.level_max_blocks, pandafine.inference.level): its runtime.
+LEVEL_BLOCKS = min(max(1, len(BLOCKS)), int(config["infer"].get("level_max_blocks", 8)))
 # An inference job's memory and runtime follow the area it infers: a block, or the whole grid.
 INFER_MEM_MB, INFER_MINUTES = infer_job_resources(
     min(BLOCK_SIZE or GRID.height, GRID.height), min(BLOCK_SIZE or GRID.width, GRID.width),

@@ -78,7 +78,7 @@ rule level:
     threads: model_threads(2)
     resources:
         mem_mb=per_attempt(INFER_MEM_MB),
-        runtime=per_attempt(INFER_MINUTES * len(TARGET_YEARS) * max(1, len(BLOCKS))),
+        runtime=per_attempt(INFER_MINUTES * len(TARGET_YEARS) * LEVEL_BLOCKS),
     conda:
         CONDA_ENV
     shell:

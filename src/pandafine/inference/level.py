@@ -15,6 +15,10 @@ The textbook fix for a log-scale regression is a retransformation ("smearing") f
   holds patches), not on isolated patches: an isolated 32 px patch sees no neighbours, and its
   total light differs from the same pixels in the product.
 
+With ``grid.block`` set, at most ``infer.level_max_blocks`` blocks per target year are predicted
+(:func:`choose_blocks`: those holding the most train and val patch pixels), so the job costs at
+most that many blocks' inference per target year however large the region.
+
 The scale is ``s = sum(target) / sum(prediction)`` over those pixels, pooled over the target
 years (:func:`pooled_scale`); ``pandafine infer --level`` multiplies every product by it.
 ``level.json`` records ``s`` and, per target year and split, the totals behind it, so the
@@ -54,6 +58,8 @@ LEVEL_NAME = "level.json"
 LEVEL_METHODS = ("pooled", "none")
 #: Splits whose pixels set the scale (the test split stays out of it).
 FIT_SPLITS = ("train", "val")
+#: Default of ``infer.level_max_blocks``: spatial blocks per target year the level is measured on.
+DEFAULT_MAX_BLOCKS = 8
 #: Quantile of the target above which test pixels count as brightest (as in ``metrics.json``).
 BRIGHTEST_Q = 0.99
 
@@ -92,6 +98,30 @@ def split_masks(rows: np.ndarray, cols: np.ndarray, splits: np.ndarray, patch: i
         if top < bottom and left < right:
             masks[SPLIT_NAMES[int(s)]][top:bottom, left:right] = True
     return masks
+
+
+def patch_pixels_in(area: tuple[int, int, int, int], rows: np.ndarray, cols: np.ndarray, patch: int) -> int:
+    """Pixels of the ``patch``-sized patches at ``rows``, ``cols`` that lie inside ``area`` (row, col, rows, cols)."""
+    r0, c0, h, w = (int(v) for v in area)
+    dr = np.clip(np.minimum(np.asarray(rows) + patch, r0 + h) - np.maximum(rows, r0), 0, None)
+    dc = np.clip(np.minimum(np.asarray(cols) + patch, c0 + w) - np.maximum(cols, c0), 0, None)
+    return int(np.sum(dr * dc))
+
+
+def choose_blocks(blocks: Sequence, rows: np.ndarray, cols: np.ndarray, splits: np.ndarray, patch: int,
+                  max_blocks: int | None) -> list:
+    """The spatial blocks the level is measured on, in grid order.
+
+    Blocks holding patches of any split; with more than ``max_blocks`` of them, the ``max_blocks``
+    holding the most train and val patch pixels (ties: the first in grid order). Pure.
+    """
+    rows, cols, splits = np.asarray(rows), np.asarray(cols), np.asarray(splits)
+    fit = np.isin(splits, [SPLIT_NAMES.index(s) for s in FIT_SPLITS])
+    held = [(patch_pixels_in(b.area, rows[fit], cols[fit], patch), i, b) for i, b in enumerate(blocks)
+            if patch_pixels_in(b.area, rows, cols, patch) > 0]
+    if max_blocks is not None and len(held) > max_blocks:
+        held = sorted(held, key=lambda t: (-t[0], t[1]))[:max_blocks]
+    return [b for _, _, b in sorted(held, key=lambda t: t[1])]
 
 
 def light_sums(year: int, predicted: np.ndarray, target: np.ndarray,
@@ -150,8 +180,13 @@ class YearPatches:
             raise ValueError(f"{store.path}: no patches of target year {self.year} ({cube_path})")
         self.rows, self.cols = store.extra["row"][of_year], store.extra["col"][of_year]
         self.splits, self.patch = store.split[of_year], store.patch
-        self.block = int(cfg["grid"].get("block", 0) or 0)
         self.mask_index = self.cube.channels.index(MASK_CHANNEL)
+        max_blocks = int(cfg["infer"].get("level_max_blocks", DEFAULT_MAX_BLOCKS))
+        candidates = grid_blocks(self.cube.grid, int(cfg["grid"].get("block", 0) or 0))
+        self.chosen = choose_blocks(candidates, self.rows, self.cols, self.splits, self.patch, max_blocks)
+        if len(self.chosen) < sum(patch_pixels_in(b.area, self.rows, self.cols, self.patch) > 0 for b in candidates):
+            log.info("year %s: the level is measured on the %d blocks with the most train and val patch pixels "
+                     "(infer.level_max_blocks)", self.year, len(self.chosen))
 
     def blocks(self):
         """Yield ``(block, split masks, target window)`` for every spatial block holding patches of the year."""
@@ -160,10 +195,8 @@ class YearPatches:
             if (src.height, src.width) != (height, width):
                 raise ValueError(f"{self.target_path}: target of {src.height}x{src.width} px for a cube of "
                                  f"{height}x{width} px ({self.cube.path}); expected the same working grid")
-            for block in grid_blocks(self.cube.grid, self.block):
+            for block in self.chosen:
                 masks = split_masks(self.rows, self.cols, self.splits, self.patch, block.area)
-                if not any(m.any() for m in masks.values()):
-                    continue
                 r0, c0, h, w = block.area
                 target = src.read(1, window=((r0, r0 + h), (c0, c0 + w))).astype(np.float64)
                 if src.nodata is not None and not np.isnan(src.nodata):
@@ -287,5 +320,5 @@ def read_level(path) -> float:
     return value
 
 
-__all__ = ("LEVEL_NAME", "LEVEL_METHODS", "LightSums", "split_masks", "light_sums", "merge_sums", "pooled_scale",
+__all__ = ("LEVEL_NAME", "LEVEL_METHODS", "LightSums", "split_masks", "patch_pixels_in", "choose_blocks", "light_sums", "merge_sums", "pooled_scale",
            "YearPatches", "year_light_sums", "scan_test_targets", "calibrate_level", "read_level")
