@@ -52,7 +52,7 @@ RULE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "export": ("infer.tile", "infer.batch_size"),
     "quantize": (),
     "precision": ("infer.tile", "infer.batch_size"),
-    "level": ("infer", "run.target_years"),
+    "level": ("infer", "grid.block", "run.target_years"),
     "infer": ("@product",),
     "assemble": ("@product",),
     "temporal": ("grid.factor", "run.target_years"),
