@@ -189,7 +189,7 @@ class YearPatches:
                      "(infer.level_max_blocks)", self.year, len(self.chosen))
 
     def blocks(self):
-        """Yield ``(block, split masks, target window)`` for every spatial block holding patches of the year."""
+        """Yield ``(block, split masks, target window)`` for each chosen block (:func:`choose_blocks`)."""
         height, width = self.cube.grid.shape
         with open_raster(self.target_path) as src:
             if (src.height, src.width) != (height, width):
