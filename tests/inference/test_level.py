@@ -190,3 +190,25 @@ def test_level_on_fewer_blocks_predicts_only_those(tmp_path, world):
     assert one["scale"] == pytest.approx(2.0, rel=1e-6) == every["scale"]  # the known answer holds on any block
     n = lambda rec: sum(s["n_pixels"] for s in rec["sums"])  # noqa: E731
     assert n(one) < n(every) and n(one) <= 2 * 64 * 64
+
+
+def test_a_target_year_without_patches_is_skipped_and_none_at_all_is_an_error(tmp_path, world, caplog):
+    import logging
+
+    import zarr
+
+    cfg = infer_test_config()
+    both = calibrate_level(cfg, world["model"], world["tiles"], world["cubes"], world["targets"], tmp_path / "a.json")
+    g = zarr.open_group(str(world["tiles"]), mode="r+")
+    years = np.asarray(g["year"][:])
+    g["year"][:] = np.where(years == 2019, 2017, years)  # no patch of 2019 any more
+    with caplog.at_level(logging.WARNING, logger="pandafine.inference.level"):
+        only = calibrate_level(cfg, world["model"], world["tiles"], world["cubes"], world["targets"],
+                               tmp_path / "b.json")
+    assert "no patches of target year 2019" in caplog.text
+    assert {s["year"] for s in only["sums"]} == {2018} and only["scale"] == pytest.approx(2.0, rel=1e-6)
+    assert len(both["sums"]) == 2 * len(only["sums"])
+    g["year"][:] = 2017
+    with pytest.raises(ValueError, match="no patches of any target year"):
+        calibrate_level(cfg, world["model"], world["tiles"], world["cubes"], world["targets"], tmp_path / "c.json")
+    assert not (tmp_path / "c.json").exists()

@@ -166,6 +166,10 @@ def pooled_scale(sums: Sequence[LightSums], splits: Sequence[str] = FIT_SPLITS) 
 
 # --------------------------------------------------------------------------- I/O
 
+class NoPatchesError(ValueError):
+    """``train.zarr`` holds no patch of a target year (its frames left too few target pixels)."""
+
+
 class YearPatches:
     """One target year: its cube, its target mosaic and where its patches lie, walked block by block."""
 
@@ -177,7 +181,7 @@ class YearPatches:
         self.target_path = Path(target_path)
         of_year = store.extra["year"] == self.year
         if not of_year.any():
-            raise ValueError(f"{store.path}: no patches of target year {self.year} ({cube_path})")
+            raise NoPatchesError(f"{store.path}: no patches of target year {self.year} ({cube_path})")
         self.rows, self.cols = store.extra["row"][of_year], store.extra["col"][of_year]
         self.splits, self.patch = store.split[of_year], store.patch
         self.mask_index = self.cube.channels.index(MASK_CHANNEL)
@@ -276,7 +280,15 @@ def calibrate_level(cfg: Mapping[str, Any], model_path, tiles_path, cubes: Seque
             if key not in store.extra:
                 raise ValueError(f"{store.path}: array '{key}' missing; the level calibration needs the patches' "
                                  "years and grid offsets (rebuild train.zarr with `pandafine patches`)")
-        years = [YearPatches(cfg, cube, target, store) for cube, target in zip(cubes, targets)]
+        years = []
+        for cube, target in zip(cubes, targets):
+            try:
+                years.append(YearPatches(cfg, cube, target, store))
+            except NoPatchesError as exc:  # a target year whose frames left no patch: the others set the level
+                log.warning("%s; the level is measured on the other target years", exc)
+        if not years:
+            raise ValueError(f"{store.path}: no patches of any target year ({', '.join(str(c) for c in cubes)}); "
+                             "the level calibration has nothing to measure")
         brightest = scan_test_targets(years).scorer()
         params = InferParams.from_config(cfg)
         session, bands, finalize, _ = open_predictor(model_path, params, store.n_channels,
