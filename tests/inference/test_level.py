@@ -212,3 +212,21 @@ def test_a_target_year_without_patches_is_skipped_and_none_at_all_is_an_error(tm
     with pytest.raises(ValueError, match="no patches of any target year"):
         calibrate_level(cfg, world["model"], world["tiles"], world["cubes"], world["targets"], tmp_path / "c.json")
     assert not (tmp_path / "c.json").exists()
+
+
+def test_predict_area_of_a_two_band_predictor_keeps_both_bands(tmp_path):
+    """Ensemble predictors give (mean, spread): predict_area blends both, as infer_year does."""
+    from pandafine.inference.blending import TileLayout
+    from pandafine.inference.infer import InferParams, predict_area
+
+    data = field((3, 100, 90))
+    params = InferParams(32, 8, "hann", 2, ("CPUExecutionProvider",))
+
+    def predictor(row, cols, batch):
+        return np.stack([batch[:, 0], 3 * batch[:, 0]], axis=1)
+
+    layout = TileLayout(100, 90, 32, 8, "hann", area=(10, 20, 60, 50))
+    out = predict_area(predictor, data, layout, params, bands=2)
+    assert out.shape == (2, 60, 50)
+    np.testing.assert_allclose(out[0], data[0, 10:70, 20:70], rtol=1e-5)
+    np.testing.assert_allclose(out[1], 3 * out[0], rtol=1e-5)
