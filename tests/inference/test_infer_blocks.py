@@ -70,6 +70,33 @@ def test_blocks_inferred_apart_and_assembled_equal_one_run(tmp_path, cfg, block)
     assert np.max(np.abs(blocked[ok] - one[ok])) <= 1e-6 * np.max(np.abs(one[ok]))
 
 
+def test_demo_inference_settings_in_blocks_equal_one_run(tmp_path):
+    """The demo config's own tiling (config.yaml: 384 px tiles, 40 px overlap) on a grid of several tiles,
+    in 4 x 4 blocks of 256 px with 128 px product blocks, equals the single-block run (the tiny config's
+    workflow run in blocks is tests/workflow/test_workflow.py::test_blocked_run_equals_the_single_block_run)."""
+    import yaml
+
+    from repo_paths import REPO
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["product"]["blocksize"] = 128
+    assert (cfg["infer"]["tile"], cfg["infer"]["overlap"]) == (384, 40)
+    model = smooth_model(tmp_path / "m.onnx")
+    cube_path = write_cube(tmp_path / "2018.zarr", field((3, 1000, 1000)), chunk=256)
+    grid = open_cube(cube_path).grid
+    whole = infer_year(cfg, cube_path, model, tmp_path / "whole.tif", progress=False)
+    blocks = grid_blocks(grid, 256)
+    assert len(blocks) == 16
+    parts = [infer_year(cfg, cube_path, model, tmp_path / "blocks" / f"{b.name}.tif", progress=False, area=b.area)
+             for b in blocks]
+    out = assemble_product(parts, grid, tmp_path / "assembled.tif", compress="zstd", blocksize=128)
+    with rasterio.open(whole) as a, rasterio.open(out) as b:
+        one, blocked = a.read(1), b.read(1)
+    np.testing.assert_array_equal(np.isnan(blocked), np.isnan(one))
+    ok = np.isfinite(one)
+    assert np.max(np.abs(blocked[ok] - one[ok])) <= 1e-6 * np.max(np.abs(one[ok]))
+
+
 def test_assembly_refuses_blocks_of_another_run(tmp_path, cfg):
     model = smooth_model(tmp_path / "m.onnx")
     cube_path = write_cube(tmp_path / "2018.zarr", field((3, 200, 232)))
