@@ -149,7 +149,7 @@ def test_level_none_writes_scale_one_and_bad_values_are_refused(tmp_path, world)
         calibrate_level(cfg, world["model"], world["tiles"], world["cubes"], world["targets"], tmp_path / "x.json",
                         method="mean")
     (tmp_path / "bad.json").write_text(json.dumps({"scale": -1}))
-    with pytest.raises(ValueError, match="bad.json: scale -1.0; expected a finite number > 0"):
+    with pytest.raises(ValueError, match="bad.json: level scale -1.0 must be a finite number > 0"):
         read_level(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="1 cube\\(s\\) and 2 target\\(s\\)"):
         calibrate_level(cfg, world["model"], world["tiles"], world["cubes"][:1], world["targets"], tmp_path / "y.json")

@@ -427,6 +427,17 @@ def open_predictor(model_path: str | os.PathLike, params: InferParams, n_channel
     return bind_io(session), tuple(PRODUCT_BANDS[:1]), None, {}  # IO binding on CUDA/TensorRT; plain run on CPUs
 
 
+def check_level_scale(value, *, source: str) -> float:
+    """``value`` as a float; ValueError naming ``source`` unless it is a finite number > 0."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: level scale {value!r} must be a finite number > 0") from exc
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{source}: level scale {scale!r} must be a finite number > 0")
+    return scale
+
+
 def level_finalize(finalize, scale: float):
     """``finalize`` (None or a block transform) followed by multiplying every band by ``scale``."""
     factor = np.float32(scale)
@@ -524,9 +535,7 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
     session, bands, finalize, extra_tags = open_predictor(model_path, params, len(cube.channels),
                                                          require_gpu=require_gpu)
     if level is not None:
-        scale = float(level)
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"{model_path}: level scale {level!r} must be a finite number > 0")
+        scale = check_level_scale(level, source=str(model_path))
         finalize = level_finalize(finalize, scale)
         extra_tags = {**extra_tags, LEVEL_TAG: f"{scale:.9g}"}
     tags = {**product_tags(cfg, year, model_path, input_path=cube_path), **extra_tags}
@@ -584,18 +593,16 @@ def infer_year(cfg: Mapping[str, Any], cube_path: str | os.PathLike, model_path:
 def infer_array(session, inputs: np.ndarray, params: InferParams) -> np.ndarray:
     """Tiled, blended inference over an in-memory (C, H, W) array (small regions, tests).
 
-    Same tiling, padding and blending as :func:`infer_year`, without masking or files.
+    Same tiling, padding and blending as :func:`infer_year`, without masking or files
+    (:func:`predict_area` over the whole grid).
     """
     _, height, width = inputs.shape
     tile, overlap = grid_tiling(height, width, params.tile, params.overlap, MODEL_MULTIPLE)
-    layout = TileLayout(height, width, tile, overlap, params.window)
-    out = np.empty((height, width), dtype=np.float32)
-    tiles = predict_tiles(session, iter_tile_batches(inputs, layout, params.batch_size))
-    for first_row, block in blend_tiles(tiles, layout):
-        out[first_row:first_row + block.shape[0]] = block
-    return out
+    return predict_area(session, inputs, TileLayout(height, width, tile, overlap, params.window), params,
+                        source="inputs")[0]
 
 
-__all__ = ("InferParams", "LEVEL_TAG", "open_predictor", "level_finalize", "predict_area", "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "blend_band_tiles", "run_model",
+__all__ = ("InferParams", "LEVEL_TAG", "open_predictor", "check_level_scale", "level_finalize", "predict_area",
+           "pad_block", "iter_tile_batches", "prefetch", "WriteBehind", "blend_band_tiles", "run_model",
            "check_model_io", "model_metadata", "check_tile_fits_model", "predict_tiles",
            "infer_year", "infer_array")

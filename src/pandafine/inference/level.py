@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -47,7 +47,14 @@ from pandafine.core.blocks import grid_blocks
 from pandafine.core.json_records import json_safe
 from pandafine.core.raster_io import open_raster
 from pandafine.inference.blending import TileLayout, grid_tiling
-from pandafine.inference.infer import MASK_CHANNEL, MODEL_MULTIPLE, InferParams, open_predictor, predict_area
+from pandafine.inference.infer import (
+    MASK_CHANNEL,
+    MODEL_MULTIPLE,
+    InferParams,
+    check_level_scale,
+    open_predictor,
+    predict_area,
+)
 from pandafine.tiles.cube import open_cube
 from pandafine.tiles.store import SPLIT_NAMES, PatchStore
 
@@ -299,10 +306,8 @@ def calibrate_level(cfg: Mapping[str, Any], model_path, tiles_path, cubes: Seque
         scale = pooled_scale(sums)
         record.update(scale=scale, fit_splits=list(FIT_SPLITS), sums=[
             {**asdict(s), "ratio": s.ratio, "ratio_scaled": s.ratio * scale} for s in sums])
-        pooled = {split: merge_sums([LightSums(0, s.split, s.n_pixels, s.predicted, s.target)
-                                     for s in sums if s.split == split]) for split in SPLIT_NAMES}
-        record["pooled"] = {split: {"ratio": v[0].ratio, "ratio_scaled": v[0].ratio * scale, "n_pixels": v[0].n_pixels}
-                            for split, v in pooled.items() if v}
+        record["pooled"] = {s.split: {"ratio": s.ratio, "ratio_scaled": s.ratio * scale, "n_pixels": s.n_pixels}
+                            for s in merge_sums([replace(s, year=0) for s in sums])}  # per split, years added
         error = brightest.result().get("model", math.nan)
         # mean of (s p - t) / t over the brightest = s (1 + mean of (p - t) / t) - 1
         record["test_brightest_1pct_error"] = {"before": error, "after": scale * (1.0 + error) - 1.0,
@@ -319,18 +324,15 @@ def calibrate_level(cfg: Mapping[str, Any], model_path, tiles_path, cubes: Seque
 
 
 def read_level(path) -> float:
-    """The scale of a ``level.json``; ValueError naming the file when it is missing or not a number > 0."""
+    """The scale of a ``level.json``; ValueError naming the file when it has none or not a number > 0."""
     path = Path(path)
     try:
-        value = float(json.loads(path.read_text())["scale"])
-    except FileNotFoundError:
-        raise
+        value = json.loads(path.read_text())["scale"]
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: no usable 'scale' ({exc}); expected a level.json from `pandafine level`") from exc
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{path}: scale {value!r}; expected a finite number > 0")
-    return value
+    return check_level_scale(value, source=str(path))
 
 
-__all__ = ("LEVEL_NAME", "LEVEL_METHODS", "LightSums", "split_masks", "patch_pixels_in", "choose_blocks", "light_sums", "merge_sums", "pooled_scale",
-           "YearPatches", "year_light_sums", "scan_test_targets", "calibrate_level", "read_level")
+__all__ = ("LEVEL_NAME", "LEVEL_METHODS", "LightSums", "split_masks", "patch_pixels_in", "choose_blocks",
+           "light_sums", "merge_sums", "pooled_scale", "NoPatchesError", "YearPatches", "year_light_sums",
+           "scan_test_targets", "calibrate_level", "read_level")
