@@ -151,6 +151,15 @@ def infer_precision(cfg: Mapping[str, Any]) -> str:
     return str(cfg["infer"].get("precision", "fp32"))
 
 
+#: Default of ``infer.level_max_blocks`` (the schema states it too).
+LEVEL_MAX_BLOCKS = 8
+
+
+def level_max_blocks(cfg: Mapping[str, Any]) -> int:
+    """``infer.level_max_blocks`` of a validated config: spatial blocks per target year the level is measured on."""
+    return int(cfg["infer"].get("level_max_blocks", LEVEL_MAX_BLOCKS))
+
+
 def years(cfg: Mapping[str, Any]) -> list[int]:
     """All product years of a config, in order."""
     return list(range(cfg["run"]["first_year"], cfg["run"]["last_year"] + 1))

@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from pandafine.config import config_hash, infer_precision, years as config_years
+from pandafine.config import config_hash, infer_precision, level_max_blocks, years as config_years
 from pandafine.models import model_filename
 from pandafine.config_keys import rule_config_digest
 from pandafine.core.blocks import infer_job_resources, landsat_block_resources, landsat_block_size, streaming_job_minutes
@@ -47,7 +47,7 @@ BLOCK_LIST = "results/blocks/blocks.csv"
 GRID = grid_from_config(config)
 BLOCKS = [b.name for b in plan_blocks(config, GRID, BLOCK_LIST)] if BLOCK_SIZE else []
 # Blocks per target year the `level` job infers (infer.level_max_blocks, pandafine.inference.level): its runtime.
-LEVEL_BLOCKS = min(max(1, len(BLOCKS)), int(config["infer"].get("level_max_blocks", 8)))
+LEVEL_BLOCKS = min(max(1, len(BLOCKS)), level_max_blocks(config))
 # An inference job's memory and runtime follow the area it infers: a block, or the whole grid.
 INFER_MEM_MB, INFER_MINUTES = infer_job_resources(
     min(BLOCK_SIZE or GRID.height, GRID.height), min(BLOCK_SIZE or GRID.width, GRID.width),

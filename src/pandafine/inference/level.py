@@ -41,6 +41,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pandafine.config import level_max_blocks
 from pandafine.core import metrics as M
 from pandafine.core.atomic import write_text_atomic
 from pandafine.core.blocks import grid_blocks
@@ -65,8 +66,6 @@ LEVEL_NAME = "level.json"
 LEVEL_METHODS = ("pooled", "none")
 #: Splits whose pixels set the scale (the test split stays out of it).
 FIT_SPLITS = ("train", "val")
-#: Default of ``infer.level_max_blocks``: spatial blocks per target year the level is measured on.
-DEFAULT_MAX_BLOCKS = 8
 #: Quantile of the target above which test pixels count as brightest (as in ``metrics.json``).
 BRIGHTEST_Q = 0.99
 
@@ -192,9 +191,8 @@ class YearPatches:
         self.rows, self.cols = store.extra["row"][of_year], store.extra["col"][of_year]
         self.splits, self.patch = store.split[of_year], store.patch
         self.mask_index = self.cube.channels.index(MASK_CHANNEL)
-        max_blocks = int(cfg["infer"].get("level_max_blocks", DEFAULT_MAX_BLOCKS))
         candidates = grid_blocks(self.cube.grid, int(cfg["grid"].get("block", 0) or 0))
-        self.chosen = choose_blocks(candidates, self.rows, self.cols, self.splits, self.patch, max_blocks)
+        self.chosen = choose_blocks(candidates, self.rows, self.cols, self.splits, self.patch, level_max_blocks(cfg))
         if len(self.chosen) < sum(patch_pixels_in(b.area, self.rows, self.cols, self.patch) > 0 for b in candidates):
             log.info("year %s: the level is measured on the %d blocks with the most train and val patch pixels "
                      "(infer.level_max_blocks)", self.year, len(self.chosen))
