@@ -9,6 +9,7 @@ import pytest
 import rasterio
 
 from fake_cubes import CHANNELS, identity_model, infer_test_config, smooth_model, write_cube
+from pandafine.core.raster_io import write_raster
 from pandafine.inference.infer import LEVEL_TAG, infer_year
 from pandafine.inference.level import (
     LightSums,
@@ -66,15 +67,6 @@ def field(shape, seed=0):
                     ).astype(np.float32)
 
 
-def write_target(path, cube_path, values):
-    grid = open_cube(cube_path).grid
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
-                   crs=grid.crs, transform=grid.transform, nodata=np.nan)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(values.astype(np.float32), 1)
-    return path
-
-
 def write_patches(path, origins):
     """A minimal train.zarr: patches at (year, row, col, split) ``origins`` (only their positions matter here)."""
     import zarr
@@ -106,7 +98,8 @@ def world(tmp_path):
                 target[r:r + PATCH, c:c + PATCH] *= 2.5
         target[100:, :20] = np.nan  # no target there (outside the frames)
         cubes.append(cube)
-        targets.append(write_target(tmp_path / f"target_{year}.tif", cube, target))
+        targets.append(write_raster(tmp_path / f"target_{year}.tif", target.astype(np.float32), open_cube(cube).grid,
+                                    nodata=np.nan))
     return {"tiles": write_patches(tmp_path / "train.zarr", origins), "cubes": cubes, "targets": targets,
             "model": identity_model(tmp_path / "identity.onnx")}
 
