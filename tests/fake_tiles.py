@@ -47,11 +47,13 @@ def make_scene(size: int, *, factor: int = 8, seed: int = 0) -> tuple[np.ndarray
 
 
 def write_fake_train_zarr(path, *, patch: int = 16, size: int = 64, years=(2018, 2019), factor: int = 8,
-                          seed: int = 0, chunk_patches: int = 1) -> Path:
+                          seed: int = 0, chunk_patches: int = 1, halo: int = 0) -> Path:
     """Write a fake ``train.zarr``: patches of ``len(years)`` scenes of ``size x size`` pixels.
 
     Every split (0 train, 1 val, 2 test) gets at least one patch; patches are
-    cut on a regular ``patch`` lattice; some target pixels are NaN.
+    cut on a regular ``patch`` lattice; some target pixels are NaN. With ``halo``
+    > 0 the inputs carry ``halo`` px of the scene (reflected beyond its edge) on
+    every side and the target is NaN there, as ``tiles.halo`` makes them.
     """
     import zarr
 
@@ -59,10 +61,12 @@ def write_fake_train_zarr(path, *, patch: int = 16, size: int = 64, years=(2018,
     for k, year in enumerate(years):
         inputs, radiance = make_scene(size, factor=factor, seed=seed + k)
         radiance[:3, :] = np.nan  # no target there (outside the Luojia footprints)
+        wide = np.pad(inputs, ((0, 0), (halo, halo), (halo, halo)), mode="reflect")
         for r in range(0, size, patch):
             for c in range(0, size, patch):
-                xs.append(inputs[:, r:r + patch, c:c + patch])
-                ts.append(radiance[None, r:r + patch, c:c + patch])
+                xs.append(wide[:, r:r + patch + 2 * halo, c:c + patch + 2 * halo])
+                ts.append(np.pad(radiance[None, r:r + patch, c:c + patch], ((0, 0), (halo, halo), (halo, halo)),
+                                 constant_values=np.nan))
                 ys.append(year), rows.append(r), cols.append(c)
     n = len(xs)
     rng = np.random.default_rng(seed)
@@ -73,21 +77,21 @@ def write_fake_train_zarr(path, *, patch: int = 16, size: int = 64, years=(2018,
     split[order[:n_val]] = 1
     split[order[n_val:n_val + n_test]] = 2
     x = np.stack(xs).astype(np.float32)
-    train = x[split == 0]
+    train = x[split == 0][..., halo:halo + patch, halo:halo + patch]
     mean = [float(np.nanmean(train[:, c])) for c in range(x.shape[1])]
     std = [float(np.nanstd(train[:, c])) for c in range(x.shape[1])]
 
     path = Path(path)
     group = zarr.open_group(str(path), mode="w")
-    c = x.shape[1]
-    group.create_array("inputs", shape=x.shape, dtype="float32", chunks=(chunk_patches, c, patch, patch),
+    c, q = x.shape[1], patch + 2 * halo
+    group.create_array("inputs", shape=x.shape, dtype="float32", chunks=(chunk_patches, c, q, q),
                        fill_value=np.nan)[:] = x
-    group.create_array("target", shape=(n, 1, patch, patch), dtype="float32",
-                       chunks=(chunk_patches, 1, patch, patch), fill_value=np.nan)[:] = np.stack(ts)
+    group.create_array("target", shape=(n, 1, q, q), dtype="float32",
+                       chunks=(chunk_patches, 1, q, q), fill_value=np.nan)[:] = np.stack(ts)
     group.create_array("split", shape=(n,), dtype="int8", chunks=(n,))[:] = split
     for name, values in (("year", ys), ("row", rows), ("col", cols)):
         group.create_array(name, shape=(n,), dtype="int32", chunks=(n,))[:] = np.asarray(values, np.int32)
-    group.attrs.update({"channels": list(CHANNELS), "patch": patch, "grid": {"factor": factor},
+    group.attrs.update({"channels": list(CHANNELS), "patch": patch, "halo": halo, "grid": {"factor": factor},
                         "normalization": {"mean": mean, "std": std}})
     return path
 

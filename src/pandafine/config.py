@@ -73,6 +73,10 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
     patch = cfg["tiles"]["patch"]
     if patch % factor:
         msgs.append(f"key 'tiles.patch': value {patch} must be a multiple of grid.factor={factor}")
+    halo = int(cfg["tiles"].get("halo", 0) or 0)
+    if halo % factor:
+        msgs.append(f"key 'tiles.halo': value {halo} must be a multiple of grid.factor={factor} (patches with "
+                    "their halo start on the 1 km cells)")
     tile = cfg["infer"]["tile"]
     if tile % factor:
         msgs.append(f"key 'infer.tile': value {tile} must be a multiple of grid.factor={factor}")

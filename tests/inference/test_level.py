@@ -67,17 +67,20 @@ def field(shape, seed=0):
                     ).astype(np.float32)
 
 
-def write_patches(path, origins):
-    """A minimal train.zarr: patches at (year, row, col, split) ``origins`` (only their positions matter here)."""
+def write_patches(path, origins, halo: int = 0):
+    """A minimal train.zarr: patches at (year, row, col, split) ``origins`` (only their positions matter here).
+
+    With ``halo``, the arrays are ``halo`` px wider on every side, as ``tiles.halo`` makes them.
+    """
     import zarr
 
-    n = len(origins)
+    n, q = len(origins), PATCH + 2 * halo
     g = zarr.open_group(str(path), mode="w")
-    g.create_array("inputs", shape=(n, len(CHANNELS), PATCH, PATCH), dtype="float32")[:] = 0
-    g.create_array("target", shape=(n, 1, PATCH, PATCH), dtype="float32")[:] = 0
+    g.create_array("inputs", shape=(n, len(CHANNELS), q, q), dtype="float32")[:] = 0
+    g.create_array("target", shape=(n, 1, q, q), dtype="float32")[:] = 0
     for key, col in (("year", 0), ("row", 1), ("col", 2), ("split", 3)):
         g.create_array(key, shape=(n,), dtype="int32" if key != "split" else "int8")[:] = [o[col] for o in origins]
-    g.attrs.update(channels=CHANNELS, patch=PATCH,
+    g.attrs.update(channels=CHANNELS, patch=PATCH, halo=halo,
                    normalization={"mean": [0.0] * len(CHANNELS), "std": [1.0] * len(CHANNELS)})
     return path
 
@@ -118,6 +121,21 @@ def test_calibrate_level_recovers_the_known_scale_from_train_and_val(tmp_path, w
     assert on_disk["test_brightest_1pct_error"]["after"] == pytest.approx(-0.6, rel=1e-6)
     assert {(s["year"], s["split"]) for s in on_disk["sums"]} == {(y, s) for y in (2018, 2019)
                                                                   for s in ("train", "val", "test")}
+
+
+def test_patches_with_a_halo_are_measured_on_their_centre(tmp_path, world):
+    """The same patches stored with a halo: the splits' pixels are the patches', not their halos'."""
+    import zarr
+
+    plain = zarr.open_group(str(world["tiles"]), mode="r")
+    origins = list(zip(*(plain[k][:].tolist() for k in ("year", "row", "col", "split"))))
+    wide = write_patches(tmp_path / "wide.zarr", origins, halo=8)
+    rec = calibrate_level(infer_test_config(), world["model"], wide, world["cubes"], world["targets"],
+                          tmp_path / "level.json")
+    assert rec["scale"] == pytest.approx(2.0, rel=1e-6)
+    on_disk = json.loads((tmp_path / "level.json").read_text())
+    assert on_disk["pooled"]["test"]["ratio_scaled"] == pytest.approx(1 / 2.5, rel=1e-6)
+    assert on_disk["test_brightest_1pct_error"]["after"] == pytest.approx(-0.6, rel=1e-6)
 
 
 def test_calibrate_level_by_blocks_equals_the_whole_grid(tmp_path, world):

@@ -156,3 +156,53 @@ def test_no_patch_kept_names_the_targets_and_writes_nothing(tmp_path):
                            min_valid=1.01)
     assert not (tmp_path / "train.zarr").exists()
     assert not list(tmp_path.glob(".train.*"))
+
+
+@pytest.mark.parametrize("halo", [4, 8])
+@pytest.mark.parametrize("band_bytes", [1, PT.BAND_BYTES], ids=["one-patch-row", "default"])
+def test_halo_patches_are_the_patches_with_their_surroundings_and_no_target_there(tmp_path, band_bytes, halo):
+    from pandafine.tiles.store import PatchStore
+
+    cubes, targets = {}, {}
+    for year in (2018, 2019):
+        cubes[year], targets[year] = _region(tmp_path, year)
+    plain = build_training_set(cubes, targets, tmp_path / "plain.zarr", SplitParams(P, 2, (0.6, 0.2, 0.2), seed=5))
+    params = SplitParams(P, 2, (0.6, 0.2, 0.2), seed=5, halo=halo)
+    wide = build_training_set(cubes, targets, tmp_path / "wide.zarr", params, band_bytes=band_bytes)
+    a, b = zarr.open_group(str(plain), mode="r"), zarr.open_group(str(wide), mode="r")
+    Q = P + 2 * halo
+    assert b["inputs"].shape[2:] == (Q, Q) and b["target"].shape[2:] == (Q, Q)
+    for name in ("split", "year", "row", "col"):
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+    # the same normalization: the statistics are the patches', not their halos'
+    assert dict(b.attrs)["normalization"] == dict(a.attrs)["normalization"]
+    assert dict(b.attrs)["patch"] == P and dict(b.attrs)["halo"] == halo
+    centre = np.s_[..., halo:halo + P, halo:halo + P]
+    np.testing.assert_array_equal(b["inputs"][:][centre], a["inputs"][:])
+    t = b["target"][:]
+    np.testing.assert_array_equal(t[centre], a["target"][:])
+    ring = np.ones((Q, Q), bool)
+    ring[halo:halo + P, halo:halo + P] = False
+    assert np.isnan(t[..., ring]).all()                     # never supervised in the halo
+    # the halo is the cube around the patch, reflected beyond the grid's edge (as inference pads)
+    padded = {y: np.pad(np.asarray(open_cube(cubes[y]).inputs[:]), ((0, 0), (halo, halo), (halo, halo)),
+                        mode="reflect") for y in cubes}
+    x = b["inputs"][:]
+    rows, cols, years = b["row"][:], b["col"][:], b["year"][:]
+    edge = 0
+    for k in range(len(x)):
+        r, c = int(rows[k]), int(cols[k])
+        expect = padded[int(years[k])][:, r:r + Q, c:c + Q]
+        np.testing.assert_array_equal(x[k], expect, err_msg=f"patch {k} at ({r}, {c})")
+        edge += r == 0 or c == 0 or r + P + halo > GRID.height or c + P + halo > GRID.width
+    assert edge  # patches at the grid's edge were among those checked
+    store = PatchStore(wide)
+    assert (store.patch, store.halo, store.core) == (Q, halo, P)
+
+
+def test_a_halo_too_wide_for_the_grid_is_refused(tmp_path):
+    cube, target = _region(tmp_path, 2018)
+    with pytest.raises(ValueError, match="tiles.halo=96 px"):
+        build_training_set({2018: cube}, {2018: target}, tmp_path / "train.zarr",
+                           SplitParams(P, 1, (0.6, 0.2, 0.2), 1, halo=96))
+    assert not (tmp_path / "train.zarr").exists()

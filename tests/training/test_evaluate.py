@@ -187,3 +187,26 @@ def test_evaluate_streamed_equals_in_memory(trained, tmp_path):
     for method, p in (("model", pred), ("interpolation", interp)):
         for key, value in E.method_metrics(p, true, mask, *ranges).items():
             assert got[method][key] == pytest.approx(value, rel=1e-9), (method, key)
+
+
+def test_patches_with_a_halo_train_and_are_scored_on_their_centre_only(tmp_path, monkeypatch):
+    zarr_path = write_fake_train_zarr(tmp_path / "train.zarr", halo=8)
+    store = PatchStore(zarr_path)
+    assert (store.patch, store.halo, store.core) == (32, 8, 16)
+    T.train_model(stage_config(epochs=1), zarr_path, tmp_path / "model", progress=False)
+    test_idx = store.indices("test")
+    centre_pixels = int(np.isfinite(store.read_target(test_idx)).sum())
+    m = json.loads(E.evaluate_model(stage_config(), zarr_path, tmp_path / "model", tmp_path / "e1").read_text())
+    assert m["test_split"]["n_pixels"] == centre_pixels > 0   # the halo (NaN target) never counts
+    assert centre_pixels <= len(test_idx) * 16 * 16
+    # a model exact on the centre and wrong everywhere in the halo scores perfectly: the halo is not scored
+    def exact_centre(model, store, idx, bs):
+        z = np.nan_to_num(T.true_log(store, idx))
+        ring = np.ones(z.shape[1:], bool)
+        ring[8:24, 8:24] = False
+        z[:, ring] = 99.0
+        return z
+    monkeypatch.setattr(E, "predict_log", exact_centre)
+    m = json.loads(E.evaluate_model(stage_config(), zarr_path, tmp_path / "model", tmp_path / "e2").read_text())
+    assert m["test_split"]["model"]["psnr_log_db"] > 100
+    assert m["test_split"]["model"]["total_light_ratio"] == pytest.approx(1.0, abs=1e-6)

@@ -189,7 +189,7 @@ class YearPatches:
         if not of_year.any():
             raise NoPatchesError(f"{store.path}: no patches of target year {self.year} ({cube_path})")
         self.rows, self.cols = store.extra["row"][of_year], store.extra["col"][of_year]
-        self.splits, self.patch = store.split[of_year], store.patch
+        self.splits, self.patch = store.split[of_year], store.core
         self.mask_index = self.cube.channels.index(MASK_CHANNEL)
         candidates = grid_blocks(self.cube.grid, int(cfg["grid"].get("block", 0) or 0))
         self.chosen = choose_blocks(candidates, self.rows, self.cols, self.splits, self.patch, level_max_blocks(cfg))

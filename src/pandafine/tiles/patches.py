@@ -6,7 +6,11 @@
 * :func:`build_training_set` cuts aligned patches from the cubes and targets of
   the supervised years into ``train.zarr`` with normalization statistics taken
   from the train split only. It reads the cubes by bands of rows and writes the
-  patches as it goes, so its memory does not grow with the region.
+  patches as it goes, so its memory does not grow with the region. With a halo
+  (``tiles.halo``), each patch's inputs carry that many pixels of the real
+  surroundings on every side, and its target is NaN there: the model is trained
+  with the context it sees when the products are inferred, and is supervised on
+  the patch alone.
 * :class:`StreamedMoments` gives the normalization statistics of
   :func:`channel_moments` (numpy's float32 mean and std, to the last bit) from
   patches fed in batches.
@@ -39,13 +43,15 @@ class SplitParams:
     split_block: int
     fractions: tuple[float, float, float]
     seed: int
+    #: Pixels of input context around each patch (``tiles.halo``); the target is NaN there.
+    halo: int = 0
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "SplitParams":
         t = cfg["tiles"]
         fr = t["fractions"]
         return cls(int(t["patch"]), int(t["split_block"]), (fr["train"], fr["val"], fr["test"]),
-                   int(cfg["run"]["seed"]))
+                   int(cfg["run"]["seed"]), int(t.get("halo", 0) or 0))
 
 
 def patch_origins(height: int, width: int, patch: int) -> list[tuple[int, int]]:
@@ -335,6 +341,51 @@ def band_patches(band: np.ndarray, patch: int) -> np.ndarray:
     return _per_patch(band, patch).transpose(1, 3, 0, 2, 4)
 
 
+def band_patches_with_halo(band: np.ndarray, patch: int, halo: int) -> np.ndarray:
+    """View of the whole patches of a band padded by ``halo`` px on every side, each with its halo.
+
+    Parameters
+    ----------
+    band : numpy.ndarray
+        (C, h + 2 halo, W + 2 halo): a band of ``h`` rows and ``W`` columns of the grid with ``halo``
+        px of context (or padding) around it.
+    patch, halo : int
+        Patch size and halo (px).
+
+    Returns
+    -------
+    numpy.ndarray
+        (h // P, W // P, C, P + 2 halo, P + 2 halo), in row-major order; patch ``(i, j)`` is
+        ``band[:, i P : i P + P + 2 halo, j P : j P + P + 2 halo]``, whose centre is the patch that
+        :func:`band_patches` gives for the band without its halo.
+    """
+    if not halo:
+        return band_patches(band, patch)
+    edge = patch + 2 * halo
+    nr, nc = (band.shape[1] - 2 * halo) // patch, (band.shape[2] - 2 * halo) // patch
+    windows = np.lib.stride_tricks.sliding_window_view(band, (edge, edge), axis=(1, 2))
+    return windows[:, ::patch, ::patch][:, :nr, :nc].transpose(1, 2, 0, 3, 4)
+
+
+def read_band_with_halo(cube, row: int, height: int, halo: int) -> np.ndarray:
+    """Rows ``row .. row + height`` of a (C, H, W) cube, with ``halo`` px of context on every side.
+
+    The context is the cube's own pixels where the grid has them, and their
+    reflection about the grid's edge beyond it (as :func:`pandafine.inference.tiling.pad_block`
+    pads a region smaller than a tile). Returns (C, height + 2 halo, W + 2 halo).
+    """
+    if not halo:
+        return np.asarray(cube[:, row:row + height, :])
+    rows = cube.shape[1]
+    top, bottom = max(0, row - halo), min(rows, row + height + halo)
+    band = np.asarray(cube[:, top:bottom, :])
+    pad_top, pad_bottom = halo - (row - top), halo - (bottom - row - height)
+    if max(pad_top, pad_bottom, halo) >= min(band.shape[1], band.shape[2]):
+        raise ValueError(f"tiles.halo={halo} px: the grid ({rows}x{cube.shape[2]} px) is too small to reflect "
+                         "a halo that wide at its edge; use a smaller halo")
+    return np.pad(band, ((0, 0), (pad_top, pad_bottom), (halo, halo)), mode="reflect")
+
+
 def target_valid(target: np.ndarray, patch: int, min_valid: float) -> np.ndarray:
     """(h // P, W // P) bool: the patches of a (h, W) target band with at least ``min_valid`` finite pixels."""
     valid = _per_patch(np.isfinite(target), patch).sum(axis=(1, 3)) / (patch * patch)
@@ -401,20 +452,32 @@ def _scan(cubes: Mapping[int, Any], target_paths: Mapping[int, str | Path], patc
 
 
 def _planned_bands(plans: Sequence[BandPlan], cubes: Mapping[int, Any], cube_paths: Mapping[int, str | Path],
-                   target_paths: Mapping[int, str | Path], patch: int, min_valid: float):
-    """Read the bands of ``plans`` again; yield ``(plan, patches (nr, nc, C, P, P), target (nr, nc, 1, P, P))``."""
+                   target_paths: Mapping[int, str | Path], patch: int, min_valid: float, halo: int = 0):
+    """Read the bands of ``plans`` again; yield ``(plan, patches (nr, nc, C, Q, Q), target (nr, nc, 1, P, P))``.
+
+    ``Q = P + 2 halo``: each patch's inputs with ``halo`` px of context (:func:`read_band_with_halo`).
+    """
     for year, group in groupby(plans, key=lambda p: p.year):
         cube = cubes[year]
         with open_raster(target_paths[year]) as tgt:
             for plan in group:
-                x = np.asarray(cube[:, plan.row:plan.row + plan.height, :])
+                xh = read_band_with_halo(cube, plan.row, plan.height, halo)
+                x = xh[:, halo:halo + plan.height, halo:halo + cube.shape[2]]
                 t = _read_target(tgt, plan.row, plan.height, cube.shape[2])
                 keep = target_valid(t, patch, min_valid) & panda_valid(x[0], patch)
                 if not np.array_equal(keep, plan.keep):
                     raise ValueError(f"{cube_paths[year]} or {target_paths[year]}: rows {plan.row}-"
                                      f"{plan.row + plan.height} changed while the training patches were cut")
-                yield plan, band_patches(x, patch), band_patches(t[None], patch)
-                del x, t  # before the next band is read
+                yield plan, band_patches_with_halo(xh, patch, halo), band_patches(t[None], patch)
+                del x, xh, t  # before the next band is read
+
+
+def pad_target(target: np.ndarray, halo: int) -> np.ndarray:
+    """(..., P, P) targets padded with NaN to (..., P + 2 halo, P + 2 halo): no supervision in the halo."""
+    if not halo:
+        return target
+    pad = [(0, 0)] * (target.ndim - 2) + [(halo, halo), (halo, halo)]
+    return np.pad(target.astype(np.float32, copy=False), pad, constant_values=np.nan)
 
 
 def _kept_rows(plan: BandPlan, xp: np.ndarray, tp: np.ndarray):
@@ -455,7 +518,11 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
     """Cut patches of every supervised year into ``train.zarr`` (see docs/contracts.md).
 
     Patches (year by year, row-major) are kept when at least ``min_valid`` of
-    their target pixels and one PANDA pixel are finite. Each year's cube and
+    their target pixels and one PANDA pixel are finite. With ``params.halo`` =
+    h > 0 the stored inputs are ``P + 2h`` px square, the patch and h px of the
+    cube around it (reflected beyond the grid's edge, :func:`read_band_with_halo`),
+    and the stored target is the patch's target with NaN in the halo; the
+    normalization statistics are those of the patches alone (as with h = 0). Each year's cube and
     target are read by bands of whole rows of patches (:func:`band_height`: the
     cube's chunk rows, at most ``band_bytes`` of cube), three times: to find
     the kept patches and split them, to write them into arrays of the final
@@ -467,7 +534,10 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
     import zarr
 
     cubes, grid = _open_inputs(cube_paths, target_paths)
-    P = params.patch
+    P, H = params.patch, params.halo
+    if H < 0:
+        raise ValueError(f"tiles.halo={H}: expected a number of pixels >= 0")
+    Q = P + 2 * H
     heights = {year: band_height(cube.chunks[1], P, len(CHANNELS) * grid.width * cube.dtype.itemsize, band_bytes)
                for year, cube in cubes.items()}
     plans, years, rows, cols, counts = _scan(cubes, target_paths, P, heights, min_valid)
@@ -482,23 +552,24 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
 
     def bands(only_train: bool):
         todo = [p for p in plans if is_train[p.start:p.start + int(p.keep.sum())].any()] if only_train else plans
-        return _planned_bands(todo, cubes, cube_paths, target_paths, P, min_valid)
+        return _planned_bands(todo, cubes, cube_paths, target_paths, P, min_valid, H)
 
     with atomic_path(out_path) as tmp:
         root = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
-        inputs = root.create_array("inputs", shape=(n, len(CHANNELS), P, P), dtype=dtype,
-                                   chunks=(1, len(CHANNELS), P, P))
-        target = root.create_array("target", shape=(n, 1, P, P), dtype=np.float32, chunks=(1, 1, P, P))
+        inputs = root.create_array("inputs", shape=(n, len(CHANNELS), Q, Q), dtype=dtype,
+                                   chunks=(1, len(CHANNELS), Q, Q))
+        target = root.create_array("target", shape=(n, 1, Q, Q), dtype=np.float32, chunks=(1, 1, Q, Q))
+        centre = np.s_[..., H:H + P, H:H + P]
         for plan, xp, tp in bands(only_train=False):
             for start, x, t in _kept_rows(plan, xp, tp):
                 x = x.astype(dtype, copy=False)
                 inputs[start:start + len(x)] = x
-                target[start:start + len(x)] = t
-                stats.add_values(x[is_train[start:start + len(x)]])
+                target[start:start + len(x)] = pad_target(t, H)
+                stats.add_values(x[centre][is_train[start:start + len(x)]])
             del xp, tp  # before the next band is read
         for plan, xp, tp in bands(only_train=True):
             for start, x, _ in _kept_rows(plan, xp, tp):
-                stats.add_deviations(x[is_train[start:start + len(x)]].astype(dtype, copy=False))
+                stats.add_deviations(x[centre][is_train[start:start + len(x)]].astype(dtype, copy=False))
             del xp, tp
         moments = stats.moments()
         mean, std = normalization(moments)
@@ -510,7 +581,7 @@ def build_training_set(cube_paths: Mapping[int, str | Path], target_paths: Mappi
         root.create_array("year", data=years)
         root.create_array("row", data=rows)
         root.create_array("col", data=cols)
-        root.attrs.update({"channels": list(CHANNELS), "patch": P, "grid": grid.to_dict(),
+        root.attrs.update({"channels": list(CHANNELS), "patch": P, "halo": H, "grid": grid.to_dict(),
                            "normalization": {"mean": mean, "std": std},
                            "counts": {s: int((split == i).sum()) for i, s in enumerate(SPLIT_NAMES)},
                            "n_patches": n, "seed": params.seed, "split_block": params.split_block})

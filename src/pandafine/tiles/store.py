@@ -70,6 +70,12 @@ class PatchStore:
                              f"'std': [{c} values]}}, got {norm!r}")
         self.normalization = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
         self.patch = int(p)
+        self.halo = int(attrs.get("halo", 0) or 0)
+        if self.halo < 0 or self.patch - 2 * self.halo < 1:
+            raise ValueError(f"{self.path}: attribute 'halo' is {self.halo}; expected 0 <= halo < patch / 2 "
+                             f"for patches of {self.patch} px")
+        #: Edge of the supervised centre of each patch (``patch`` less the halo on both sides).
+        self.core = self.patch - 2 * self.halo
         self.n_channels = int(c)
         self.attrs = attrs
         self.extra = {k: np.asarray(group[k][:]) for k in ("year", "row", "col") if k in group}

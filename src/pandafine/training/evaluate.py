@@ -385,7 +385,8 @@ def _patch_offsets(store, idx) -> tuple[np.ndarray, np.ndarray]:
     if rows is None or cols is None:
         zeros = np.zeros(len(idx), np.int64)
         return zeros, zeros
-    return np.asarray(rows)[idx].astype(np.int64), np.asarray(cols)[idx].astype(np.int64)
+    h = getattr(store, "halo", 0)  # the arrays start a halo above and left of the supervised centre
+    return np.asarray(rows)[idx].astype(np.int64) - h, np.asarray(cols)[idx].astype(np.int64) - h
 
 
 def upsample_patches(panda: np.ndarray, factor: int, rows, cols) -> np.ndarray:
