@@ -73,7 +73,7 @@ def _semantic_errors(cfg: Mapping[str, Any]) -> list[str]:
     patch = cfg["tiles"]["patch"]
     if patch % factor:
         msgs.append(f"key 'tiles.patch': value {patch} must be a multiple of grid.factor={factor}")
-    halo = int(cfg["tiles"].get("halo", 0) or 0)
+    halo = tiles_halo(cfg)
     if halo % factor:
         msgs.append(f"key 'tiles.halo': value {halo} must be a multiple of grid.factor={factor} (patches with "
                     "their halo start on the 1 km cells)")
@@ -162,6 +162,11 @@ LEVEL_MAX_BLOCKS = 8
 def level_max_blocks(cfg: Mapping[str, Any]) -> int:
     """``infer.level_max_blocks`` of a validated config: spatial blocks per target year the level is measured on."""
     return int(cfg["infer"].get("level_max_blocks", LEVEL_MAX_BLOCKS))
+
+
+def tiles_halo(cfg: Mapping[str, Any]) -> int:
+    """``tiles.halo`` of a config: px of input context around each training patch (0 without the key)."""
+    return int(cfg["tiles"].get("halo", 0) or 0)
 
 
 def years(cfg: Mapping[str, Any]) -> list[int]:

@@ -19,6 +19,8 @@ def test_demo_config_is_valid(demo_config):
     (lambda c: c["grid"].update(pixel_size=-125), "grid.pixel_size"),
     (lambda c: c["infer"].update(window="triangle"), "infer.window"),
     (lambda c: c["tiles"].update(patch=60), "tiles.patch"),
+    (lambda c: c["tiles"].update(halo=12), "tiles.halo"),
+    (lambda c: c["tiles"].update(halo=-8), "tiles.halo"),
     (lambda c: c["run"].update(target_years=[2021]), "run.target_years"),
     (lambda c: c["grid"].update(colour="red"), "grid.colour"),
 ])

@@ -206,3 +206,14 @@ def test_a_halo_too_wide_for_the_grid_is_refused(tmp_path):
         build_training_set({2018: cube}, {2018: target}, tmp_path / "train.zarr",
                            SplitParams(P, 1, (0.6, 0.2, 0.2), 1, halo=96))
     assert not (tmp_path / "train.zarr").exists()
+
+
+@pytest.mark.parametrize("halo", [-1, 16, 20])
+def test_a_store_whose_halo_leaves_no_patch_is_refused(tmp_path, halo):
+    from fake_tiles import write_fake_train_zarr
+    from pandafine.tiles.store import PatchStore
+
+    path = write_fake_train_zarr(tmp_path / "train.zarr", patch=16, size=32)  # 16 px arrays
+    zarr.open_group(str(path), mode="r+").attrs["halo"] = halo
+    with pytest.raises(ValueError, match=f"train.zarr: attribute 'halo' is {halo}; expected 0 <= halo < patch / 2"):
+        PatchStore(path)

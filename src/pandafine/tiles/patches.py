@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from pandafine.config import tiles_halo
 from pandafine.core.atomic import atomic_path
 from pandafine.core.channels import CHANNELS
 from pandafine.core.raster_io import open_raster
@@ -51,7 +52,7 @@ class SplitParams:
         t = cfg["tiles"]
         fr = t["fractions"]
         return cls(int(t["patch"]), int(t["split_block"]), (fr["train"], fr["val"], fr["test"]),
-                   int(cfg["run"]["seed"]), int(t.get("halo", 0) or 0))
+                   int(cfg["run"]["seed"]), tiles_halo(cfg))
 
 
 def patch_origins(height: int, width: int, patch: int) -> list[tuple[int, int]]:
