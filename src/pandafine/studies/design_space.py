@@ -49,6 +49,7 @@ from pandafine.training.evaluate import (
     data_ranges,
     interpolation_baseline,
     method_metrics,
+    patch_offsets,
     test_split_setup,
 )
 from pandafine.training.export import INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -132,8 +133,7 @@ def evaluate_sampling(cfg: Mapping[str, Any], train_zarr, model_dir, *, sampler:
     if sampler is not None and not generative:
         raise ValueError(f"{model_dir}: a {ck['model_config'].get('name')} model is deterministic; "
                          "it takes no sampler")
-    rows = np.asarray(store.extra.get("row", np.zeros(len(store))), dtype=np.int64)
-    cols = np.asarray(store.extra.get("col", np.zeros(len(store))), dtype=np.int64)
+    rows, cols = patch_offsets(store, np.arange(len(store)))  # grid noise sits where each array lies
     first = test_idx[:batch_size]
     if generative:
         spec = model.net.sampler if sampler is None else model.net.check_sampler(model.net.sampler_spec(sampler))

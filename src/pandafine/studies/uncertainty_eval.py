@@ -66,9 +66,9 @@ from pandafine.studies.uncertainty_figure import uncertainty_figure
 from pandafine.tiles.store import PatchStore
 from pandafine.training.evaluate import (
     EVAL_BATCH_PIXELS,
-    _patch_offsets,
     data_ranges,
     eval_batch_patches,
+    patch_offsets,
     test_split_setup,
     upsample_patches,
 )
@@ -207,7 +207,7 @@ def split_pixels(store, idx: np.ndarray, predictors: Predictors, *, factor: int,
     for start in range(0, idx.size, batch):
         sel = idx[start:start + batch]
         x, t = store.read(sel)
-        rows, cols = _patch_offsets(store, sel)
+        rows, cols = patch_offsets(store, sel)
         dn = upsample_patches(x[:, panda_ch], factor, rows, cols)
         pred = predictors.predict(x)
         true = t[:, 0].astype(np.float64)

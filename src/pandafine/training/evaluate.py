@@ -379,13 +379,17 @@ def streamed_metrics(make_batches: Callable[[], Iterable[Batch]], source, *,
 
 # --------------------------------------------------------------------------- I/O
 
-def _patch_offsets(store, idx) -> tuple[np.ndarray, np.ndarray]:
+def patch_offsets(store: PatchStore, idx) -> tuple[np.ndarray, np.ndarray]:
+    """Grid offsets (rows, cols) of the stored arrays of patches ``idx``; zeros when the store has none.
+
+    With a halo (``store.halo``) an array starts that many pixels above and left of its patch.
+    """
     rows = store.extra.get("row")
     cols = store.extra.get("col")
     if rows is None or cols is None:
         zeros = np.zeros(len(idx), np.int64)
         return zeros, zeros
-    h = getattr(store, "halo", 0)  # the arrays start a halo above and left of the supervised centre
+    h = store.halo
     return np.asarray(rows)[idx].astype(np.int64) - h, np.asarray(cols)[idx].astype(np.int64) - h
 
 
@@ -399,7 +403,7 @@ def upsample_patches(panda: np.ndarray, factor: int, rows, cols) -> np.ndarray:
 
 def _baseline_dn(store, idx, factor: int, panda_ch: int) -> np.ndarray:
     """Interpolated PANDA DN (k, P, P) of patches ``idx``."""
-    rows, cols = _patch_offsets(store, idx)
+    rows, cols = patch_offsets(store, idx)
     out = np.empty((len(idx), store.patch, store.patch), np.float64)
     pos = 0
     for _, x, _ in store.iter_batches(idx, 64):
@@ -482,7 +486,7 @@ class _TestReader:
     def read(self, idx: np.ndarray, with_model: bool) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """``(PANDA DN, true radiance, {method: predicted radiance})`` of patches ``idx``, each (k, P, P)."""
         x, t = self.store.read(idx)
-        rows, cols = _patch_offsets(self.store, idx)
+        rows, cols = patch_offsets(self.store, idx)
         panda = x[:, self.panda_ch]
         preds = {}
         if with_model:
